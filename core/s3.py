@@ -1,0 +1,40 @@
+"""boto3 and pyarrow access to S3 (or the local S3-compatible server), configured in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+from core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+
+def s3_client(settings: Settings | None = None) -> Any:
+    settings = settings or get_settings()
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        # Enough connections for the parallel fetch; adaptive retries ride out throttling.
+        config=Config(max_pool_connections=32, retries={"max_attempts": 5, "mode": "adaptive"}),
+    )
+
+
+def arrow_filesystem(settings: Settings | None = None) -> pyarrow.fs.S3FileSystem:
+    """The filesystem Ray Train persists checkpoints through (credentials from the same env as boto3)."""
+    import pyarrow.fs
+
+    settings = settings or get_settings()
+    kwargs: dict[str, Any] = {"region": settings.s3_region}
+    if settings.s3_endpoint_url:
+        scheme, _, host = settings.s3_endpoint_url.partition("://")
+        kwargs.update(endpoint_override=host, scheme=scheme, force_virtual_addressing=False)
+    credentials = boto3.Session().get_credentials()
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        kwargs.update(access_key=frozen.access_key, secret_key=frozen.secret_key, session_token=frozen.token)
+    return pyarrow.fs.S3FileSystem(**kwargs)

@@ -1,0 +1,61 @@
+"""One configuration object for every Trainyard process (API, job driver, Ray Train workers, Serve).
+
+Everything comes from the environment (prefix ``TRAINYARD_``), so the local stack, a Ray cluster and a
+Kubernetes pod are configured the same way: the processes Ray starts inherit the environment of
+``ray start``, which is how the job driver learns where the store and S3 are without the job record
+ever carrying a credential. S3 credentials follow boto3's usual chain (``AWS_ACCESS_KEY_ID`` …).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINYARD_", extra="ignore")
+
+    # Everything local (SQLite file, dataset cache) lives here unless overridden.
+    home: Path = Field(default_factory=lambda: Path.home() / ".trainyard")
+    # SQLAlchemy URL; empty means the SQLite file under `home`.
+    database_url: str = ""
+    # Where fetched datasets are cached, keyed by object ETag; empty means `home/cache`.
+    cache_dir: Path | None = None
+    # None means AWS itself; the local stack points this at its S3-compatible server.
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    # Checkpoints, model artifacts and reports go under <artifact_uri>/jobs/<job id>/.
+    artifact_uri: str = "s3://trainyard-artifacts"
+    # Ray dashboard address: the Ray Jobs API the launcher submits to.
+    ray_address: str = "http://127.0.0.1:8265"
+    # Ray Serve's HTTP proxy, where the API forwards predictions.
+    serve_url: str = "http://127.0.0.1:8000"
+    # How clients reach this API; used to build `predict_url`.
+    public_url: str = "http://127.0.0.1:8080"
+    # How often the reconciler compares the store with Ray (seconds).
+    reconcile_interval_s: float = Field(default=10.0, gt=0)
+    # CPUs reserved per Serve replica. 0 on one machine: training and serving share the cores, and a
+    # reservation would leave too few logical CPUs for the next training job's two workers.
+    serve_replica_cpus: float = Field(default=0.0, ge=0)
+    serve_replica_gpus: float = Field(default=0.0, ge=0)
+    serve_max_replicas: int = Field(default=1, ge=1)
+    # Largest image body accepted for prediction (bytes).
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # A job whose dataset has more undecodable files than this fraction fails in `validating`.
+    max_bad_image_fraction: float = Field(default=0.1, ge=0, le=1)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'trainyard.db'}"
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.home / "cache"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

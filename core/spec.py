@@ -1,0 +1,122 @@
+"""The job contract shared by the API (validation), the store (persistence) and the pipeline (execution)."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# Bucket names as S3 allows them (3–63 chars, lowercase letters, digits, dots, hyphens).
+_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
+
+Arch = Literal["efficientnet_lite0", "resnet18", "resnet34", "resnet50"]
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Phase(StrEnum):
+    """The pipeline's stages, in order; `progress` runs through them by these weights."""
+
+    fetching = "fetching"
+    validating = "validating"
+    lr_sweep = "lr_sweep"
+    training = "training"
+    evaluating = "evaluating"
+    publishing = "publishing"
+    deploying = "deploying"
+
+
+# Share of overall progress each phase accounts for (training dominates the wall time).
+PHASE_WEIGHTS: dict[Phase, float] = {
+    Phase.fetching: 0.05,
+    Phase.validating: 0.05,
+    Phase.lr_sweep: 0.15,
+    Phase.training: 0.60,
+    Phase.evaluating: 0.05,
+    Phase.publishing: 0.05,
+    Phase.deploying: 0.05,
+}
+
+
+def phase_progress(phase: Phase, fraction: float = 0.0) -> float:
+    """Overall progress (0–1) when `phase` is `fraction` done."""
+    done = 0.0
+    for p, weight in PHASE_WEIGHTS.items():
+        if p == phase:
+            return round(min(1.0, done + weight * max(0.0, min(1.0, fraction))), 4)
+        done += weight
+    return 1.0
+
+
+class S3Location(BaseModel):
+    bucket: str
+    prefix: str  # '' or ends with '/'
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        match = _S3_URI.match(uri)
+        if not match:
+            raise ValueError(
+                f"must look like s3://bucket/prefix (a lowercase bucket name of 3-63 characters), got {uri!r}"
+            )
+        prefix = (match.group("prefix") or "").strip("/")
+        if ".." in prefix.split("/"):
+            raise ValueError("must not contain '..' path segments")
+        return cls(bucket=match.group("bucket"), prefix=f"{prefix}/" if prefix else "")
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def child(self, *parts: str) -> S3Location:
+        return S3Location(bucket=self.bucket, prefix=self.prefix + "".join(f"{p.strip('/')}/" for p in parts))
+
+    @property
+    def key(self) -> str:
+        """The prefix read as a single object key (no trailing slash)."""
+        return self.prefix.rstrip("/")
+
+
+def _check_s3_uri(value: str) -> str:
+    S3Location.parse(value)
+    return value
+
+
+S3Uri = Annotated[str, AfterValidator(_check_s3_uri)]
+
+
+class JobParams(BaseModel):
+    """What a user may ask of a training job. Every number is bounded so a typo fails fast with a 422."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_uri: S3Uri = Field(
+        description="s3://bucket/prefix holding train/<class>/* and valid/<class>/* images",
+        examples=["s3://my-bucket/pets"],
+    )
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    arch: Arch = Field(default="efficientnet_lite0", description="ImageNet-pretrained backbone")
+    weights_uri: S3Uri | None = Field(
+        default=None, description="s3:// URI of the backbone's state dict (torchvision archs offline)"
+    )
+    epochs: int = Field(default=3, ge=1, le=100, description="epochs with the whole network unfrozen")
+    freeze_epochs: int = Field(default=1, ge=0, le=100, description="head-only epochs on cached features")
+    lr: float | None = Field(default=None, gt=0, le=10, description="null: pick it by an LR range test")
+    batch_size: int = Field(default=32, ge=1, le=1024, description="per-worker batch size")
+    image_size: int = Field(default=224, ge=32, le=1024, description="training and serving resolution (px)")
+    num_workers: int = Field(default=2, ge=1, le=256, description="Ray Train workers (one per GPU)")
+    use_gpu: bool = False
+    deploy: bool = Field(default=True, description="deploy the best model behind Ray Serve")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)

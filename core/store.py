@@ -1,0 +1,410 @@
+"""The job store: the source of truth for jobs, their event log, per-epoch metrics and deployed models.
+
+One small interface over SQLAlchemy, so the same code runs on a SQLite file (one machine) and on
+PostgreSQL (clusters). The API, the job driver and the Ray Train controller all write here; every status
+change is a conditional UPDATE, so a late writer can never resurrect a job that was cancelled or failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.engine import Connection, Engine
+
+from core.spec import JobParams, JobStatus, Phase
+
+TERMINAL = [s.value for s in JobStatus if s.terminal]
+ResultField = Literal["dataset", "lr_sweep", "training", "best", "evaluation"]
+
+metadata = sa.MetaData()
+
+jobs_table = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(128)),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("phase", sa.String(16)),
+    sa.Column("progress", sa.Float, nullable=False, default=0.0),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("dataset", sa.JSON),
+    sa.Column("lr_sweep", sa.JSON),
+    sa.Column("training", sa.JSON),
+    sa.Column("best", sa.JSON),
+    sa.Column("evaluation", sa.JSON),
+    sa.Column("model_id", sa.String(40)),
+    sa.Column("error", sa.JSON),
+    sa.Column("idempotency_key", sa.String(255), unique=True),
+    sa.Column("request_hash", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+events_table = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("data", sa.JSON),
+)
+
+epochs_table = sa.Table(
+    "job_epochs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("metrics", sa.JSON, nullable=False),
+)
+
+models_table = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("artifact_uri", sa.Text, nullable=False),
+    sa.Column("arch", sa.String(64), nullable=False),
+    sa.Column("classes", sa.JSON, nullable=False),
+    sa.Column("metrics", sa.JSON),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    phase: Phase | None = None
+
+
+class JobRecord(BaseModel):
+    id: str
+    name: str | None
+    status: JobStatus
+    phase: Phase | None
+    progress: float
+    params: JobParams
+    dataset: dict[str, Any] | None = None
+    lr_sweep: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    model_id: str | None = None
+    error: JobError | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime
+
+
+class EventRecord(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    message: str
+    data: dict[str, Any] | None = None
+
+
+class ModelRecord(BaseModel):
+    id: str
+    job_id: str
+    artifact_uri: str
+    arch: str
+    classes: list[str]
+    metrics: dict[str, Any] | None = None
+    created_at: datetime
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite drops the zone; everything we write is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def new_id(prefix: str) -> str:
+    # Time-ordered ids sort like creation order, which keeps listing and logs readable.
+    return f"{prefix}-{_now().strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
+
+
+def request_hash(params: JobParams) -> str:
+    return hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the API read while a job driver writes; several processes share this file.
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> JobStore:
+        if url.startswith("sqlite:///"):
+            from pathlib import Path
+
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        store = cls(make_engine(url))
+        store.create_schema()
+        return store
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # --- jobs -------------------------------------------------------------------------------------
+
+    def create_job(self, params: JobParams, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+        """Insert a queued job. Returns (job, created); a repeated Idempotency-Key returns the first job."""
+        digest = request_hash(params)
+        if idempotency_key:
+            existing = self._by_idempotency_key(idempotency_key)
+            if existing is not None:
+                if existing[1] != digest:
+                    raise IdempotencyConflict(idempotency_key)
+                return existing[0], False
+        job_id = new_id("job")
+        now = _now()
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    jobs_table.insert().values(
+                        id=job_id,
+                        name=params.name,
+                        status=JobStatus.queued.value,
+                        phase=None,
+                        progress=0.0,
+                        params=params.model_dump(mode="json"),
+                        idempotency_key=idempotency_key,
+                        request_hash=digest,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                self._event(conn, job_id, "queued", "job accepted")
+        except sa.exc.IntegrityError:
+            # Two requests raced with the same key: the other one won.
+            existing = self._by_idempotency_key(idempotency_key or "")
+            if existing is None:
+                raise
+            if existing[1] != digest:
+                raise IdempotencyConflict(idempotency_key) from None
+            return existing[0], False
+        job = self.get_job(job_id)
+        assert job is not None
+        return job, True
+
+    def _by_idempotency_key(self, key: str) -> tuple[JobRecord, str] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs_table).where(jobs_table.c.idempotency_key == key)).first()
+        if row is None:
+            return None
+        return self._job(row._mapping), row.request_hash
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs_table).where(jobs_table.c.id == job_id)).first()
+        return None if row is None else self._job(row._mapping)
+
+    def list_jobs(self, status: JobStatus | None = None, limit: int = 50, before: str | None = None) -> list[JobRecord]:
+        """Newest first. `before` is a job id (the cursor): only jobs created before it are returned."""
+        query = sa.select(jobs_table).order_by(jobs_table.c.created_at.desc(), jobs_table.c.id.desc())
+        if status is not None:
+            query = query.where(jobs_table.c.status == status.value)
+        if before is not None:
+            cursor = self.get_job(before)
+            if cursor is not None:
+                query = query.where(
+                    sa.or_(
+                        jobs_table.c.created_at < cursor.created_at,
+                        sa.and_(jobs_table.c.created_at == cursor.created_at, jobs_table.c.id < cursor.id),
+                    )
+                )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit)).all()
+        return [self._job(r._mapping) for r in rows]
+
+    def active_jobs(self) -> list[JobRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs_table).where(jobs_table.c.status.in_([JobStatus.queued, JobStatus.running]))
+            ).all()
+        return [self._job(r._mapping) for r in rows]
+
+    def _transition(self, conn: Connection, job_id: str, values: dict[str, Any]) -> bool:
+        result = conn.execute(
+            jobs_table.update()
+            .where(jobs_table.c.id == job_id, jobs_table.c.status.not_in(TERMINAL))
+            .values(updated_at=_now(), **values)
+        )
+        return result.rowcount == 1
+
+    def set_phase(self, job_id: str, phase: Phase, progress: float) -> bool:
+        with self._tx() as conn:
+            row = conn.execute(sa.select(jobs_table.c.phase).where(jobs_table.c.id == job_id)).first()
+            changed = row is not None and row.phase != phase.value
+            ok = self._transition(
+                conn,
+                job_id,
+                {
+                    "status": JobStatus.running.value,
+                    "phase": phase.value,
+                    "progress": progress,
+                    "started_at": sa.func.coalesce(jobs_table.c.started_at, _now()),
+                },
+            )
+            if ok and changed:
+                self._event(conn, job_id, "phase", f"entered {phase.value}", {"phase": phase.value})
+        return ok
+
+    def set_progress(self, job_id: str, progress: float) -> bool:
+        with self._tx() as conn:
+            return self._transition(conn, job_id, {"progress": progress})
+
+    def set_result(self, job_id: str, field: ResultField, value: dict[str, Any]) -> None:
+        with self._tx() as conn:
+            conn.execute(jobs_table.update().where(jobs_table.c.id == job_id).values({field: value}))
+
+    def succeed(self, job_id: str, model_id: str | None) -> bool:
+        with self._tx() as conn:
+            ok = self._transition(
+                conn,
+                job_id,
+                {
+                    "status": JobStatus.succeeded.value,
+                    "phase": None,
+                    "progress": 1.0,
+                    "model_id": model_id,
+                    "finished_at": _now(),
+                },
+            )
+            if ok:
+                self._event(conn, job_id, "succeeded", "job succeeded", {"model_id": model_id})
+        return ok
+
+    def fail(self, job_id: str, code: str, message: str, phase: Phase | None = None) -> bool:
+        with self._tx() as conn:
+            if phase is None:
+                row = conn.execute(sa.select(jobs_table.c.phase).where(jobs_table.c.id == job_id)).first()
+                phase = Phase(row.phase) if row is not None and row.phase else None
+            error = JobError(code=code, message=message, phase=phase).model_dump(mode="json")
+            ok = self._transition(
+                conn, job_id, {"status": JobStatus.failed.value, "error": error, "finished_at": _now()}
+            )
+            if ok:
+                self._event(conn, job_id, "failed", message, error)
+        return ok
+
+    def cancel(self, job_id: str) -> bool:
+        with self._tx() as conn:
+            ok = self._transition(conn, job_id, {"status": JobStatus.cancelled.value, "finished_at": _now()})
+            if ok:
+                self._event(conn, job_id, "cancelled", "job cancelled")
+        return ok
+
+    # --- per-epoch metrics and events ---------------------------------------------------------------
+
+    def add_epoch(self, job_id: str, metrics: dict[str, Any]) -> None:
+        with self._tx() as conn:
+            conn.execute(epochs_table.insert().values(job_id=job_id, metrics=metrics))
+
+    def epochs(self, job_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(epochs_table.c.metrics).where(epochs_table.c.job_id == job_id).order_by(epochs_table.c.id)
+            ).all()
+        return [r.metrics for r in rows]
+
+    def add_event(self, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        with self._tx() as conn:
+            self._event(conn, job_id, kind, message, data)
+
+    def events(self, job_id: str, after: int = 0) -> list[EventRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(events_table)
+                .where(events_table.c.job_id == job_id, events_table.c.id > after)
+                .order_by(events_table.c.id)
+            ).all()
+        return [
+            EventRecord(id=r.id, at=_utc(r.at), kind=r.kind, message=r.message, data=r.data)  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    @staticmethod
+    def _event(conn: Connection, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        conn.execute(events_table.insert().values(job_id=job_id, at=_now(), kind=kind, message=message, data=data))
+
+    # --- models -------------------------------------------------------------------------------------
+
+    def add_model(self, model: ModelRecord) -> None:
+        with self._tx() as conn:
+            conn.execute(models_table.insert().values(**model.model_dump()))
+
+    def get_model(self, model_id: str) -> ModelRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(models_table).where(models_table.c.id == model_id)).first()
+        return None if row is None else self._model(row._mapping)
+
+    def list_models(self) -> list[ModelRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(models_table).order_by(models_table.c.created_at.desc())).all()
+        return [self._model(r._mapping) for r in rows]
+
+    # --- row mapping --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _job(row: Any) -> JobRecord:
+        data = dict(row)
+        for key in ("created_at", "started_at", "finished_at", "updated_at"):
+            data[key] = _utc(data[key])
+        data.pop("idempotency_key", None)
+        data.pop("request_hash", None)
+        return JobRecord.model_validate(data)
+
+    @staticmethod
+    def _model(row: Any) -> ModelRecord:
+        data = dict(row)
+        data["created_at"] = _utc(data["created_at"])
+        return ModelRecord.model_validate(data)

@@ -1,0 +1,288 @@
+"""The single-machine stack: an S3-compatible server, a Ray head and the API, all on loopback.
+
+    trainyard-stack up        # start everything (idempotent), print the URLs
+    trainyard-stack status    # what is running
+    trainyard-stack down      # stop everything this stack started
+
+The same class is what the tests start, so the README's commands are exercised by the suite.
+State (ports, pids) lives in <home>/stack.json so `down` works from another shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+LOOPBACK = "127.0.0.1"
+# Local-only credentials for the S3-compatible server; real deployments take AWS's usual chain.
+LOCAL_S3_KEY = "trainyard-local"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class StackConfig:
+    home: Path
+    s3_port: int = 9000
+    gcs_port: int = 6379
+    dashboard_port: int = 8265
+    serve_port: int = 8000
+    api_port: int = 8080
+    num_cpus: int = 2
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def with_free_ports(cls, home: Path, num_cpus: int = 2) -> StackConfig:
+        return cls(
+            home=home,
+            s3_port=free_port(),
+            gcs_port=free_port(),
+            dashboard_port=free_port(),
+            serve_port=free_port(),
+            api_port=free_port(),
+            num_cpus=num_cpus,
+        )
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.s3_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.dashboard_port}"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.serve_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.api_port}"
+
+    @property
+    def ray_temp_dir(self) -> Path:
+        # Ray's unix socket paths must stay under ~107 characters, so not under `home`.
+        return Path("/tmp") / f"trainyard-ray-{self.gcs_port}"
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.config.home.mkdir(parents=True, exist_ok=True)
+
+    # --- environment shared by every process -------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        c = self.config
+        env = dict(os.environ)
+        env.update(
+            TRAINYARD_HOME=str(c.home),
+            TRAINYARD_S3_ENDPOINT_URL=c.s3_url,
+            TRAINYARD_RAY_ADDRESS=c.dashboard_url,
+            TRAINYARD_SERVE_URL=c.serve_url,
+            TRAINYARD_PUBLIC_URL=c.api_url,
+            AWS_ACCESS_KEY_ID=LOCAL_S3_KEY,
+            AWS_SECRET_ACCESS_KEY=LOCAL_S3_KEY,
+            AWS_DEFAULT_REGION="us-east-1",
+            RAY_USAGE_STATS_ENABLED="0",
+            PYTHONUNBUFFERED="1",
+            # Ray Jobs run their entrypoint through a shell: `python` must be this environment's.
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        )
+        env.pop("RAY_ADDRESS", None)
+        return env
+
+    def _log(self, name: str) -> Path:
+        path = self.config.home / "logs" / f"{name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = self._log(name).open("ab")
+        proc = subprocess.Popen(
+            argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        self.config.pids[name] = proc.pid
+        self.save()
+
+    # --- services ----------------------------------------------------------------------------------
+
+    def start_s3(self) -> None:
+        if self._alive("s3"):
+            return
+        self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.config.s3_port)])
+        wait_http(f"{self.config.s3_url}/moto-api/", "S3 server", timeout=30)
+
+    def start_ray(self) -> None:
+        c = self.config
+        if self.ray_ready():
+            return
+        argv = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            f"--num-cpus={c.num_cpus}",
+            f"--node-ip-address={LOOPBACK}",
+            f"--port={c.gcs_port}",
+            "--include-dashboard=true",
+            f"--dashboard-host={LOOPBACK}",
+            f"--dashboard-port={c.dashboard_port}",
+            f"--temp-dir={c.ray_temp_dir}",
+            "--disable-usage-stats",
+        ]
+        result = subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=180)
+        self._log("ray-start").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"ray start failed; see {self._log('ray-start')}")
+        wait_http(f"{c.dashboard_url}/api/version", "Ray dashboard", timeout=120)
+
+    def start_api(self) -> None:
+        if self._alive("api"):
+            return
+        argv = [
+            sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app",
+            "--host", LOOPBACK, "--port", str(self.config.api_port), "--no-access-log",
+        ]  # fmt: skip
+        self._spawn("api", argv)
+        wait_http(f"{self.config.api_url}/healthz", "API", timeout=60)
+
+    def stop_api(self) -> None:
+        self._kill("api")
+
+    def up(self) -> None:
+        self.start_s3()
+        self.start_ray()
+        self.start_api()
+
+    def down(self) -> None:
+        self._kill("api")
+        if shutil.which("ray") or Path(sys.executable).with_name("ray").exists():
+            subprocess.run(
+                [str(Path(sys.executable).with_name("ray")), "stop", "--force"],
+                env=self.env(),
+                capture_output=True,
+                timeout=120,
+            )
+        self._kill("s3")
+        shutil.rmtree(self.config.ray_temp_dir, ignore_errors=True)
+
+    def ray_ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.config.dashboard_url}/api/version", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # --- process bookkeeping -----------------------------------------------------------------------
+
+    def _alive(self, name: str) -> bool:
+        pid = self.config.pids.get(name)
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+
+    def _kill(self, name: str, timeout: float = 15) -> None:
+        pid = self.config.pids.pop(name, None)
+        self.save()
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+                os.waitpid(pid, os.WNOHANG)
+            except (OSError, ChildProcessError):
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+
+    @property
+    def state_file(self) -> Path:
+        return self.config.home / "stack.json"
+
+    def save(self) -> None:
+        data = asdict(self.config) | {"home": str(self.config.home)}
+        self.state_file.write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, home: Path) -> LocalStack:
+        path = home / "stack.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            data["home"] = Path(data["home"])
+            return cls(StackConfig(**data))
+        return cls(StackConfig(home=home))
+
+    def describe(self) -> str:
+        c = self.config
+        return "\n".join(
+            [
+                f"  API            {c.api_url}   (docs: {c.api_url}/docs)",
+                f"  Ray dashboard  {c.dashboard_url}",
+                f"  Ray Serve      {c.serve_url}",
+                f"  S3 (local)     {c.s3_url}   (key/secret: {LOCAL_S3_KEY})",
+                f"  state, logs    {c.home}",
+            ]
+        )
+
+
+def wait_http(url: str, what: str, timeout: float) -> None:
+    """Poll until `url` answers at all (any status): readiness, not a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{what} did not answer at {url} within {timeout:.0f}s")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("TRAINYARD_HOME", Path.cwd() / ".trainyard"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="trainyard-stack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--home", type=Path, default=default_home())
+    args = parser.parse_args(argv)
+    stack = LocalStack.load(args.home.resolve())
+    if args.command == "up":
+        stack.up()
+        print("Trainyard is running:\n" + stack.describe())
+    elif args.command == "down":
+        stack.down()
+        print("Trainyard stack stopped.")
+    else:
+        running = {n: stack._alive(n) for n in ("s3", "api")} | {"ray": stack.ray_ready()}
+        print(json.dumps(running))
+        print(stack.describe())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The job driver: one Ray job per training job, submitted by the API as `python -m jobs.driver <job id>`.
+
+It reads the job from the store, runs the stages in order and records every phase, result and failure
+there. Failures a user can fix (StageError) are stored in their words; anything else is stored as an
+internal error naming the phase, with the traceback only in this driver's log (`ray job logs <job id>`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import ray
+
+from core.s3 import s3_client
+from core.settings import Settings, get_settings
+from core.spec import JobParams, Phase, phase_progress
+from core.store import JobStore, ModelRecord
+from jobs.errors import JobCancelled, StageError
+from jobs.features import Features, compute_features
+from jobs.stages.evaluate import Evaluation, evaluate_model, load_checkpoint_model
+from jobs.stages.fetch import fetch_dataset
+from jobs.stages.fine_tune import BestCheckpoint, fine_tune
+from jobs.stages.lr_sweep import lr_range_test
+from jobs.stages.publish import publish_model
+from jobs.stages.validate import ValidatedDataset, validate_dataset
+from jobs.weights import resolve_weights
+
+log = logging.getLogger("trainyard.driver")
+T = TypeVar("T")
+
+
+class Driver:
+    def __init__(self, job_id: str, store: JobStore, settings: Settings) -> None:
+        self.job_id = job_id
+        self.store = store
+        self.settings = settings
+        self.s3 = s3_client(settings)
+        job = store.get_job(job_id)
+        if job is None:
+            raise SystemExit(f"no job {job_id} in the store")
+        self.params: JobParams = job.params
+        self.phase: Phase | None = None
+
+    # --- bookkeeping -------------------------------------------------------------------------------
+
+    @contextmanager
+    def stage(self, phase: Phase) -> Iterator[None]:
+        if not self.store.set_phase(self.job_id, phase, phase_progress(phase)):
+            raise JobCancelled  # the job became terminal (cancelled) while we were working
+        self.phase = phase
+        started = time.monotonic()
+        yield
+        log.info("%s finished in %.1fs", phase.value, time.monotonic() - started)
+
+    def _remote(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run heavy one-off work as a Ray task so it lands where the resources are (a GPU node on clusters)."""
+        options: dict[str, Any] = (
+            {"num_cpus": 1, "num_gpus": 1} if self.params.use_gpu else {"num_cpus": self.params.num_workers}
+        )
+        task = ray.remote(fn).options(**options, max_retries=1)
+        return ray.get(task.remote(*args))  # type: ignore[no-any-return]
+
+    # --- the pipeline ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        p = self.params
+        with self.stage(Phase.fetching):
+            fetched = fetch_dataset(self.s3, p.dataset_uri, self.settings.resolved_cache_dir)
+            self.store.add_event(
+                self.job_id,
+                "fetched",
+                f"{fetched.objects} objects, {fetched.downloaded} downloaded",
+                fetched.model_dump(mode="json"),
+            )
+
+        with self.stage(Phase.validating):
+            dataset = validate_dataset(fetched.root, p.dataset_uri, self.settings.max_bad_image_fraction)
+            self.store.set_result(self.job_id, "dataset", dataset.summary.model_dump(mode="json"))
+            weights = resolve_weights(p.arch, p.weights_uri, self.s3, self.settings.resolved_cache_dir)
+
+        with self.stage(Phase.lr_sweep):
+            features: Features = self._remote(_features_task, p, dataset, str(weights), "cuda" if p.use_gpu else "cpu")
+            if p.lr is None:
+                sweep = lr_range_test(
+                    features.train_x, features.train_y, len(dataset.summary.classes), p.batch_size, seed=p.seed
+                )
+                lr = sweep.suggested_lr
+                sweep_record = sweep.model_dump() | {"features_images_per_second": features.images_per_second}
+            else:
+                lr = p.lr
+                sweep_record = {"suggested_lr": None, "chosen_lr": lr, "method": "user"}
+            self.store.set_result(self.job_id, "lr_sweep", sweep_record | {"chosen_lr": lr})
+
+        with self.stage(Phase.training):
+            best = fine_tune(self.job_id, p, dataset, features, lr, self.store, self.settings)
+            self.store.set_result(self.job_id, "best", best.model_dump())
+            self._record_training(best)
+
+        with self.stage(Phase.evaluating):
+            evaluation: Evaluation = self._remote(_evaluate_task, p, dataset, best)
+            self.store.set_result(self.job_id, "evaluation", evaluation.model_dump())
+
+        with self.stage(Phase.publishing):
+            model = load_checkpoint_model(self.s3, best.checkpoint_uri, p.arch, len(dataset.summary.classes))
+            metrics = {"accuracy": evaluation.accuracy, "loss": evaluation.loss, "best_epoch": best.epoch}
+            artifact_uri = publish_model(
+                self.s3, self.settings, self.job_id, model, p.arch, dataset.summary.classes, p.image_size, metrics
+            )
+            self.store.add_event(self.job_id, "published", "model artifact written", {"uri": artifact_uri})
+
+        model_id = None
+        if p.deploy:
+            with self.stage(Phase.deploying):
+                model_id = self.job_id.replace("job-", "mdl-", 1)
+                from serving.deploy import deploy_model
+
+                deploy_model(self.s3, self.settings, model_id, artifact_uri)
+                self.store.add_model(
+                    ModelRecord(
+                        id=model_id,
+                        job_id=self.job_id,
+                        artifact_uri=artifact_uri,
+                        arch=p.arch,
+                        classes=dataset.summary.classes,
+                        metrics=metrics,
+                        created_at=_now(),
+                    )
+                )
+        self.store.succeed(self.job_id, model_id)
+
+    def _record_training(self, best: BestCheckpoint) -> None:
+        shards = [e for e in self.store.events(self.job_id) if e.kind == "ddp_shards"]
+        ranks = shards[-1].data["ranks"] if shards and shards[-1].data else []
+        self.store.set_result(
+            self.job_id,
+            "training",
+            {
+                "world_size": self.params.num_workers,
+                "backend": "nccl" if self.params.use_gpu else "gloo",
+                "ranks": [{"rank": r["rank"], "samples_per_epoch": r["samples"]} for r in ranks],
+                "best_epoch": best.epoch,
+            },
+        )
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def _features_task(params: JobParams, dataset: ValidatedDataset, weights: str, device: str) -> Features:
+    from pathlib import Path
+
+    import torch
+
+    settings = get_settings()
+    if device == "cpu":
+        torch.set_num_threads(max(1, params.num_workers))
+    # The task may run on another node: make sure the dataset is in this node's cache.
+    root = fetch_dataset(s3_client(settings), params.dataset_uri, settings.resolved_cache_dir).root
+    return compute_features(root, dataset.train, dataset.valid, params.arch, Path(weights), params.image_size, device)
+
+
+def _evaluate_task(params: JobParams, dataset: ValidatedDataset, best: BestCheckpoint) -> Evaluation:
+    import torch
+
+    settings = get_settings()
+    s3 = s3_client(settings)
+    torch.set_num_threads(max(1, params.num_workers))
+    root = fetch_dataset(s3, params.dataset_uri, settings.resolved_cache_dir).root
+    model = load_checkpoint_model(s3, best.checkpoint_uri, params.arch, len(dataset.summary.classes))
+    return evaluate_model(model, root, dataset.valid, dataset.summary.classes, params.arch, params.image_size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        print("usage: python -m jobs.driver <job id>", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    store = JobStore.from_url(settings.resolved_database_url)
+    driver = Driver(args[0], store, settings)
+    ray.init(logging_level=logging.WARNING, log_to_driver=True)
+    try:
+        driver.run()
+    except JobCancelled:
+        log.info("job %s was cancelled; stopping", driver.job_id)
+    except StageError as exc:
+        log.warning("job %s failed in %s: %s", driver.job_id, driver.phase, exc.message)
+        store.fail(driver.job_id, exc.code, exc.message, driver.phase)
+    except Exception:
+        log.exception("job %s hit an internal error in %s", driver.job_id, driver.phase)
+        phase = driver.phase.value if driver.phase else "start-up"
+        store.fail(
+            driver.job_id,
+            "internal_error",
+            f"an internal error stopped the job during {phase}; the operator can read the details with "
+            f"`ray job logs {driver.job_id}`. Retrying may help if the cause was transient.",
+            driver.phase,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

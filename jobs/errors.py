@@ -1,0 +1,16 @@
+"""Failures a user can act on. Anything else is reported as an internal error without details."""
+
+from __future__ import annotations
+
+
+class StageError(Exception):
+    """A stage failed for a reason the user can fix; `message` is shown to them as is."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class JobCancelled(Exception):
+    """The job was cancelled while the driver was working on it."""

@@ -1,0 +1,1 @@
+"""Ray Serve: one multiplexed, batched classifier deployment that serves every published model."""

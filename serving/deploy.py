@@ -1,0 +1,36 @@
+"""Bring the Serve application up (once per cluster) and make a model servable."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from core.settings import Settings
+from serving.registry import ModelPointer, write_pointer
+
+APP_NAME = "trainyard"
+ROUTE_PREFIX = "/classify"
+
+
+def ensure_serving(settings: Settings) -> None:
+    """Start Serve's proxy on the configured address and the classifier app, unless they already run."""
+    from ray import serve
+
+    from serving.app import AppArgs, build_app
+
+    url = urlparse(settings.serve_url)
+    serve.start(http_options={"host": url.hostname or "127.0.0.1", "port": url.port or 8000})
+    app = serve.status().applications.get(APP_NAME)
+    if app is None or app.status not in ("RUNNING", "DEPLOYING"):
+        serve.run(build_app(AppArgs()), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
+
+
+def deploy_model(s3: Any, settings: Settings, model_id: str, artifact_uri: str, timeout_s: float = 300) -> list[str]:
+    """Point `model_id` at its artifact and load it on a replica; returns the classes the replica sees."""
+    from ray import serve
+
+    write_pointer(s3, settings, ModelPointer(model_id=model_id, artifact_uri=artifact_uri))
+    ensure_serving(settings)
+    handle = serve.get_app_handle(APP_NAME)
+    classes: list[str] = handle.options(multiplexed_model_id=model_id).warm.remote().result(timeout_s=timeout_s)
+    return classes

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real local stack (S3-compatible server, Ray head) on loopback, started once.
+
+Tests that only need S3 ask for `s3`; tests that need Ray ask for `ray_stack`. Both set this process's
+environment like the stack's, so `core.settings.get_settings()` here sees what the Ray processes see.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.s3 import s3_client
+from core.settings import Settings, get_settings
+from infra.local.stack import LocalStack, StackConfig
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    home = tmp_path_factory.mktemp("trainyard-home")
+    local = LocalStack(StackConfig.with_free_ports(home))
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in local.env().items() if k.startswith(("TRAINYARD_", "AWS_"))})
+    get_settings.cache_clear()
+    local.start_s3()
+    s3_client().create_bucket(Bucket="trainyard-artifacts")
+    yield local
+    local.down()
+    os.environ.clear()
+    os.environ.update(saved)
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def ray_stack(stack: LocalStack) -> LocalStack:
+    stack.start_ray()
+    return stack
+
+
+@pytest.fixture
+def settings(stack: LocalStack) -> Settings:
+    return get_settings()
+
+
+@pytest.fixture
+def s3(stack: LocalStack) -> Any:
+    return s3_client()
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
