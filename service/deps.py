@@ -1,0 +1,40 @@
+"""Typed dependencies: what a route may ask for. Everything lives on `app.state`, built by `service.main`."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+import httpx
+from fastapi import Depends, Request
+
+from core.settings import Settings
+from core.store import JobStore
+from service.launcher import Launcher
+from service.metrics import Metrics
+
+
+def get_app_settings(request: Request) -> Settings:
+    return cast(Settings, request.app.state.settings)
+
+
+def get_store(request: Request) -> JobStore:
+    return cast(JobStore, request.app.state.store)
+
+
+def get_launcher(request: Request) -> Launcher:
+    return cast(Launcher, request.app.state.launcher)
+
+
+def get_http_client(request: Request) -> httpx.AsyncClient:
+    return cast(httpx.AsyncClient, request.app.state.http)
+
+
+def get_metrics(request: Request) -> Metrics:
+    return cast(Metrics, request.app.state.metrics)
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+StoreDep = Annotated[JobStore, Depends(get_store)]
+LauncherDep = Annotated[Launcher, Depends(get_launcher)]
+HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -1,0 +1,94 @@
+"""Prometheus metrics, one registry per app so several apps (tests, workers) never share counters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import sqlalchemy as sa
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from core.spec import JobStatus
+from core.store import JobStore, jobs_table
+
+logger = logging.getLogger(__name__)
+
+# Predictions take milliseconds on a warm replica and seconds on a cold one (model load, node scale-up).
+_PREDICT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def count_jobs_by_status(store: JobStore) -> dict[JobStatus, int]:
+    # core.store has no aggregate query; one GROUP BY beats listing every job at every scrape.
+    query = sa.select(jobs_table.c.status, sa.func.count()).group_by(jobs_table.c.status)
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    counts = dict.fromkeys(JobStatus, 0)
+    for status, count in rows:
+        if status in JobStatus.__members__:
+            counts[JobStatus(status)] = int(count)
+    return counts
+
+
+class _JobsByStatus(Collector):
+    """Read at scrape time, so the gauge is right for jobs changed by drivers and by other API replicas."""
+
+    def __init__(self, get_store: Callable[[], JobStore | None]) -> None:
+        self._get_store = get_store
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily("trainyard_jobs", "Jobs in the store by status", labels=["status"])
+
+    def describe(self) -> Iterator[Metric]:
+        # Without describe() the registry would call collect() (and the database) at registration.
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        store = self._get_store()
+        if store is not None:
+            try:
+                for status, count in count_jobs_by_status(store).items():
+                    family.add_metric([status.value], count)
+            except Exception:
+                logger.exception("metrics: could not count jobs by status")
+        yield family
+
+
+class Metrics:
+    def __init__(self, get_store: Callable[[], JobStore | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "trainyard_http_requests",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "trainyard_http_request_duration_seconds",
+            "HTTP request latency by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.predict_seconds = Histogram(
+            "trainyard_predict_duration_seconds",
+            "Round trip to the model server for one prediction, by outcome",
+            ["outcome"],
+            buckets=_PREDICT_BUCKETS,
+            registry=self.registry,
+        )
+        self.jobs_submitted = Counter(
+            "trainyard_jobs_submitted",
+            "Training jobs accepted (new jobs, not idempotent replays)",
+            registry=self.registry,
+        )
+        self.registry.register(_JobsByStatus(get_store))
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        labels = (method, route, str(status))
+        self.requests.labels(*labels).inc()
+        self.request_seconds.labels(*labels).observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,81 @@
+"""The outermost layer of every request: a request id, request metrics, and a JSON 500 for the unexpected.
+
+A pure ASGI middleware rather than `@app.middleware("http")`: it does not buffer streaming responses (the
+event stream) and it sees the status of every response, including the 500s it writes itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import error_response
+from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A caller's request id is echoed only if it is short and plain, so it cannot forge log lines.
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _request_id(scope: Scope) -> str:
+    given = Headers(scope=scope).get(REQUEST_ID_HEADER)
+    return given if given and _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def _route_template(scope: Scope) -> str:
+    # The template, not the path: one time series per route, however many job ids there are.
+    route = scope.get("route")
+    if route is None:
+        # FastAPI records only its own API routes in the scope; /docs and /openapi.json are plain routes.
+        app = scope.get("app")
+        route = next((r for r in getattr(app, "routes", ()) if r.matches(scope)[0] is Match.FULL), None)
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+            await send(message)
+
+        began = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Method and route template only: query strings and bodies may carry things that must not be logged.
+            logger.exception(
+                "unhandled error in %s %s (request id %s)", scope["method"], _route_template(scope), request_id
+            )
+            if not started:
+                response = error_response(
+                    500, "internal", f"internal error; see the server log (request id {request_id})"
+                )
+                await response(scope, receive, send_with_id)
+            status = 500
+        finally:
+            self.metrics.observe_request(scope["method"], _route_template(scope), status, time.perf_counter() - began)

@@ -1,0 +1,104 @@
+"""Brings the store (the source of truth) back in line with what Ray knows, at start-up and periodically.
+
+It catches the cases no driver can report itself: a job accepted while Ray was down (or the API crashed
+between insert and submit), a driver killed with its node, a cluster restart. Every change goes through the
+store's conditional updates, so a driver that recorded its own outcome first always wins.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core.spec import JobStatus
+from core.store import JobRecord, JobStore
+from service.launcher import Launcher, LauncherUnavailable, RayJobState
+
+logger = logging.getLogger(__name__)
+
+
+class Reconciler:
+    """Holds what one pass must remember for the next: whether Ray was already reported unreachable."""
+
+    def __init__(self, store: JobStore, launcher: Launcher) -> None:
+        self.store = store
+        self.launcher = launcher
+        self._ray_down = False
+
+    def run_once(self) -> None:
+        """One pass over the queued and running jobs. Never raises: a bad job must not stop the others."""
+        try:
+            jobs = self.store.active_jobs()
+        except Exception:
+            logger.exception("reconcile: could not read active jobs from the store")
+            return
+        for job in jobs:
+            try:
+                if not self._reconcile(job):
+                    return  # Ray is unreachable: asking about the other jobs would only repeat that
+            except Exception:
+                logger.exception("reconcile: job %s failed to reconcile", job.id)
+
+    def _reconcile(self, job: JobRecord) -> bool:
+        """Returns False when Ray could not be reached."""
+        state = self.launcher.state(job.id)
+        if state is RayJobState.unreachable:
+            self._mark_ray_down()
+            return False
+        self._mark_ray_up()
+        where = job.phase.value if job.phase else "start-up"
+        match state:
+            case RayJobState.missing if job.status is JobStatus.queued:
+                try:
+                    self.launcher.submit(job.id)
+                except LauncherUnavailable:
+                    self._mark_ray_down()
+                    return False
+                logger.info("reconcile: submitted queued job %s that Ray did not know", job.id)
+            case RayJobState.missing:
+                self._fail(
+                    job,
+                    "driver_lost",
+                    "the job's driver is no longer known to the Ray cluster (was the cluster restarted?); "
+                    "resubmit the job",
+                )
+            case RayJobState.failed:
+                self._fail(
+                    job,
+                    "driver_crashed",
+                    f"the job's driver exited unexpectedly during {where}; its log is in the Ray dashboard "
+                    f"(`ray job logs {job.id}`); resubmit the job",
+                )
+            case RayJobState.stopped:
+                # A cancel stops the driver too, but a cancelled job is terminal and never listed as active;
+                # the store's conditional update covers a cancel that lands during this pass.
+                self._fail(
+                    job,
+                    "driver_stopped",
+                    f"the job's driver was stopped on the Ray cluster during {where} without a cancel through "
+                    "this API; resubmit the job",
+                )
+            case RayJobState.succeeded:
+                self._fail(job, "driver_exited", "the driver exited without reporting a result")
+            case RayJobState.pending | RayJobState.running:
+                pass
+        return True
+
+    def _fail(self, job: JobRecord, code: str, message: str) -> None:
+        if self.store.fail(job.id, code, message):
+            logger.warning("reconcile: job %s marked failed (%s)", job.id, code)
+
+    def _mark_ray_down(self) -> None:
+        # Once per outage, not once per pass: the loop runs every few seconds.
+        if not self._ray_down:
+            logger.warning("reconcile: Ray is unreachable; jobs are left as they are until it answers")
+            self._ray_down = True
+
+    def _mark_ray_up(self) -> None:
+        if self._ray_down:
+            logger.info("reconcile: Ray answers again")
+            self._ray_down = False
+
+
+def reconcile_once(store: JobStore, launcher: Launcher) -> None:
+    """One stateless pass (start-up, tests); the background loop keeps one `Reconciler` instead."""
+    Reconciler(store, launcher).run_once()

@@ -1,0 +1,152 @@
+"""Training jobs: submit, inspect, list, cancel, follow."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from core.settings import Settings
+from core.spec import JobParams, JobStatus
+from core.store import IdempotencyConflict, JobRecord, JobStore
+from service.deps import LauncherDep, MetricsDep, SettingsDep, StoreDep
+from service.errors import ApiError, job_not_found
+from service.launcher import Launcher, LauncherUnavailable
+from service.schemas import EventList, EventPublic, JobList, JobPublic
+from service.sse import job_event_stream
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="repeat a POST safely: the same key and body return the first job instead of a new one",
+    ),
+]
+
+
+def _public(job: JobRecord, store: JobStore, settings: Settings) -> JobPublic:
+    return JobPublic.build(job, store.epochs(job.id), settings.public_url)
+
+
+def _get_job(store: JobStore, job_id: str) -> JobRecord:
+    job = store.get_job(job_id)
+    if job is None:
+        raise job_not_found(job_id)
+    return job
+
+
+def _submit(launcher: Launcher, job_id: str) -> None:
+    # The job is already safe in the store; whatever happens here, the reconciler submits it later.
+    try:
+        launcher.submit(job_id)
+    except LauncherUnavailable as e:
+        logger.warning("job %s stays queued until Ray answers: %s", job_id, e)
+    except Exception:
+        logger.exception("submitting job %s failed; it stays queued and will be retried", job_id)
+
+
+# Sync routes: FastAPI runs them in its thread pool, where blocking store and launcher calls are fine.
+
+
+@router.post("", status_code=202, summary="Submit a training job")
+def create_job(
+    params: JobParams,
+    response: Response,
+    store: StoreDep,
+    launcher: LauncherDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobPublic:
+    try:
+        job, created = store.create_job(params, idempotency_key)
+    except IdempotencyConflict:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "this Idempotency-Key was already used with a different request body; "
+            "send a new key to submit a different job",
+            "Idempotency-Key",
+        ) from None
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if created:
+        metrics.jobs_submitted.inc()
+        _submit(launcher, job.id)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    return _public(job, store, settings)
+
+
+@router.get("", summary="List jobs, newest first")
+def list_jobs(
+    store: StoreDep,
+    settings: SettingsDep,
+    status: Annotated[JobStatus | None, Query(description="only jobs with this status")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=64, description="next_cursor from the previous page")] = None,
+) -> JobList:
+    if cursor is not None and store.get_job(cursor) is None:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"cursor: unknown cursor {cursor!r}; pass the next_cursor of the previous page, or omit it for the first",
+            "cursor",
+        )
+    jobs = store.list_jobs(status, limit, before=cursor)
+    # A full page may be followed by more; an empty next page is the price of not counting.
+    next_cursor = jobs[-1].id if len(jobs) == limit else None
+    return JobList(jobs=[_public(job, store, settings) for job in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", summary="One job, with its progress and results")
+def get_job(job_id: str, store: StoreDep, settings: SettingsDep) -> JobPublic:
+    return _public(_get_job(store, job_id), store, settings)
+
+
+@router.post("/{job_id}/cancel", summary="Cancel a job (idempotent)")
+def cancel_job(job_id: str, store: StoreDep, launcher: LauncherDep, settings: SettingsDep) -> JobPublic:
+    job = _get_job(store, job_id)
+    # Only the request that actually cancels stops the driver; a repeat or a finished job changes nothing.
+    if not job.status.terminal and store.cancel(job_id):
+        try:
+            launcher.stop(job_id)
+        except LauncherUnavailable as e:
+            logger.warning("job %s is cancelled, but its driver could not be stopped now: %s", job_id, e)
+        except Exception:
+            logger.exception("job %s is cancelled, but stopping its driver failed", job_id)
+        job = _get_job(store, job_id)
+    return _public(job, store, settings)
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="The job's event log; with ?stream=true a Server-Sent-Events stream until the job ends",
+    response_model=EventList,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+def job_events(
+    job_id: str,
+    request: Request,
+    store: StoreDep,
+    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    stream: Annotated[bool, Query(description="keep the connection open and push events as they happen")] = False,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, include_in_schema=False)] = None,
+) -> EventList | StreamingResponse:
+    _get_job(store, job_id)
+    if stream:
+        # An EventSource that reconnects says where it stopped in Last-Event-ID.
+        start = max(after, last_event_id or 0)
+        return StreamingResponse(
+            job_event_stream(store, job_id, start, request.is_disconnected),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    return EventList(events=[EventPublic.build(e) for e in store.events(job_id, after)])

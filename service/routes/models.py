@@ -1,0 +1,122 @@
+"""Deployed models and predictions (forwarded to the Ray Serve application)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Query, Request, Response
+
+from core.store import ModelRecord
+from service.deps import HttpClientDep, MetricsDep, SettingsDep, StoreDep
+from service.errors import error_response, model_not_found
+from service.schemas import ModelList, ModelPublic, PredictionList
+from service.upload import read_image
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+PREDICT_TIMEOUT_S = 30.0
+
+
+@router.get("", summary="Deployed models, newest first")
+def list_models(store: StoreDep, settings: SettingsDep) -> ModelList:
+    return ModelList(models=[ModelPublic.build(m, settings.public_url) for m in store.list_models()])
+
+
+@router.get("/{model_id}", summary="One deployed model")
+def get_model(model_id: str, store: StoreDep, settings: SettingsDep) -> ModelPublic:
+    model = store.get_model(model_id)
+    if model is None:
+        raise model_not_found(model_id)
+    return ModelPublic.build(model, settings.public_url)
+
+
+_IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/{model_id}/predict",
+    summary="Classify one image",
+    response_model=PredictionList,
+    openapi_extra=_IMAGE_BODY,
+)
+async def predict(
+    model_id: str,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    http: HttpClientDep,
+    metrics: MetricsDep,
+    top_k: Annotated[int, Query(ge=1, le=100, description="how many labels to return, most probable first")] = 5,
+) -> Response:
+    model: ModelRecord | None = await asyncio.to_thread(store.get_model, model_id)
+    if model is None:
+        raise model_not_found(model_id)
+    image, content_type = await read_image(request, settings.max_image_bytes)
+    began = time.perf_counter()
+    try:
+        answer = await http.post(
+            f"{settings.serve_url.rstrip('/')}/classify",
+            params={"top_k": top_k},
+            content=image,
+            # Ray Serve routes the request to a replica that has this model loaded (model multiplexing).
+            headers={"serve_multiplexed_model_id": model_id, "content-type": content_type},
+            timeout=PREDICT_TIMEOUT_S,
+        )
+    except httpx.TransportError as e:
+        metrics.predict_seconds.labels("unavailable").observe(time.perf_counter() - began)
+        logger.warning("predict %s: the model server is not reachable (%s)", model_id, type(e).__name__)
+        return _unavailable("the model server is not reachable; retry shortly")
+    outcome, response = _relay(model_id, answer)
+    metrics.predict_seconds.labels(outcome).observe(time.perf_counter() - began)
+    return response
+
+
+def _unavailable(message: str) -> Response:
+    return error_response(503, "serving_unavailable", message, headers={"Retry-After": "1"})
+
+
+def _has_error_shape(content: bytes) -> bool:
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), dict) and "code" in body["error"]
+
+
+def _relay(model_id: str, answer: httpx.Response) -> tuple[str, Response]:
+    """Pass on the classifier's own answers (200, and its 4xx such as `invalid_image`); translate the rest."""
+    status = answer.status_code
+    if status == 200:
+        return "ok", Response(answer.content, status_code=200, media_type="application/json")
+    if 400 <= status < 500 and _has_error_shape(answer.content):
+        return "client_error", Response(answer.content, status_code=status, media_type="application/json")
+    # Anything else is the server's problem, not the client's: log it, and answer without its details.
+    logger.warning("predict %s: the model server answered %s: %.300r", model_id, status, answer.content)
+    if status in (404, 503):
+        # 404: Serve's proxy has no route yet (application still deploying); 503: its queues are full.
+        return "unavailable", _unavailable("the model server is not ready to serve this model; retry shortly")
+    return "server_error", error_response(
+        502, "serving_error", "the model server failed to classify the image; retry, or contact the operator"
+    )

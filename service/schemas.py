@@ -1,0 +1,128 @@
+"""What the API answers with. The request body of POST /v1/jobs is `core.spec.JobParams` itself."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from core.spec import JobParams, JobStatus, Phase
+from core.store import EventRecord, JobError, JobRecord, ModelRecord
+
+
+def predict_url(public_url: str, model_id: str) -> str:
+    return f"{public_url.rstrip('/')}/v1/models/{model_id}/predict"
+
+
+class ModelRef(BaseModel):
+    id: str
+    predict_url: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str | None
+    status: JobStatus
+    phase: Phase | None = Field(description="the pipeline stage while running")
+    progress: float = Field(ge=0, le=1)
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    params: JobParams
+    dataset: dict[str, Any] | None = Field(description="classes, counts and skipped files")
+    lr_sweep: dict[str, Any] | None = Field(description="suggested_lr and the loss curve")
+    metrics: list[dict[str, Any]] = Field(description="one entry per epoch: train_loss, valid_loss, accuracy …")
+    best: dict[str, Any] | None = Field(description="best epoch, its metric and checkpoint URI")
+    evaluation: dict[str, Any] | None
+    training: dict[str, Any] | None
+    model: ModelRef | None = Field(description="set once the model is deployed")
+    error: JobError | None = Field(description="set when the job failed")
+
+    @classmethod
+    def build(cls, job: JobRecord, epochs: list[dict[str, Any]], public_url: str) -> JobPublic:
+        model = ModelRef(id=job.model_id, predict_url=predict_url(public_url, job.model_id)) if job.model_id else None
+        return cls(
+            id=job.id,
+            name=job.name,
+            status=job.status,
+            phase=job.phase,
+            progress=job.progress,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            params=job.params,
+            dataset=job.dataset,
+            lr_sweep=job.lr_sweep,
+            metrics=epochs,
+            best=job.best,
+            evaluation=job.evaluation,
+            training=job.training,
+            model=model,
+            error=job.error,
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobPublic]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class ModelPublic(BaseModel):
+    id: str
+    job_id: str
+    arch: str
+    classes: list[str]
+    metrics: dict[str, Any] | None
+    created_at: datetime
+    predict_url: str
+
+    @classmethod
+    def build(cls, model: ModelRecord, public_url: str) -> ModelPublic:
+        return cls(
+            id=model.id,
+            job_id=model.job_id,
+            arch=model.arch,
+            classes=model.classes,
+            metrics=model.metrics,
+            created_at=model.created_at,
+            predict_url=predict_url(public_url, model.id),
+        )
+
+
+class ModelList(BaseModel):
+    models: list[ModelPublic]
+
+
+class EventPublic(BaseModel):
+    id: int = Field(description="increasing; pass the last one seen as ?after=")
+    at: datetime
+    kind: str
+    message: str
+    data: dict[str, Any] | None = None
+
+    @classmethod
+    def build(cls, event: EventRecord) -> EventPublic:
+        return cls.model_validate(event.model_dump())
+
+
+class EventList(BaseModel):
+    events: list[EventPublic]
+
+
+class Prediction(BaseModel):
+    label: str
+    probability: float
+
+
+class PredictionList(BaseModel):
+    predictions: list[Prediction]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]

@@ -1,0 +1,111 @@
+"""Helpers for the API tests: run an app under uvicorn on loopback, a fake Ray launcher, test settings."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from core.settings import Settings
+from core.store import JobStore
+from service.launcher import LauncherUnavailable, RayJobState
+
+STARTUP_TIMEOUT_S = 20.0
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def serve(app: FastAPI, sock: socket.socket | None = None) -> Iterator[str]:
+    """Run `app` under uvicorn in a thread until the block ends; yields its base URL once it answers."""
+    sock = sock or listening_socket()
+    host, port = sock.getsockname()
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not server.started:
+        assert thread.is_alive(), "uvicorn exited during start-up; see the captured log"
+        assert time.monotonic() < deadline, "uvicorn did not start in time"
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@dataclass
+class FakeLauncher:
+    """The Ray side as the API sees it: records calls, answers `state` from a dict."""
+
+    states: dict[str, RayJobState] = field(default_factory=dict)
+    reachable: bool = True
+    submitted: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+
+    def submit(self, job_id: str) -> None:
+        if not self.reachable:
+            raise LauncherUnavailable("ray is down (test)")
+        self.submitted.append(job_id)
+        self.states[job_id] = RayJobState.pending
+
+    def stop(self, job_id: str) -> None:
+        if not self.reachable:
+            raise LauncherUnavailable("ray is down (test)")
+        self.stopped.append(job_id)
+        self.states[job_id] = RayJobState.stopped
+
+    def state(self, job_id: str) -> RayJobState:
+        if not self.reachable:
+            return RayJobState.unreachable
+        return self.states.get(job_id, RayJobState.missing)
+
+    def ping(self) -> bool:
+        return self.reachable
+
+
+@dataclass
+class Api:
+    url: str
+    http: httpx.Client
+    settings: Settings
+    store: JobStore  # a second connection to the API's SQLite file, as a job driver would hold
+
+    def create_job(self, **params: Any) -> dict[str, Any]:
+        response = self.http.post("/v1/jobs", json={"dataset_uri": "s3://bucket/pets", **params})
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+
+def make_settings(home: Path, closed_port: int, **overrides: Any) -> Settings:
+    # Every value explicit: the session's e2e fixtures export TRAINYARD_* variables for the whole process.
+    values: dict[str, Any] = {
+        "home": home,
+        "database_url": f"sqlite:///{home / 'trainyard.db'}",
+        "ray_address": f"http://127.0.0.1:{closed_port}",
+        "serve_url": f"http://127.0.0.1:{closed_port}",
+        "reconcile_interval_s": 60.0,
+        "max_image_bytes": 10 * 1024 * 1024,
+    }
+    return Settings(**{**values, **overrides})
+
+
+# make_api(launcher=None, app_hook=None, **settings) -> Api (see conftest.py)
+ApiFactory = Callable[..., Api]

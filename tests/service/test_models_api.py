@@ -1,0 +1,189 @@
+"""GET /v1/models and POST /v1/models/{id}/predict, with the model server down or played by a tiny stand-in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request, Response
+from service_testkit import Api, ApiFactory, serve
+
+from core.spec import JobParams
+from core.store import ModelRecord
+
+MODEL_ID = "model-pets-1"
+IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # bytes are forwarded untouched; the API never decodes
+
+
+def add_model(api: Api, model_id: str = MODEL_ID) -> None:
+    job, _ = api.store.create_job(JobParams(dataset_uri="s3://bucket/pets"))
+    api.store.add_model(
+        ModelRecord(
+            id=model_id,
+            job_id=job.id,
+            artifact_uri=f"s3://trainyard-artifacts/jobs/{job.id}/model/",
+            arch="efficientnet_lite0",
+            classes=["cat", "dog"],
+            metrics={"accuracy": 0.93},
+            created_at=datetime.now(UTC),
+        )
+    )
+
+
+class FakeServe:
+    """Plays Ray Serve's /classify: records what the API forwarded and answers as told."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.status = 200
+        self.body: bytes = json.dumps({"predictions": [{"label": "dog", "probability": 0.9}]}).encode()
+        self.app = FastAPI()
+        self.app.add_api_route("/classify", self.classify, methods=["POST"])
+
+    async def classify(self, request: Request) -> Response:
+        self.calls.append(
+            {
+                "model_id": request.headers.get("serve_multiplexed_model_id"),
+                "top_k": request.query_params.get("top_k"),
+                "body": await request.body(),
+                "content_type": request.headers.get("content-type"),
+            }
+        )
+        return Response(self.body, status_code=self.status, media_type="application/json")
+
+
+@pytest.fixture
+def fake_serve() -> FakeServe:
+    return FakeServe()
+
+
+@pytest.fixture
+def served_api(make_api: ApiFactory, fake_serve: FakeServe) -> Iterator[Api]:
+    with serve(fake_serve.app) as serve_url:
+        api = make_api(serve_url=serve_url, max_image_bytes=len(IMAGE))
+        add_model(api)
+        yield api
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    return dict(response.json()["error"])
+
+
+def test_models_list_and_get(api: Api) -> None:
+    add_model(api)
+    listed = api.http.get("/v1/models")
+    assert listed.status_code == 200
+    [model] = listed.json()["models"]
+    assert model["id"] == MODEL_ID
+    assert model["classes"] == ["cat", "dog"]
+    assert model["predict_url"] == f"{api.settings.public_url}/v1/models/{MODEL_ID}/predict"
+    assert api.http.get(f"/v1/models/{MODEL_ID}").json() == model
+
+
+def test_unknown_model_is_404(api: Api) -> None:
+    for response in (api.http.get("/v1/models/nope"), api.http.post("/v1/models/nope/predict", content=IMAGE)):
+        assert response.status_code == 404
+        assert response.json() == {
+            "error": {
+                "code": "model_not_found",
+                "message": "no model with id 'nope'; list models with GET /v1/models",
+                "field": "model_id",
+            }
+        }
+
+
+def test_predict_with_the_model_server_down_is_503(api: Api) -> None:
+    add_model(api)
+    response = api.http.post(f"/v1/models/{MODEL_ID}/predict", content=IMAGE, headers={"content-type": "image/png"})
+    assert response.status_code == 503
+    assert response.json()["error"] == {
+        "code": "serving_unavailable",
+        "message": "the model server is not reachable; retry shortly",
+        "field": None,
+    }
+    assert response.headers["Retry-After"] == "1"
+
+
+def test_predict_forwards_raw_bytes_with_the_model_id(served_api: Api, fake_serve: FakeServe) -> None:
+    response = served_api.http.post(
+        f"/v1/models/{MODEL_ID}/predict", params={"top_k": 1}, content=IMAGE, headers={"content-type": "image/png"}
+    )
+    assert response.status_code == 200
+    assert response.json() == {"predictions": [{"label": "dog", "probability": 0.9}]}
+    assert fake_serve.calls == [{"model_id": MODEL_ID, "top_k": "1", "body": IMAGE, "content_type": "image/png"}]
+
+
+def test_predict_accepts_a_multipart_file(served_api: Api, fake_serve: FakeServe) -> None:
+    response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict", files={"file": ("cat.jpg", IMAGE, "image/jpeg")})
+    assert response.status_code == 200
+    [call] = fake_serve.calls
+    assert (call["body"], call["content_type"], call["top_k"]) == (IMAGE, "image/jpeg", "5")
+
+
+def test_model_server_client_errors_are_relayed(served_api: Api, fake_serve: FakeServe) -> None:
+    fake_serve.status = 415
+    fake_serve.body = json.dumps(
+        {"error": {"code": "invalid_image", "message": "not a JPEG, PNG or WebP image", "field": "body"}}
+    ).encode()
+    response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict", content=b"plain text")
+    assert response.status_code == 415
+    assert response.content == fake_serve.body
+
+
+def test_model_server_failures_are_not_leaked(served_api: Api, fake_serve: FakeServe) -> None:
+    fake_serve.status = 500
+    fake_serve.body = b"Traceback (most recent call last): ... /secret/path.py"
+    response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict", content=IMAGE)
+    assert response.status_code == 502
+    assert error_of(response)["code"] == "serving_error"
+    assert "Traceback" not in response.text and "secret" not in response.text
+
+
+def test_model_server_without_the_route_is_unavailable(served_api: Api, fake_serve: FakeServe) -> None:
+    # Serve's proxy answers 404 in plain text while the application is still deploying.
+    fake_serve.status = 404
+    fake_serve.body = b"Path '/classify' not found."
+    response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict", content=IMAGE)
+    assert response.status_code == 503
+    assert error_of(response)["code"] == "serving_unavailable"
+
+
+def test_oversized_image_is_413(served_api: Api, fake_serve: FakeServe) -> None:
+    url = f"/v1/models/{MODEL_ID}/predict"
+    too_big = IMAGE + b"x"
+    declared = served_api.http.post(url, content=too_big)  # refused on Content-Length alone
+
+    def chunks() -> Iterator[bytes]:
+        yield too_big[:100]
+        yield too_big[100:]
+
+    streamed = served_api.http.post(url, content=chunks())  # chunked: no Content-Length, counted while read
+    multipart = served_api.http.post(url, files={"file": ("big.png", too_big, "image/png")})
+    for response in (declared, streamed, multipart):
+        assert response.status_code == 413, response.text
+        error = error_of(response)
+        assert (error["code"], error["field"]) == ("payload_too_large", "body")
+        assert f"the limit is {len(IMAGE)} bytes" in error["message"]
+    assert fake_serve.calls == []
+
+
+def test_empty_image_is_422(served_api: Api, fake_serve: FakeServe) -> None:
+    url = f"/v1/models/{MODEL_ID}/predict"
+    empty = served_api.http.post(url, content=b"")
+    no_file = served_api.http.post(url, files={"image": ("cat.png", IMAGE, "image/png")})
+    for response in (empty, no_file):
+        assert response.status_code == 422
+        error = error_of(response)
+        assert (error["code"], error["field"]) == ("empty_body", "body")
+        assert "send the image bytes as the request body or as multipart field 'file'" in error["message"]
+    assert fake_serve.calls == []
+
+
+def test_top_k_is_bounded(served_api: Api) -> None:
+    response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict", params={"top_k": 0}, content=IMAGE)
+    assert response.status_code == 422
+    assert error_of(response)["field"] == "top_k"
