@@ -272,6 +272,16 @@ class JobStore:
             ).all()
         return [self._job(r._mapping) for r in rows]
 
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """Jobs per status (every status present, zeros included): one GROUP BY, cheap enough per scrape."""
+        query = sa.select(jobs_table.c.status, sa.func.count()).group_by(jobs_table.c.status)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        counts = dict.fromkeys(JobStatus, 0)
+        for status, count in rows:
+            counts[JobStatus(status)] = int(count)
+        return counts
+
     def _transition(self, conn: Connection, job_id: str, values: dict[str, Any]) -> bool:
         result = conn.execute(
             jobs_table.update()

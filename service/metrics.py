@@ -5,30 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
-import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from core.spec import JobStatus
-from core.store import JobStore, jobs_table
+from core.store import JobStore
 
 logger = logging.getLogger(__name__)
 
 # Predictions take milliseconds on a warm replica and seconds on a cold one (model load, node scale-up).
 _PREDICT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-def count_jobs_by_status(store: JobStore) -> dict[JobStatus, int]:
-    # core.store has no aggregate query; one GROUP BY beats listing every job at every scrape.
-    query = sa.select(jobs_table.c.status, sa.func.count()).group_by(jobs_table.c.status)
-    with store.engine.connect() as conn:
-        rows = conn.execute(query).all()
-    counts = dict.fromkeys(JobStatus, 0)
-    for status, count in rows:
-        if status in JobStatus.__members__:
-            counts[JobStatus(status)] = int(count)
-    return counts
 
 
 class _JobsByStatus(Collector):
@@ -49,7 +35,7 @@ class _JobsByStatus(Collector):
         store = self._get_store()
         if store is not None:
             try:
-                for status, count in count_jobs_by_status(store).items():
+                for status, count in store.count_by_status().items():
                     family.add_metric([status.value], count)
             except Exception:
                 logger.exception("metrics: could not count jobs by status")

@@ -23,8 +23,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     home = tmp_path_factory.mktemp("trainyard-home")
     local = LocalStack(StackConfig.with_free_ports(home))
     saved = dict(os.environ)
-    os.environ.update({k: v for k, v in local.env().items() if k.startswith(("TRAINYARD_", "AWS_"))})
-    get_settings.cache_clear()
+    local.export_env()
     local.start_s3()
     s3_client().create_bucket(Bucket="trainyard-artifacts")
     yield local

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 
 from core.s3 import s3_client
-from core.settings import Settings
 from infra.local.sample_data import SHAPES, make_shapes, upload_folder
 from infra.local.stack import LocalStack, default_home
 
@@ -32,17 +31,20 @@ def _print_epochs(metrics: list[dict[str, Any]], shown: int) -> int:
 
 
 def follow(api: httpx.Client, job_id: str, poll_s: float = 1.0) -> dict[str, Any]:
-    """Poll the job, printing phase changes and epochs as they land; returns the final job."""
-    last_phase, shown = None, 0
+    """Poll the job and its event log, printing each phase and epoch as it lands; returns the final job."""
+    last_event, shown = 0, 0
     while True:
         job = api.get(f"/v1/jobs/{job_id}").raise_for_status().json()
-        if job["phase"] != last_phase and job["phase"]:
-            print(f"[{job['progress']:>4.0%}] {job['phase']}")
-            last_phase = job["phase"]
-            if job["phase"] == "training" and job.get("lr_sweep"):
-                sweep = job["lr_sweep"]
-                method = sweep.get("method")
-                print(f"  learning rate: {sweep['chosen_lr']:.2e} (chosen by: {method})")
+        events = api.get(f"/v1/jobs/{job_id}/events", params={"after": last_event}).raise_for_status().json()
+        for event in events["events"]:
+            last_event = event["id"]
+            if event["kind"] == "phase":
+                print(f"[{job['progress']:>4.0%}] {event['data']['phase']}")
+            elif event["kind"] == "fetched":
+                print(f"  {event['message']}")
+        if job.get("lr_sweep") and shown == 0 and job["metrics"]:
+            sweep = job["lr_sweep"]
+            print(f"  learning rate: {sweep['chosen_lr']:.2e} (chosen by: {sweep.get('method')})")
         shown = _print_epochs(job["metrics"], shown)
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job  # type: ignore[no-any-return]
@@ -63,11 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = LocalStack.load(args.home.resolve())
     print("Starting the local stack (S3 server, Ray head, API) ...")
     stack.up()
-    env = stack.env()
-    settings = Settings(
-        home=stack.config.home, s3_endpoint_url=env["TRAINYARD_S3_ENDPOINT_URL"], ray_address=stack.config.dashboard_url
-    )
-    s3 = s3_client(settings)
+    stack.export_env()
+    s3 = s3_client()
     for bucket in ("trainyard-artifacts", "trainyard-demo"):
         if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
             s3.create_bucket(Bucket=bucket)

@@ -108,6 +108,13 @@ class LocalStack:
         env.pop("RAY_ADDRESS", None)
         return env
 
+    def export_env(self) -> None:
+        """Point this process at the stack too (Settings and boto3 read the environment)."""
+        from core.settings import get_settings
+
+        os.environ.update({k: v for k, v in self.env().items() if k.startswith(("TRAINYARD_", "AWS_"))})
+        get_settings.cache_clear()
+
     def _log(self, name: str) -> Path:
         path = self.config.home / "logs" / f"{name}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
