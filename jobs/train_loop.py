@@ -157,13 +157,12 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
         first_epoch = state["epoch"] + 1
     elif cfg.head_state is not None:
         # The head-only model is a candidate too: if unfreezing hurts, the best checkpoint is this one.
-        metrics = evaluate_shard(module, valid_data, valid_shard, cfg, device)
-        metrics |= {"epoch": cfg.epoch_offset, "stage": "frozen", "baseline": True, "rank": rank}
-        state = {"model": module.state_dict(), "epoch": 0}
+        baseline: dict[str, Any] = evaluate_shard(module, valid_data, valid_shard, cfg, device)
+        baseline |= {"epoch": cfg.epoch_offset, "stage": "frozen", "baseline": True, "rank": rank}
         if rank == 0:
-            _save_checkpoint(state, metrics)
+            _save_checkpoint({"model": module.state_dict(), "epoch": 0}, baseline)
         else:
-            ray.train.report(metrics)
+            ray.train.report(baseline)
 
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(first_epoch, cfg.epochs + 1):

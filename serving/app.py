@@ -56,8 +56,9 @@ class ClassifierServer:
         self.settings = get_settings()
         self.s3 = s3_client(self.settings)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self._predict_batch.set_max_batch_size(args.max_batch_size)
-        self._predict_batch.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
+        # serve.batch's type hints cover single-argument functions only, hence the ignores below.
+        self._predict_batch.set_max_batch_size(args.max_batch_size)  # type: ignore[attr-defined,misc]
+        self._predict_batch.set_batch_wait_timeout_s(args.batch_wait_timeout_s)  # type: ignore[attr-defined,misc]
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> LoadedModel:
@@ -96,7 +97,7 @@ class ClassifierServer:
         except InvalidImage as exc:
             return error(415, "invalid_image", f"{exc}; send a JPEG, PNG, GIF, BMP, TIFF or WebP image", "body")
         tensor = eval_tensor(image, loaded.meta.image_size)
-        probabilities = await self._predict_batch(model_id, tensor)
+        probabilities = await self._predict_batch(model_id, tensor)  # type: ignore[call-arg,misc]
         top = torch.topk(probabilities, k=min(top_k, len(loaded.meta.classes)))
         predictions = [
             {"label": loaded.meta.classes[i], "probability": round(p, 6)}
@@ -104,8 +105,8 @@ class ClassifierServer:
         ]
         return JSONResponse({"model_id": model_id, "predictions": predictions})
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _predict_batch(self, model_ids: list[str], images: list[torch.Tensor]) -> list[torch.Tensor]:
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)  # type: ignore[arg-type,misc]
+    async def _predict_batch(self, model_ids: list[str], images: list[torch.Tensor]) -> list[torch.Tensor]:  # type: ignore[misc]
         results: list[torch.Tensor | None] = [None] * len(images)
         for model_id in dict.fromkeys(model_ids):  # one forward pass per model in the batch
             loaded = await self.get_model(model_id)
@@ -133,7 +134,7 @@ def build_app(args: AppArgs | dict[str, object] | None = None) -> Application:
     """The typed app builder: works with `serve run serving.app:build_app`, config files and RayService."""
     args = AppArgs.model_validate(args or {})
     settings = get_settings()
-    return ClassifierDeployment.options(
+    return ClassifierDeployment.options(  # type: ignore[attr-defined]
         ray_actor_options={
             "num_cpus": settings.serve_replica_cpus,
             "num_gpus": settings.serve_replica_gpus,

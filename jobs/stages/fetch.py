@@ -136,9 +136,9 @@ def fetch_dataset(s3: Any, uri: str, cache_dir: Path) -> FetchResult:
             sizes = list(pool.map(download, todo))
 
         # Objects deleted from S3 since the last fetch disappear from the local view too.
-        for rel in set(manifest) - set(wanted):
-            (root / rel).unlink(missing_ok=True)
-        manifest = {rel: etag for rel, (_, etag) in wanted.items()}
+        for gone in set(manifest) - set(wanted):
+            (root / gone).unlink(missing_ok=True)
+        manifest = {path: etag for path, (_, etag) in wanted.items()}
         tmp_manifest = manifest_path.with_suffix(".tmp")
         tmp_manifest.write_text(json.dumps(manifest))
         os.replace(tmp_manifest, manifest_path)

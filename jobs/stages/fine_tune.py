@@ -192,7 +192,7 @@ def fine_tune(
         scaling_config=ScalingConfig(
             num_workers=params.num_workers, use_gpu=params.use_gpu, resources_per_worker=resources
         ),
-        run_config=RunConfig(
+        run_config=RunConfig(  # type: ignore[call-arg]  # mypy resolves Ray Train v1 here
             name="train",
             storage_path=f"{artifacts.bucket}/{artifacts.prefix}checkpoints",
             storage_filesystem=arrow_filesystem(settings),
@@ -200,14 +200,14 @@ def fine_tune(
                 num_to_keep=2, checkpoint_score_attribute="accuracy", checkpoint_score_order="max"
             ),
             failure_config=FailureConfig(max_failures=1),
-            callbacks=[TrainingProgress(job_id, total_epochs)],
+            callbacks=[TrainingProgress(job_id, total_epochs)],  # type: ignore[list-item]
             worker_runtime_env={"env_vars": WORKER_ENV | ({} if params.use_gpu else {"OMP_NUM_THREADS": "1"})},
         ),
     )
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; keep the root cause's type and first line only
-        root = exc
+        root: BaseException = exc
         while root.__cause__ is not None:
             root = root.__cause__
         first_line = (str(root).strip().splitlines() or [""])[0][:300]

@@ -88,6 +88,9 @@ def finished(api_stack: LocalStack, api: httpx.Client, datasets: dict[str, str])
         for name in ("missing_bucket", "empty_prefix", "bad_layout")
     }
     job_id = main.json()["id"]
+    to_cancel = api.post("/v1/jobs", json={"dataset_uri": datasets["good"], **TRAIN_REQUEST}).json()["id"]
+    _wait(api, to_cancel, 300, until=("fetching", "validating", "lr_sweep", "training", "failed", "succeeded"))
+    cancels = [api.post(f"/v1/jobs/{to_cancel}/cancel") for _ in range(2)]
 
     training = _wait(api, job_id, 300, until=("training", "succeeded", "failed"))
     assert training["status"] == "running", training
@@ -99,7 +102,8 @@ def finished(api_stack: LocalStack, api: httpx.Client, datasets: dict[str, str])
     done = _wait(api, job_id, 600, until=("succeeded", "failed", "cancelled"))
     failed = {name: _wait(api, jid, 300, until=("succeeded", "failed", "cancelled")) for name, jid in failing.items()}
     events = api.get(f"/v1/jobs/{job_id}/events").json()["events"]
-    return {"job": done, "failed": failed, "events": events}
+    cancelled = {"responses": cancels, "job": api.get(f"/v1/jobs/{to_cancel}").json()}
+    return {"job": done, "failed": failed, "events": events, "cancelled": cancelled}
 
 
 def test_job_succeeds_with_sweep_metrics_and_best_checkpoint(finished: dict[str, Any], stack: LocalStack) -> None:
@@ -189,3 +193,18 @@ def test_prediction_errors_are_4xx_json(finished: dict[str, Any], api: httpx.Cli
     assert unknown.json()["error"]["code"] == "model_not_found"
     models = api.get("/v1/models").json()
     assert model_id in [m["id"] for m in (models["models"] if isinstance(models, dict) else models)]
+
+
+def test_cancel_stops_the_ray_job_and_sticks(finished: dict[str, Any], api_stack: LocalStack) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    cancelled = finished["cancelled"]
+    assert [r.status_code for r in cancelled["responses"]] == [200, 200]
+    assert all(r.json()["status"] == "cancelled" for r in cancelled["responses"])
+    job = cancelled["job"]
+    assert job["status"] == "cancelled" and job["model"] is None
+    client = JobSubmissionClient(api_stack.config.dashboard_url)
+    deadline = time.monotonic() + 60
+    while (status := client.get_job_status(job["id"])) not in (JobStatus.STOPPED, JobStatus.FAILED):
+        assert time.monotonic() < deadline, f"Ray job still {status}"
+        time.sleep(0.5)
