@@ -81,6 +81,12 @@ class Driver:
         with self.stage(Phase.validating):
             dataset = validate_dataset(fetched.root, p.dataset_uri, self.settings.max_bad_image_fraction)
             self.store.set_result(self.job_id, "dataset", dataset.summary.model_dump(mode="json"))
+            if len(dataset.train) < p.num_workers:
+                raise StageError(
+                    "too_few_images",
+                    f"{p.dataset_uri} has {len(dataset.train)} training images for {p.num_workers} workers; "
+                    "each worker needs at least one: add images or lower num_workers",
+                )
             weights = resolve_weights(p.arch, p.weights_uri, self.s3, self.settings.resolved_cache_dir)
 
         with self.stage(Phase.lr_sweep):

@@ -101,6 +101,11 @@ class LocalStack:
             AWS_SECRET_ACCESS_KEY=LOCAL_S3_KEY,
             AWS_DEFAULT_REGION="us-east-1",
             RAY_USAGE_STATS_ENABLED="0",
+            # glibc malloc tuned for torch on few cores: one arena, no trimming or mmap churn. Measured on
+            # 2 cores: a training step 240 -> 143 ms/image. Set here, every Ray process inherits it.
+            MALLOC_ARENA_MAX="1",
+            MALLOC_MMAP_THRESHOLD_="4294967296",
+            MALLOC_TRIM_THRESHOLD_="4294967296",
             PYTHONUNBUFFERED="1",
             # Ray Jobs run their entrypoint through a shell: `python` must be this environment's.
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
