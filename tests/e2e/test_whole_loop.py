@@ -203,8 +203,15 @@ def test_cancel_stops_the_ray_job_and_sticks(finished: dict[str, Any], api_stack
     assert all(r.json()["status"] == "cancelled" for r in cancelled["responses"])
     job = cancelled["job"]
     assert job["status"] == "cancelled" and job["model"] is None
-    client = JobSubmissionClient(api_stack.config.dashboard_url)
+    # This process imported Ray before the stack's auth settings were exported: pass the token explicitly.
+    token = api_stack.config.ray_token_file.read_text().strip()
+    client = JobSubmissionClient(api_stack.config.dashboard_url, headers={"Authorization": f"Bearer {token}"})
     deadline = time.monotonic() + 60
     while (status := client.get_job_status(job["id"])) not in (JobStatus.STOPPED, JobStatus.FAILED):
         assert time.monotonic() < deadline, f"Ray job still {status}"
         time.sleep(0.5)
+
+
+def test_ray_dashboard_refuses_requests_without_the_token(ray_stack: LocalStack) -> None:
+    anonymous = httpx.get(f"{ray_stack.config.dashboard_url}/api/jobs/")
+    assert anonymous.status_code in (401, 403)
