@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from core.spec import JobParams, JobStatus, Phase
 
 TERMINAL = [s.value for s in JobStatus if s.terminal]
-ResultField = Literal["dataset", "lr_sweep", "training", "best", "evaluation"]
+ResultField = Literal["dataset", "lr_sweep", "training", "best", "evaluation", "artifacts"]
 
 metadata = sa.MetaData()
 
@@ -40,6 +40,7 @@ jobs_table = sa.Table(
     sa.Column("training", sa.JSON),
     sa.Column("best", sa.JSON),
     sa.Column("evaluation", sa.JSON),
+    sa.Column("artifacts", sa.JSON),  # name -> s3:// URI of the job's files (plots, model)
     sa.Column("model_id", sa.String(40)),
     sa.Column("error", sa.JSON),
     sa.Column("idempotency_key", sa.String(255), unique=True),
@@ -100,6 +101,7 @@ class JobRecord(BaseModel):
     training: dict[str, Any] | None = None
     best: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
+    artifacts: dict[str, str] | None = None
     model_id: str | None = None
     error: JobError | None = None
     created_at: datetime

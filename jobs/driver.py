@@ -16,17 +16,19 @@ from typing import Any, TypeVar
 
 import ray
 
+from core.artifact import ARTIFACT_NAME
 from core.s3 import s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, phase_progress
 from core.store import JobStore, ModelRecord
 from jobs.errors import JobCancelled, StageError
 from jobs.features import Features, compute_features
+from jobs.plots import confusion_matrix_png, lr_sweep_png, training_curves_png
 from jobs.stages.evaluate import Evaluation, evaluate_model, load_checkpoint_model
 from jobs.stages.fetch import fetch_dataset
 from jobs.stages.fine_tune import BestCheckpoint, fine_tune
 from jobs.stages.lr_sweep import lr_range_test
-from jobs.stages.publish import publish_model
+from jobs.stages.publish import artifact_location, publish_model
 from jobs.stages.validate import ValidatedDataset, validate_dataset
 from jobs.weights import resolve_weights
 
@@ -45,6 +47,7 @@ class Driver:
             raise SystemExit(f"no job {job_id} in the store")
         self.params: JobParams = job.params
         self.phase: Phase | None = None
+        self.artifacts: dict[str, str] = {}
 
     # --- bookkeeping -------------------------------------------------------------------------------
 
@@ -56,6 +59,15 @@ class Driver:
         started = time.monotonic()
         yield
         log.info("%s finished in %.1fs", phase.value, time.monotonic() - started)
+
+    def _artifact(self, name: str, body: bytes, content_type: str) -> str:
+        """Write one of the job's files next to its checkpoints and list it on the job."""
+        location = artifact_location(self.settings, self.job_id)
+        key = f"{location.prefix}{name}"
+        self.s3.put_object(Bucket=location.bucket, Key=key, Body=body, ContentType=content_type)
+        self.artifacts[name] = f"s3://{location.bucket}/{key}"
+        self.store.set_result(self.job_id, "artifacts", self.artifacts)
+        return self.artifacts[name]
 
     def _remote(self, fn: Callable[..., T], *args: Any) -> T:
         """Run heavy one-off work as a Ray task so it lands where the resources are (a GPU node on clusters)."""
@@ -101,6 +113,9 @@ class Driver:
                 lr = p.lr
                 sweep_record = {"suggested_lr": None, "chosen_lr": lr, "method": "user"}
             self.store.set_result(self.job_id, "lr_sweep", sweep_record | {"chosen_lr": lr})
+            if p.lr is None:
+                png = lr_sweep_png(sweep.lrs, sweep.losses, sweep.suggestions, lr)
+                self._artifact("lr_sweep.png", png, "image/png")
 
         with self.stage(Phase.training):
             best = fine_tune(self.job_id, p, dataset, features, lr, self.store, self.settings)
@@ -110,6 +125,10 @@ class Driver:
         with self.stage(Phase.evaluating):
             evaluation: Evaluation = self._remote(_evaluate_task, p, dataset, best)
             self.store.set_result(self.job_id, "evaluation", evaluation.model_dump())
+            png = training_curves_png(self.store.epochs(self.job_id))
+            self._artifact("training_curves.png", png, "image/png")
+            png = confusion_matrix_png(evaluation.confusion_matrix, evaluation.classes)
+            self._artifact("confusion_matrix.png", png, "image/png")
 
         with self.stage(Phase.publishing):
             model = load_checkpoint_model(self.s3, best.checkpoint_uri, p.arch, len(dataset.summary.classes))
@@ -117,6 +136,8 @@ class Driver:
             artifact_uri = publish_model(
                 self.s3, self.settings, self.job_id, model, p.arch, dataset.summary.classes, p.image_size, metrics
             )
+            self.artifacts[ARTIFACT_NAME] = artifact_uri
+            self.store.set_result(self.job_id, "artifacts", self.artifacts)
             self.store.add_event(self.job_id, "published", "model artifact written", {"uri": artifact_uri})
 
         model_id = None

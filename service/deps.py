@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import httpx
 from fastapi import Depends, Request
 
+from core.s3 import s3_client
 from core.settings import Settings
 from core.store import JobStore
 from service.launcher import Launcher
@@ -29,6 +30,13 @@ def get_http_client(request: Request) -> httpx.AsyncClient:
     return cast(httpx.AsyncClient, request.app.state.http)
 
 
+def get_s3(request: Request) -> Any:
+    # boto3 clients are thread-safe and slow to build: one per app, made on first use.
+    if getattr(request.app.state, "s3", None) is None:
+        request.app.state.s3 = s3_client(request.app.state.settings)
+    return request.app.state.s3
+
+
 def get_metrics(request: Request) -> Metrics:
     return cast(Metrics, request.app.state.metrics)
 
@@ -38,3 +46,4 @@ StoreDep = Annotated[JobStore, Depends(get_store)]
 LauncherDep = Annotated[Launcher, Depends(get_launcher)]
 HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+S3Dep = Annotated[Any, Depends(get_s3)]

@@ -59,6 +59,11 @@ def job_not_found(job_id: str) -> ApiError:
     return ApiError(404, "job_not_found", f"no job with id {job_id!r}; list jobs with GET /v1/jobs", "job_id")
 
 
+def artifact_not_found(job_id: str, name: str, available: list[str]) -> ApiError:
+    listed = ", ".join(sorted(available)) or "none yet"
+    return ApiError(404, "artifact_not_found", f"job {job_id!r} has no artifact {name!r}; it has: {listed}", "name")
+
+
 def model_not_found(model_id: str) -> ApiError:
     return ApiError(
         404, "model_not_found", f"no model with id {model_id!r}; list models with GET /v1/models", "model_id"

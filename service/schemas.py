@@ -15,6 +15,10 @@ def predict_url(public_url: str, model_id: str) -> str:
     return f"{public_url.rstrip('/')}/v1/models/{model_id}/predict"
 
 
+def artifact_url(public_url: str, job_id: str, name: str) -> str:
+    return f"{public_url.rstrip('/')}/v1/jobs/{job_id}/artifacts/{name}"
+
+
 class ModelRef(BaseModel):
     id: str
     predict_url: str
@@ -36,6 +40,7 @@ class JobPublic(BaseModel):
     best: dict[str, Any] | None = Field(description="best epoch, its metric and checkpoint URI")
     evaluation: dict[str, Any] | None
     training: dict[str, Any] | None
+    artifacts: dict[str, str] = Field(description="name -> URL of the job's files: plots and the model artifact")
     model: ModelRef | None = Field(description="set once the model is deployed")
     error: JobError | None = Field(description="set when the job failed")
 
@@ -58,6 +63,7 @@ class JobPublic(BaseModel):
             best=job.best,
             evaluation=job.evaluation,
             training=job.training,
+            artifacts={name: artifact_url(public_url, job.id, name) for name in job.artifacts or {}},
             model=model,
             error=job.error,
         )

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from pathlib import PurePosixPath
 from typing import Annotated
 
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from core.settings import Settings
-from core.spec import JobParams, JobStatus
+from core.spec import JobParams, JobStatus, S3Location
 from core.store import IdempotencyConflict, JobRecord, JobStore
-from service.deps import LauncherDep, MetricsDep, SettingsDep, StoreDep
-from service.errors import ApiError, job_not_found
+from service.deps import LauncherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
+from service.errors import ApiError, artifact_not_found, job_not_found
 from service.launcher import Launcher, LauncherUnavailable
 from service.schemas import EventList, EventPublic, JobList, JobPublic
 from service.sse import job_event_stream
@@ -150,3 +152,27 @@ def job_events(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     return EventList(events=[EventPublic.build(e) for e in store.events(job_id, after)])
+
+
+_CONTENT_TYPES = {
+    ".png": "image/png",
+    ".json": "application/json",
+    ".html": "text/html",
+    ".pt": "application/octet-stream",
+}
+
+
+@router.get("/{job_id}/artifacts/{name}", summary="One of the job's files: lr_sweep.png, training_curves.png, …")
+def job_artifact(job_id: str, name: str, store: StoreDep, s3: S3Dep) -> Response:
+    job = _get_job(store, job_id)
+    artifacts = job.artifacts or {}
+    if name not in artifacts:
+        raise artifact_not_found(job_id, name, list(artifacts))
+    location = S3Location.parse(artifacts[name])
+    try:
+        body = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+    except (ClientError, BotoCoreError):
+        logger.exception("reading artifact %s of job %s failed", name, job_id)
+        raise ApiError(503, "storage_unavailable", "the artifact store did not answer; retry shortly") from None
+    media_type = _CONTENT_TYPES.get(PurePosixPath(name).suffix, "application/octet-stream")
+    return Response(body, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})

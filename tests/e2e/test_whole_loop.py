@@ -135,6 +135,16 @@ def test_job_succeeds_with_sweep_metrics_and_best_checkpoint(finished: dict[str,
     assert job["model"]["id"] and job["model"]["predict_url"].endswith(f"/v1/models/{job['model']['id']}/predict")
 
 
+def test_plots_and_model_are_served_as_artifacts(finished: dict[str, Any], api: httpx.Client) -> None:
+    job = finished["job"]
+    names = {"lr_sweep.png", "training_curves.png", "confusion_matrix.png", "model.pt"}
+    assert set(job["artifacts"]) == names
+    for name in names - {"model.pt"}:
+        response = api.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        assert response.content.startswith(b"\x89PNG") and len(response.content) > 5000
+
+
 def test_both_ddp_ranks_trained_on_disjoint_shards(finished: dict[str, Any]) -> None:
     job = finished["job"]
     assert job["training"]["world_size"] == 2

@@ -171,6 +171,16 @@ def test_job_shows_what_the_driver_recorded(api: Api) -> None:
     assert job["started_at"] is not None and job["finished_at"] is not None
 
 
+def test_unknown_artifact_is_404_listing_what_exists(api: Api) -> None:
+    job_id = api.create_job()["id"]
+    api.store.set_result(job_id, "artifacts", {"lr_sweep.png": "s3://bucket/jobs/x/lr_sweep.png"})
+    job = api.http.get(f"/v1/jobs/{job_id}").json()
+    assert job["artifacts"] == {"lr_sweep.png": f"{api.settings.public_url}/v1/jobs/{job_id}/artifacts/lr_sweep.png"}
+    error = error_of(api.http.get(f"/v1/jobs/{job_id}/artifacts/report.html"))
+    assert (error["code"], error["field"]) == ("artifact_not_found", "name")
+    assert error["message"] == f"job '{job_id}' has no artifact 'report.html'; it has: lr_sweep.png"
+
+
 def test_list_newest_first_with_status_filter_and_cursor(api: Api) -> None:
     ids = [api.create_job(name=f"job{i}")["id"] for i in range(5)]
     api.store.cancel(ids[1])
