@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: drivers run without a display
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 
 def _png(figure: Any) -> bytes:
