@@ -50,9 +50,6 @@ def main() -> None:
     stack.up()
     stack.export_env()
     s3 = s3_client()
-    for bucket in ("trainyard-artifacts", "trainyard-bench"):
-        if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-            s3.create_bucket(Bucket=bucket)
     name = args.dataset.resolve().name
     upload_folder(s3, args.dataset.resolve(), "trainyard-bench", name)
     request = {

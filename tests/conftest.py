@@ -25,7 +25,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     saved = dict(os.environ)
     local.export_env()
     local.start_s3()
-    s3_client().create_bucket(Bucket="trainyard-artifacts")
     yield local
     local.down()
     os.environ.clear()

@@ -67,9 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     stack.up()
     stack.export_env()
     s3 = s3_client()
-    for bucket in ("trainyard-artifacts", "trainyard-demo"):
-        if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-            s3.create_bucket(Bucket=bucket)
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.dataset:

@@ -46,11 +46,14 @@ def make_shapes(
     return root
 
 
+def ensure_bucket(s3: Any, bucket: str) -> None:
+    if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=bucket)
+
+
 def upload_folder(s3: Any, root: Path, bucket: str, prefix: str) -> int:
     """Upload every file under `root` to s3://bucket/prefix/<relative path>; creates the bucket if needed."""
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    if bucket not in existing:
-        s3.create_bucket(Bucket=bucket)
+    ensure_bucket(s3, bucket)
     count = 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         s3.put_object(

@@ -156,6 +156,24 @@ class LocalStack:
             return
         self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.config.s3_port)])
         wait_http(f"{self.config.s3_url}/moto-api/", "S3 server", timeout=30)
+        self._create_artifact_bucket()
+
+    def _create_artifact_bucket(self) -> None:
+        import boto3
+
+        from core.settings import Settings
+        from core.spec import S3Location
+        from infra.local.sample_data import ensure_bucket
+
+        uri = self.env().get("TRAINYARD_ARTIFACT_URI") or Settings.model_fields["artifact_uri"].default
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.config.s3_url,
+            aws_access_key_id=LOCAL_S3_KEY,
+            aws_secret_access_key=LOCAL_S3_KEY,
+            region_name="us-east-1",
+        )
+        ensure_bucket(s3, S3Location.parse(uri).bucket)
 
     def start_ray(self) -> None:
         c = self.config
