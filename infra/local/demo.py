@@ -32,14 +32,14 @@ def _print_epochs(metrics: list[dict[str, Any]], shown: int) -> int:
 
 def follow(api: httpx.Client, job_id: str, poll_s: float = 1.0) -> dict[str, Any]:
     """Poll the job and its event log, printing each phase and epoch as it lands; returns the final job."""
-    last_event, shown = 0, 0
+    last_event, shown, started = 0, 0, time.monotonic()
     while True:
         job = api.get(f"/v1/jobs/{job_id}").raise_for_status().json()
         events = api.get(f"/v1/jobs/{job_id}/events", params={"after": last_event}).raise_for_status().json()
         for event in events["events"]:
             last_event = event["id"]
             if event["kind"] == "phase":
-                print(f"[{job['progress']:>4.0%}] {event['data']['phase']}")
+                print(f"[{time.monotonic() - started:>5.1f}s] {event['data']['phase']}")
             elif event["kind"] == "fetched":
                 print(f"  {event['message']}")
         if job.get("lr_sweep") and shown == 0 and job["metrics"]:
