@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import ray
@@ -99,10 +100,11 @@ class Driver:
                     f"{p.dataset_uri} has {len(dataset.train)} training images for {p.num_workers} workers; "
                     "each worker needs at least one: add images or lower num_workers",
                 )
-            weights = resolve_weights(p.arch, p.weights_uri, self.s3, self.settings.resolved_cache_dir)
+            # Fail here, not minutes later on a worker, when the backbone's weights cannot be found.
+            resolve_weights(p.arch, p.weights_uri, self.s3, self.settings.resolved_cache_dir)
 
         with self.stage(Phase.lr_sweep):
-            features: Features = self._remote(_features_task, p, dataset, str(weights), "cuda" if p.use_gpu else "cpu")
+            features: Features = self._remote(_features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
             if p.lr is None:
                 sweep = lr_range_test(
                     features.train_x, features.train_y, len(dataset.summary.classes), p.batch_size, seed=p.seed
@@ -155,7 +157,7 @@ class Driver:
                         arch=p.arch,
                         classes=dataset.summary.classes,
                         metrics=metrics,
-                        created_at=_now(),
+                        created_at=datetime.now(UTC),
                     )
                 )
         self.store.succeed(self.job_id, model_id)
@@ -175,23 +177,17 @@ class Driver:
         )
 
 
-def _now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
-
-
-def _features_task(params: JobParams, dataset: ValidatedDataset, weights: str, device: str) -> Features:
-    from pathlib import Path
-
+def _features_task(params: JobParams, dataset: ValidatedDataset, device: str) -> Features:
     import torch
 
     settings = get_settings()
+    s3 = s3_client(settings)
     if device == "cpu":
         torch.set_num_threads(max(1, params.num_workers))
-    # The task may run on another node: make sure the dataset is in this node's cache.
-    root = fetch_dataset(s3_client(settings), params.dataset_uri, settings.resolved_cache_dir).root
-    return compute_features(root, dataset.train, dataset.valid, params.arch, Path(weights), params.image_size, device)
+    # The task may run on another node: dataset and weights come from this node's cache.
+    root = fetch_dataset(s3, params.dataset_uri, settings.resolved_cache_dir).root
+    weights = resolve_weights(params.arch, params.weights_uri, s3, settings.resolved_cache_dir)
+    return compute_features(root, dataset.train, dataset.valid, params.arch, weights, params.image_size, device)
 
 
 def _evaluate_task(params: JobParams, dataset: ValidatedDataset, best: BestCheckpoint) -> Evaluation:
