@@ -108,3 +108,14 @@ def test_results_epochs_and_models_round_trip(store: JobStore) -> None:
     model = store.get_model("mdl-1")
     assert model is not None and model.classes == ["a", "b"] and store.get_model("nope") is None
     assert [m.id for m in store.list_models()] == ["mdl-1"]
+
+
+def test_a_store_from_an_older_release_gains_new_columns(store: JobStore) -> None:
+    job, _ = store.create_job(params())
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN artifacts")  # as the first release made it
+    upgraded = JobStore(store.engine)
+    upgraded.create_schema()
+    upgraded.set_result(job.id, "artifacts", {"lr_sweep.png": "s3://b/k"})
+    loaded = upgraded.get_job(job.id)
+    assert loaded is not None and loaded.artifacts == {"lr_sweep.png": "s3://b/k"}
