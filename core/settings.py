@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8080"
     # How often the reconciler compares the store with Ray (seconds).
     reconcile_interval_s: float = Field(default=10.0, gt=0)
+    # True when the Ray cluster does not autoscale (one machine): a job asking for more CPUs or GPUs than
+    # it has fails at once instead of waiting forever for nodes that will never come.
+    fixed_cluster: bool = False
     # CPUs reserved per Serve replica. 0 on one machine: training and serving share the cores, and a
     # reservation would leave too few logical CPUs for the next training job's two workers.
     serve_replica_cpus: float = Field(default=0.0, ge=0)

@@ -25,6 +25,7 @@ from core.store import JobStore, ModelRecord
 from jobs.errors import JobCancelled, StageError
 from jobs.features import Features, compute_features
 from jobs.plots import confusion_matrix_png, lr_sweep_png, training_curves_png
+from jobs.resources import check_cluster_fits
 from jobs.stages.evaluate import Evaluation, evaluate_model, load_checkpoint_model
 from jobs.stages.fetch import fetch_dataset
 from jobs.stages.fine_tune import BestCheckpoint, fine_tune
@@ -100,6 +101,8 @@ class Driver:
                     f"{p.dataset_uri} has {len(dataset.train)} training images for {p.num_workers} workers; "
                     "each worker needs at least one: add images or lower num_workers",
                 )
+            if self.settings.fixed_cluster:
+                check_cluster_fits(p)
             # Fail here, not minutes later on a worker, when the backbone's weights cannot be found.
             resolve_weights(p.arch, p.weights_uri, self.s3, self.settings.resolved_cache_dir)
 

@@ -111,6 +111,7 @@ class LocalStack:
             TRAINYARD_RAY_ADDRESS=c.dashboard_url,
             TRAINYARD_SERVE_URL=c.serve_url,
             TRAINYARD_PUBLIC_URL=c.api_url,
+            TRAINYARD_FIXED_CLUSTER="true",
             AWS_ACCESS_KEY_ID=LOCAL_S3_KEY,
             AWS_SECRET_ACCESS_KEY=LOCAL_S3_KEY,
             AWS_DEFAULT_REGION="us-east-1",

@@ -87,6 +87,9 @@ def finished(api_stack: LocalStack, api: httpx.Client, datasets: dict[str, str])
         name: api.post("/v1/jobs", json={"dataset_uri": datasets[name], **TRAIN_REQUEST}).json()["id"]
         for name in ("missing_bucket", "empty_prefix", "bad_layout")
     }
+    for name, extra in (("gpu_on_cpu_cluster", {"use_gpu": True}), ("too_many_workers", {"num_workers": 3})):
+        body = {"dataset_uri": datasets["good"], **TRAIN_REQUEST, **extra}
+        failing[name] = api.post("/v1/jobs", json=body).json()["id"]
     job_id = main.json()["id"]
     to_cancel = api.post("/v1/jobs", json={"dataset_uri": datasets["good"], **TRAIN_REQUEST}).json()["id"]
     _wait(api, to_cancel, 300, until=("fetching", "validating", "lr_sweep", "training", "failed", "succeeded"))
@@ -172,6 +175,14 @@ def test_failed_jobs_name_phase_and_uri(finished: dict[str, Any], datasets: dict
         uri = datasets[name]
         assert S3Location.parse(uri).bucket in job["error"]["message"]
         assert "Traceback" not in job["error"]["message"]
+
+
+def test_jobs_the_cluster_cannot_fit_fail_at_once(finished: dict[str, Any]) -> None:
+    gpu, workers = finished["failed"]["gpu_on_cpu_cluster"], finished["failed"]["too_many_workers"]
+    assert (gpu["status"], gpu["error"]["phase"], gpu["error"]["code"]) == ("failed", "validating", "not_enough_gpus")
+    assert "set use_gpu=false" in gpu["error"]["message"]
+    assert (workers["error"]["code"], workers["error"]["phase"]) == ("not_enough_cpus", "validating")
+    assert "num_workers=3" in workers["error"]["message"] and "has 2" in workers["error"]["message"]
 
 
 def test_prediction_on_held_out_images(finished: dict[str, Any], api: httpx.Client, tmp_path: Path) -> None:
