@@ -219,15 +219,38 @@ class LocalStack:
 
     def down(self) -> None:
         self._kill("api")
-        if shutil.which("ray") or Path(sys.executable).with_name("ray").exists():
-            subprocess.run(
-                [str(Path(sys.executable).with_name("ray")), "stop", "--force"],
-                env=self.env(),
-                capture_output=True,
-                timeout=120,
-            )
+        self.stop_ray()
         self._kill("s3")
         shutil.rmtree(self.config.ray_temp_dir, ignore_errors=True)
+
+    def stop_ray(self, timeout: float = 15) -> None:
+        """Stop this stack's Ray processes and only those.
+
+        `ray stop` would stop every Ray cluster on the machine (another stack, a parallel test run). This
+        stack's processes are the ones whose command line names its GCS address or its temp folder, plus
+        their descendants (job drivers, Ray Train workers).
+        """
+        import psutil
+
+        marks = (f"{LOOPBACK}:{self.config.gcs_port}", f"--gcs_server_port={self.config.gcs_port}",
+                 str(self.config.ray_temp_dir))  # fmt: skip
+        found: dict[int, psutil.Process] = {}
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(proc.info.get("cmdline") or [])
+            if proc.pid != os.getpid() and any(mark in cmdline for mark in marks):
+                found[proc.pid] = proc
+                with contextlib.suppress(psutil.Error):
+                    found.update({child.pid: child for child in proc.children(recursive=True)})
+        found.pop(os.getpid(), None)
+        procs = list(found.values())
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=timeout)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=5)
 
     def ray_ready(self) -> bool:
         try:
