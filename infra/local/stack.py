@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -26,9 +27,15 @@ from pathlib import Path
 
 import httpx
 
+logger = logging.getLogger("trainyard.stack")
+
 LOOPBACK = "127.0.0.1"
-# Local-only credentials for the S3-compatible server; real deployments take AWS's usual chain.
-LOCAL_S3_KEY = "trainyard-local"
+# Local-only credentials for the S3-compatible server (s3rver accepts this one fixed pair); real deployments
+# take AWS's usual chain.
+LOCAL_S3_KEY = "S3RVER"
+# The local S3-compatible server: s3rver (Node.js) keeps every object as a file under <home>/s3, so datasets,
+# checkpoints and models survive a restart. Installed by scripts/setup from infra/local/s3/package-lock.json.
+S3RVER_DIR = Path(__file__).resolve().parent / "s3"
 
 
 def free_port() -> int:
@@ -77,6 +84,10 @@ class StackConfig:
         return f"http://{LOOPBACK}:{self.api_port}"
 
     @property
+    def s3_data_dir(self) -> Path:
+        return self.home / "s3"
+
+    @property
     def ray_token_file(self) -> Path:
         return self.home / "ray-auth-token"
 
@@ -115,6 +126,10 @@ class LocalStack:
             AWS_ACCESS_KEY_ID=LOCAL_S3_KEY,
             AWS_SECRET_ACCESS_KEY=LOCAL_S3_KEY,
             AWS_DEFAULT_REGION="us-east-1",
+            # AWS SDKs add CRC checksums and streaming signatures to every upload by default (boto3 >= 1.36,
+            # the C++ SDK under pyarrow); S3-compatible servers such as s3rver refuse those payloads.
+            AWS_REQUEST_CHECKSUM_CALCULATION="when_required",
+            AWS_RESPONSE_CHECKSUM_VALIDATION="when_required",
             RAY_USAGE_STATS_ENABLED="0",
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN_PATH=str(c.ray_token_file),
@@ -155,13 +170,27 @@ class LocalStack:
     def start_s3(self) -> None:
         if self._alive("s3"):
             return
-        self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.config.s3_port)])
-        wait_http(f"{self.config.s3_url}/moto-api/", "S3 server", timeout=30)
+        c = self.config
+        if s3rver_installed():
+            c.s3_data_dir.mkdir(parents=True, exist_ok=True)
+            argv = ["node", str(S3RVER_DIR / "serve.js"), "--directory", str(c.s3_data_dir),
+                    "--address", LOOPBACK, "--port", str(c.s3_port), "--silent"]  # fmt: skip
+            self._spawn("s3", argv)
+            wait_http(f"{c.s3_url}/", "S3 server", timeout=30)
+        else:
+            # Without Node.js the stack still runs, but on moto's in-memory server: say loudly what that costs.
+            logger.warning(
+                "Node.js >= 20 or s3rver is missing (run scripts/setup): the local S3 server keeps objects in "
+                "memory, and a restart loses every dataset, checkpoint and model"
+            )
+            self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(c.s3_port)])
+            wait_http(f"{c.s3_url}/moto-api/", "S3 server", timeout=30)
         self._create_artifact_bucket()
 
     def _create_artifact_bucket(self) -> None:
         import boto3
 
+        from core.s3 import client_config
         from core.settings import Settings
         from core.spec import S3Location
         from infra.local.sample_data import ensure_bucket
@@ -173,6 +202,7 @@ class LocalStack:
             aws_access_key_id=LOCAL_S3_KEY,
             aws_secret_access_key=LOCAL_S3_KEY,
             region_name="us-east-1",
+            config=client_config(compatible_server=True),
         )
         ensure_bucket(s3, S3Location.parse(uri).bucket)
 
@@ -322,6 +352,13 @@ class LocalStack:
                 f"  state, logs    {c.home}",
             ]
         )
+
+
+def s3rver_installed() -> bool:
+    if not (S3RVER_DIR / "node_modules" / "@20minutes" / "s3rver").is_dir() or shutil.which("node") is None:
+        return False
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30).stdout
+    return int(version.lstrip("v").split(".")[0] or 0) >= 20
 
 
 def wait_http(url: str, what: str, timeout: float) -> None:
