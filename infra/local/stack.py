@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -246,10 +247,40 @@ class LocalStack:
         self.start_s3()
         self.start_ray()
         self.start_api()
+        self.restore_serving()
+
+    def restore_serving(self) -> dict[str, Any]:
+        """Bring Serve back for the models the store lists (after a restart) and report those that cannot
+        answer; see serving/restore.py. Returns its report."""
+        env = self.env() | {"RAY_ADDRESS": f"{LOOPBACK}:{self.config.gcs_port}"}
+        result = subprocess.run(
+            [sys.executable, "-m", "serving.restore"], env=env, capture_output=True, text=True, timeout=300
+        )
+        with self._log("serving-restore").open("a") as log:
+            log.write(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"restoring the Serve application failed; see {self._log('serving-restore')}")
+        for line in result.stderr.splitlines():
+            if line.startswith("warning: model"):
+                print(line, file=sys.stderr)
+        report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return report
+
+    def purge(self) -> None:
+        """Delete everything the stack keeps: the job store, every object (datasets, checkpoints, models),
+        the dataset cache and the logs. The stack must be down."""
+        shutil.rmtree(self.config.home, ignore_errors=True)
+
+    def data_summary(self) -> str:
+        c = self.config
+        objects = [p for p in c.s3_data_dir.rglob("*") if p.is_file()] if c.s3_data_dir.exists() else []
+        size = sum(p.stat().st_size for p in objects)
+        return f"{c.home} (job store, {len(objects)} object files totalling {size / 1e6:.1f} MB, cache, logs)"
 
     def down(self) -> None:
         self._kill("api")
-        self.stop_ray()
+        if self.state_file.exists():  # never started from this home: no Ray of ours to stop
+            self.stop_ray()
         self._kill("s3")
         shutil.rmtree(self.config.ray_temp_dir, ignore_errors=True)
 
@@ -349,7 +380,9 @@ class LocalStack:
                 f"  Ray dashboard  {c.dashboard_url}",
                 f"  Ray Serve      {c.serve_url}",
                 f"  S3 (local)     {c.s3_url}   (key/secret: {LOCAL_S3_KEY})",
-                f"  state, logs    {c.home}",
+                f"  job store      {c.home / 'trainyard.db'}",
+                f"  objects        {c.s3_data_dir}   (datasets, checkpoints, models: kept across restarts)",
+                f"  cache, logs    {c.home / 'cache'}, {c.home / 'logs'}",
             ]
         )
 
@@ -381,6 +414,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="trainyard-stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--home", type=Path, default=default_home())
+    parser.add_argument(
+        "--purge", action="store_true", help="with down: also delete every job, object, cache file and log"
+    )
+    parser.add_argument("--yes", action="store_true", help="with --purge: do not ask before deleting")
     args = parser.parse_args(argv)
     stack = LocalStack.load(args.home.resolve())
     if args.command == "up":
@@ -389,6 +426,17 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "down":
         stack.down()
         print("Trainyard stack stopped.")
+        if args.purge:
+            what = stack.data_summary()
+            if not args.yes:
+                if not sys.stdin.isatty():
+                    print(f"not purging {what}: pass --yes to delete without asking", file=sys.stderr)
+                    raise SystemExit(2)
+                if input(f"Delete everything under {what}? Type 'yes' to confirm: ").strip() != "yes":
+                    print("Nothing deleted.")
+                    return
+            stack.purge()
+            print(f"Deleted {what}.")
     else:
         running = {n: stack._alive(n) for n in ("s3", "api")} | {"ray": stack.ray_ready()}
         print(json.dumps(running))

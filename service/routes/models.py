@@ -9,13 +9,16 @@ import time
 from typing import Annotated, Any
 
 import httpx
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Query, Request, Response
 
+from core.settings import Settings
 from core.store import ModelRecord
-from service.deps import HttpClientDep, MetricsDep, SettingsDep, StoreDep
+from service.deps import HttpClientDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.errors import error_response, model_not_found
 from service.schemas import ModelList, ModelPublic, PredictionList
 from service.upload import read_image
+from serving.registry import pointer_uri, unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -24,17 +27,27 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 PREDICT_TIMEOUT_S = 30.0
 
 
-@router.get("", summary="Deployed models, newest first")
-def list_models(store: StoreDep, settings: SettingsDep) -> ModelList:
-    return ModelList(models=[ModelPublic.build(m, settings.public_url) for m in store.list_models()])
+def _public(model: ModelRecord, s3: Any, settings: Settings) -> ModelPublic:
+    """The model as clients see it, checked against the artifact store: a listed model must be able to answer."""
+    try:
+        reason = unavailable_reason(s3, settings, model.id, model.artifact_uri)
+    except (ClientError, BotoCoreError):
+        logger.exception("checking the objects of model %s failed", model.id)
+        reason = "the artifact store did not answer; its availability is unknown"
+    return ModelPublic.build(model, settings.public_url, reason)
+
+
+@router.get("", summary="Deployed models, newest first, each checked against the artifact store")
+def list_models(store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelList:
+    return ModelList(models=[_public(m, s3, settings) for m in store.list_models()])
 
 
 @router.get("/{model_id}", summary="One deployed model")
-def get_model(model_id: str, store: StoreDep, settings: SettingsDep) -> ModelPublic:
+def get_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelPublic:
     model = store.get_model(model_id)
     if model is None:
         raise model_not_found(model_id)
-    return ModelPublic.build(model, settings.public_url)
+    return _public(model, s3, settings)
 
 
 _IMAGE_BODY: dict[str, Any] = {
@@ -88,7 +101,7 @@ async def predict(
         metrics.predict_seconds.labels("unavailable").observe(time.perf_counter() - began)
         logger.warning("predict %s: the model server is not reachable (%s)", model_id, type(e).__name__)
         return _unavailable("the model server is not reachable; retry shortly")
-    outcome, response = _relay(model_id, answer)
+    outcome, response = _relay(model_id, answer, pointer_uri(settings, model_id))
     metrics.predict_seconds.labels(outcome).observe(time.perf_counter() - began)
     return response
 
@@ -97,19 +110,34 @@ def _unavailable(message: str) -> Response:
     return error_response(503, "serving_unavailable", message, headers={"Retry-After": "1"})
 
 
-def _has_error_shape(content: bytes) -> bool:
+def _error_code(content: bytes) -> str | None:
     try:
         body = json.loads(content)
     except ValueError:
-        return False
-    return isinstance(body, dict) and isinstance(body.get("error"), dict) and "code" in body["error"]
+        return None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict) and "code" in body["error"]:
+        return str(body["error"]["code"])
+    return None
 
 
-def _relay(model_id: str, answer: httpx.Response) -> tuple[str, Response]:
+def _has_error_shape(content: bytes) -> bool:
+    return _error_code(content) is not None
+
+
+def _relay(model_id: str, answer: httpx.Response, pointer: str) -> tuple[str, Response]:
     """Pass on the classifier's own answers (200, and its 4xx such as `invalid_image`); translate the rest."""
     status = answer.status_code
     if status == 200:
         return "ok", Response(answer.content, status_code=200, media_type="application/json")
+    if status == 404 and _error_code(answer.content) == "model_not_found":
+        # The store lists the model (checked before forwarding), so its objects are what is gone.
+        return "client_error", error_response(
+            410,
+            "model_pointer_missing",
+            f"model {model_id!r} is listed but cannot answer: its pointer {pointer} is missing from the artifact "
+            "store; redeploy or retrain the model",
+            "model_id",
+        )
     if 400 <= status < 500 and _has_error_shape(answer.content):
         return "client_error", Response(answer.content, status_code=status, media_type="application/json")
     # Anything else is the server's problem, not the client's: log it, and answer without its details.
