@@ -86,6 +86,10 @@ def test_ray_token_auth_is_on_for_ray_pods_and_the_api_reads_the_same_token(helm
     source = volumes[mount["name"]]["secret"]
     assert source["secretName"] == auth["secretName"]
     assert {"key": "auth_token", "path": token_path.name} in source["items"]
+    # The API runs as a non-root user: the file must be readable through the pod's fsGroup.
+    pod_security = one(manifests, "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert pod_security["runAsNonRoot"] and pod_security["fsGroup"]
+    assert source["defaultMode"] & 0o040
 
 
 def test_an_existing_token_secret_is_used_instead_of_a_generated_one(helm: Path) -> None:
