@@ -11,7 +11,7 @@ import ray
 import yaml
 
 from core.settings import Settings
-from tests.helm.chart import CHART, by_kind, containers, env_of, one, pod_specs, render
+from tests.helm.chart import CHART, by_kind, containers, env_of, one, pod_specs, render, validate
 
 
 def ray_groups(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -43,6 +43,22 @@ def test_gpu_groups_scale_from_zero_with_gpu_limits_node_selectors_and_toleratio
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert groups["gpu-a10g"]["maxReplicas"] == 4
     assert groups["gpu-l4"]["maxReplicas"] == 6
+
+
+def test_a_cpu_group_asks_for_no_gpu_and_tolerates_no_gpu_taint(helm: Path) -> None:
+    manifests = render(helm, "cpu-only")
+    groups = ray_groups(manifests)
+    assert set(groups) == {"cpu"}
+    (worker,) = groups["cpu"]["template"]["spec"]["containers"]
+    assert "nvidia.com/gpu" not in worker["resources"]["limits"]
+    assert "tolerations" not in groups["cpu"]["template"]["spec"]
+
+
+def test_a_cluster_with_every_group_off_renders_an_empty_group_list(helm: Path) -> None:
+    manifests = render(helm, None, "ray.workerGroups.gpu-a10g.enabled=false")
+    cluster = one(manifests, "RayCluster")
+    assert cluster["spec"]["workerGroupSpecs"] == []
+    validate(cluster)
 
 
 def test_the_head_is_a_cpu_node_that_runs_no_training(helm: Path) -> None:

@@ -125,3 +125,33 @@ prometheus.io/port: {{ .port | quote }}
 prometheus.io/path: /metrics
 {{- end }}
 {{- end -}}
+
+{{/* The Ray container's settings, volumes and mounts, shared by the head and every worker group. */}}
+{{- define "trainyard.rayContainerEnv" -}}
+envFrom:
+  {{- include "trainyard.envFrom" . | nindent 2 }}
+env:
+  {{- include "trainyard.databaseEnv" . | nindent 2 }}
+  {{- /* Serve's proxy binds every interface of the head; the API reaches it through the head Service. */}}
+  - name: TRAINYARD_SERVE_BIND_HOST
+    value: 0.0.0.0
+volumeMounts:
+  - name: ray-logs
+    mountPath: /tmp/ray
+  - name: home
+    mountPath: /var/lib/trainyard
+  - name: dshm
+    mountPath: /dev/shm
+{{- end -}}
+{{- define "trainyard.rayVolumes" -}}
+volumes:
+  {{- /* Ray writes logs under /tmp/ray; the dataset cache lives under the home folder, one per node. */}}
+  - name: ray-logs
+    emptyDir: {}
+  - name: home
+    emptyDir: {}
+  {{- /* PyTorch data loaders and NCCL share tensors through /dev/shm; the container default is 64 MiB. */}}
+  - name: dshm
+    emptyDir:
+      medium: Memory
+{{- end -}}
