@@ -61,6 +61,17 @@ def test_a_cluster_with_every_group_off_renders_an_empty_group_list(helm: Path) 
     validate(cluster)
 
 
+def test_an_upgrade_replaces_all_ray_pods_together_so_head_and_workers_run_the_same_code(helm: Path) -> None:
+    manifests = render(helm)
+    cluster = one(manifests, "RayCluster")
+    assert cluster["spec"]["upgradeStrategy"] == {"type": "Recreate"}
+    # A settings change alters the pod templates (and so triggers it): the config's checksum is on them.
+    templates = [t for name, t in pod_specs(manifests).items() if name.startswith("RayCluster/")]
+    checksums = {t["metadata"]["annotations"]["checksum/config"] for t in templates}
+    changed = one(render(helm, None, "config.artifactUri=s3://elsewhere"), "RayCluster")
+    assert changed["spec"]["headGroupSpec"]["template"]["metadata"]["annotations"]["checksum/config"] not in checksums
+
+
 def test_the_head_is_a_cpu_node_that_runs_no_training(helm: Path) -> None:
     head = one(render(helm), "RayCluster")["spec"]["headGroupSpec"]
     assert head["rayStartParams"]["num-cpus"] == "0"
