@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     ray_address: str = "http://127.0.0.1:8265"
     # Ray Serve's HTTP proxy, where the API forwards predictions.
     serve_url: str = "http://127.0.0.1:8000"
+    # The address Serve's proxy binds; unset means `serve_url`'s host (one machine). On a cluster the API
+    # reaches the proxy through a name the head cannot bind (a Kubernetes Service), so the head sets 0.0.0.0.
+    serve_bind_host: str | None = None
     # How clients reach this API; used to build `predict_url`.
     public_url: str = "http://127.0.0.1:8080"
     # How often the reconciler compares the store with Ray (seconds).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -116,6 +116,12 @@ class EventRecord(BaseModel):
     kind: str
     message: str
     data: dict[str, Any] | None = None
+
+
+class LoggedEvent(EventRecord):
+    """An event with the job it belongs to, as read across all jobs (metrics fold the whole log)."""
+
+    job_id: str
 
 
 class ModelRecord(BaseModel):
@@ -396,6 +402,20 @@ class JobStore:
             ).all()
         return [
             EventRecord(id=r.id, at=_utc(r.at), kind=r.kind, message=r.message, data=r.data)  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    def events_of_all_jobs(self, after: int, kinds: Sequence[str]) -> list[LoggedEvent]:
+        """Events of every job with id > `after` and one of `kinds`, in id order."""
+        query = (
+            sa.select(events_table)
+            .where(events_table.c.id > after, events_table.c.kind.in_(list(kinds)))
+            .order_by(events_table.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            LoggedEvent(id=r.id, job_id=r.job_id, at=_utc(r.at), kind=r.kind, message=r.message, data=r.data)  # type: ignore[arg-type]
             for r in rows
         ]
 

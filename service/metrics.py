@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from core.store import JobStore
+from service.job_metrics import JobLogCollector
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_JobsByStatus(get_store))
+        self.registry.register(JobLogCollector(get_store))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status))
