@@ -93,8 +93,17 @@ class Driver:
             )
 
         with self.stage(Phase.validating):
-            dataset = validate_dataset(fetched.root, p.dataset_uri, self.settings.max_bad_image_fraction)
+            dataset = validate_dataset(
+                fetched.root, p.dataset_uri, self.settings.max_bad_image_fraction, p.valid_pct, p.seed
+            )
             self.store.set_result(self.job_id, "dataset", dataset.summary.model_dump(mode="json"))
+            splits = "; ".join(f"{name}: {s.images} from {s.source}" for name, s in dataset.summary.splits.items())
+            self.store.add_event(
+                self.job_id,
+                "validated",
+                f"{dataset.summary.layout} layout; {splits}",
+                {"layout": dataset.summary.layout},
+            )
             if len(dataset.train) < p.num_workers:
                 raise StageError(
                     "too_few_images",
