@@ -5,14 +5,18 @@ from __future__ import annotations
 import io
 import warnings
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as F
 
 from core.backbones import Normalization
 
 # Refuse decompression bombs outright rather than warn (PIL's default only warns up to 2x this).
 Image.MAX_IMAGE_PIXELS = 64_000_000
+# Transparent pixels become this colour: a photo's usual backdrop, and what a browser shows them on.
+ALPHA_BACKGROUND = (255, 255, 255)
+_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
 class InvalidImage(ValueError):
@@ -25,10 +29,31 @@ def decode_image(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             image.load()
+            return to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise InvalidImage(f"not a decodable image ({type(exc).__name__})") from exc
     except Image.DecompressionBombError as exc:
         raise InvalidImage("image is too large to decode") from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any decodable image as 8-bit RGB, the same way in training and serving.
+
+    PIL's plain `convert("RGB")` gets three kinds of files wrong: 16-bit greyscale PNGs clip to white
+    (it truncates instead of scaling), transparent pixels turn black (their hidden colour), and phone
+    photos lie on their side (EXIF orientation). Palette, CMYK and greyscale images convert as is.
+    Animated GIFs and WebPs give their first frame (PIL opens files on frame 0).
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _HIGH_DEPTH_MODES:
+        pixels = np.asarray(image, dtype=np.uint32)
+        # 16-bit PNGs open as I;16 or I (32-bit); both hold 0-65535.
+        image = Image.fromarray((np.clip(pixels, 0, 65535) >> 8).astype(np.uint8))
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        backdrop = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(backdrop, rgba).convert("RGB")
     return image.convert("RGB")
 
 

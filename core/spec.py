@@ -103,7 +103,8 @@ class JobParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset_uri: S3Uri = Field(
-        description="s3://bucket/prefix holding train/<class>/* and valid/<class>/* images",
+        description="s3://bucket/prefix holding train/<class>/* (with valid/, val/ or validation/ and an optional "
+        "test/), just <class>/* folders, or a labels.csv with path,label[,split] columns",
         examples=["s3://my-bucket/pets"],
     )
     name: str | None = Field(default=None, min_length=1, max_length=128)
@@ -120,3 +121,11 @@ class JobParams(BaseModel):
     use_gpu: bool = False
     deploy: bool = Field(default=True, description="deploy the best model behind Ray Serve")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    # 0.2 is fastai's and AutoTrain's default; the bounds keep both sides of a small class non-empty and useful.
+    valid_pct: float = Field(
+        default=0.2,
+        ge=0.05,
+        le=0.5,
+        description="share of each class carved (seeded by `seed`) from the training images into a validation "
+        "split when the dataset has none",
+    )

@@ -10,14 +10,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
-from core.images import eval_tensor
+from core.images import eval_tensor, to_rgb
 
 
 def load_rgb(path: Path, image_size: int) -> Image.Image:
     image = Image.open(path)
     # JPEG decodes at the smallest scale still >= 2x the target: much faster on large photos, same result.
     image.draft("RGB", (image_size * 2, image_size * 2))
-    return image.convert("RGB")
+    return to_rgb(image)
 
 
 def train_transform(image_size: int) -> T.Compose:

@@ -32,6 +32,7 @@ from jobs.stages.fine_tune import BestCheckpoint, fine_tune
 from jobs.stages.lr_sweep import lr_range_test
 from jobs.stages.publish import artifact_location, publish_model
 from jobs.stages.validate import ValidatedDataset, validate_dataset
+from jobs.thumbnails import attach_thumbnails
 from jobs.weights import resolve_weights
 
 log = logging.getLogger("trainyard.driver")
@@ -93,8 +94,17 @@ class Driver:
             )
 
         with self.stage(Phase.validating):
-            dataset = validate_dataset(fetched.root, p.dataset_uri, self.settings.max_bad_image_fraction)
+            dataset = validate_dataset(
+                fetched.root, p.dataset_uri, self.settings.max_bad_image_fraction, p.valid_pct, p.seed
+            )
             self.store.set_result(self.job_id, "dataset", dataset.summary.model_dump(mode="json"))
+            splits = "; ".join(f"{name}: {s.images} from {s.source}" for name, s in dataset.summary.splits.items())
+            self.store.add_event(
+                self.job_id,
+                "validated",
+                f"{dataset.summary.layout} layout; {splits}",
+                {"layout": dataset.summary.layout},
+            )
             if len(dataset.train) < p.num_workers:
                 raise StageError(
                     "too_few_images",
@@ -129,6 +139,9 @@ class Driver:
 
         with self.stage(Phase.evaluating):
             evaluation: Evaluation = self._remote(_evaluate_task, p, dataset, best)
+            location = artifact_location(self.settings, self.job_id)
+            evaluation.most_wrong = attach_thumbnails(self.s3, location, fetched.root, evaluation.most_wrong)
+            evaluation.least_certain = attach_thumbnails(self.s3, location, fetched.root, evaluation.least_certain)
             self.store.set_result(self.job_id, "evaluation", evaluation.model_dump())
             png = training_curves_png(self.store.epochs(self.job_id))
             self._artifact("training_curves.png", png, "image/png")
@@ -138,6 +151,8 @@ class Driver:
         with self.stage(Phase.publishing):
             model = load_checkpoint_model(self.s3, best.checkpoint_uri, p.arch, len(dataset.summary.classes))
             metrics = {"accuracy": evaluation.accuracy, "loss": evaluation.loss, "best_epoch": best.epoch}
+            if evaluation.test is not None:
+                metrics |= {"test_accuracy": evaluation.test.accuracy, "test_loss": evaluation.test.loss}
             artifact_uri = publish_model(
                 self.s3, self.settings, self.job_id, model, p.arch, dataset.summary.classes, p.image_size, metrics
             )
@@ -201,7 +216,9 @@ def _evaluate_task(params: JobParams, dataset: ValidatedDataset, best: BestCheck
     torch.set_num_threads(max(1, params.num_workers))
     root = fetch_dataset(s3, params.dataset_uri, settings.resolved_cache_dir).root
     model = load_checkpoint_model(s3, best.checkpoint_uri, params.arch, len(dataset.summary.classes))
-    return evaluate_model(model, root, dataset.valid, dataset.summary.classes, params.arch, params.image_size)
+    return evaluate_model(
+        model, root, dataset.valid, dataset.summary.classes, params.arch, params.image_size, test=dataset.test
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,9 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     params: JobParams
-    dataset: dict[str, Any] | None = Field(description="classes, counts and skipped files")
+    dataset: dict[str, Any] | None = Field(
+        description="layout, classes, splits (where each came from), per-split per-class counts and skipped files"
+    )
     lr_sweep: dict[str, Any] | None = Field(description="suggested_lr and the loss curve")
     metrics: list[dict[str, Any]] = Field(description="one entry per epoch: train_loss, valid_loss, accuracy …")
     best: dict[str, Any] | None = Field(description="best epoch, its metric and checkpoint URI")

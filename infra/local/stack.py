@@ -222,6 +222,10 @@ class LocalStack:
             f"--dashboard-host={LOOPBACK}",
             f"--dashboard-port={c.dashboard_port}",
             f"--temp-dir={c.ray_temp_dir}",
+            # Ray's fixed defaults (agent HTTP 52365, client server 10001) collide with a second stack or
+            # test run on the machine: the agent then fails to bind and no job can be submitted.
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
             "--disable-usage-stats",
         ]
         result = subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=180)

@@ -1,7 +1,10 @@
 """Stage 5: score the best checkpoint on the validation set, as the fastai lesson shows it.
 
-Accuracy and loss, per-class precision and recall, the confusion matrix, and the most-wrong images
-(highest loss: confidently wrong predictions are where labelling mistakes hide).
+Accuracy and loss, per-class precision and recall, the confusion matrix, the most-wrong images
+(highest loss: confidently wrong predictions are where labelling mistakes hide) and the least-certain ones
+(lowest top probability: where the model hesitates, often ambiguous or mislabelled images). A held-out
+`test/` split, when the dataset has one, is scored the same way here and only here: it never picks an
+epoch or a learning rate.
 """
 
 from __future__ import annotations
@@ -22,15 +25,22 @@ from jobs.data import ImageItems
 from jobs.stages.validate import Item
 
 MOST_WRONG = 9
+LEAST_CERTAIN = 9
 
 
-class Evaluation(BaseModel):
+class Scores(BaseModel):
     accuracy: float
     loss: float
     per_class: dict[str, dict[str, float]]
     confusion_matrix: list[list[int]]  # rows: actual class, columns: predicted class (order of `classes`)
+    images: int
+
+
+class Evaluation(Scores):
     classes: list[str]
     most_wrong: list[dict[str, Any]]
+    least_certain: list[dict[str, Any]]
+    test: Scores | None = None  # the held-out split, when the dataset has one
 
 
 def load_checkpoint_model(s3: Any, checkpoint_uri: str, arch: str, num_classes: int) -> Classifier:
@@ -43,15 +53,14 @@ def load_checkpoint_model(s3: Any, checkpoint_uri: str, arch: str, num_classes: 
 
 
 @torch.inference_mode()
-def evaluate_model(
-    model: Classifier, root: Path, valid: list[Item], classes: list[str], arch: str, image_size: int
-) -> Evaluation:
-    data = ImageItems(root, [i.path for i in valid], [i.label for i in valid], image_size, train=False)
-    logits = torch.cat([model(normalize(x, BACKBONES[arch].normalization)) for x, _ in DataLoader(data, batch_size=64)])
-    labels = torch.tensor([i.label for i in valid])
+def _logits(model: Classifier, root: Path, items: list[Item], arch: str, image_size: int) -> torch.Tensor:
+    data = ImageItems(root, [i.path for i in items], [i.label for i in items], image_size, train=False)
+    return torch.cat([model(normalize(x, BACKBONES[arch].normalization)) for x, _ in DataLoader(data, batch_size=64)])
+
+
+def _scores(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Scores:
     losses = nn.functional.cross_entropy(logits, labels, reduction="none")
-    probs = logits.softmax(1)
-    predicted = probs.argmax(1)
+    predicted = logits.argmax(1)
     n = len(classes)
     confusion = torch.zeros(n, n, dtype=torch.int64)
     for actual, guess in zip(labels.tolist(), predicted.tolist(), strict=True):
@@ -64,21 +73,49 @@ def evaluate_model(
             "recall": round(true_pos / max(confusion[c, :].sum().item(), 1), 5),
             "support": int(confusion[c, :].sum().item()),
         }
-    wrong = [i for i in losses.argsort(descending=True).tolist() if predicted[i] != labels[i]][:MOST_WRONG]
-    return Evaluation(
+    return Scores(
         accuracy=round((predicted == labels).float().mean().item(), 5),
         loss=round(losses.mean().item(), 5),
         per_class=per_class,
         confusion_matrix=confusion.tolist(),
+        images=len(labels),
+    )
+
+
+def evaluate_model(
+    model: Classifier,
+    root: Path,
+    valid: list[Item],
+    classes: list[str],
+    arch: str,
+    image_size: int,
+    test: list[Item] | None = None,
+) -> Evaluation:
+    logits = _logits(model, root, valid, arch, image_size)
+    labels = torch.tensor([i.label for i in valid])
+    losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+    probs = logits.softmax(1)
+    top_probability, predicted = probs.max(1)
+
+    def entry(i: int) -> dict[str, Any]:
+        return {
+            "path": valid[i].path,
+            "actual": classes[int(labels[i])],
+            "predicted": classes[int(predicted[i])],
+            "probability": round(top_probability[i].item(), 5),
+            "loss": round(losses[i].item(), 5),
+        }
+
+    wrong = [i for i in losses.argsort(descending=True).tolist() if predicted[i] != labels[i]][:MOST_WRONG]
+    unsure = top_probability.argsort().tolist()[:LEAST_CERTAIN]
+    test_scores = None
+    if test:
+        test_logits = _logits(model, root, test, arch, image_size)
+        test_scores = _scores(test_logits, torch.tensor([i.label for i in test]), classes)
+    return Evaluation(
+        **_scores(logits, labels, classes).model_dump(),
         classes=classes,
-        most_wrong=[
-            {
-                "path": valid[i].path,
-                "actual": classes[labels[i]],
-                "predicted": classes[predicted[i]],
-                "probability": round(probs[i, predicted[i]].item(), 5),
-                "loss": round(losses[i].item(), 5),
-            }
-            for i in wrong
-        ],
+        most_wrong=[entry(i) for i in wrong],
+        least_certain=[entry(i) for i in unsure],
+        test=test_scores,
     )

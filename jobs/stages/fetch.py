@@ -93,7 +93,8 @@ def fetch_dataset(s3: Any, uri: str, cache_dir: Path) -> FetchResult:
     if not objects:
         raise StageError(
             "empty_dataset",
-            f"no objects under {location.uri}; upload images as train/<class>/* and valid/<class>/* under that prefix",
+            f"no objects under {location.uri}; upload images as train/<class>/* (and valid/<class>/*), "
+            "as <class>/* folders, or with a labels.csv (path,label) under that prefix",
         )
     root = dataset_cache_dir(cache_dir, location)
     wanted: dict[str, tuple[str, str]] = {}  # relative path -> (key, etag)

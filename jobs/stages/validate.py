@@ -1,4 +1,8 @@
-"""Stage 2: check the image-folder layout and that every image decodes.
+"""Stage 2: find the dataset's layout, check that every image decodes, and settle the splits.
+
+Datasets arrive as users have them (see `jobs.layouts`): `train/` with `valid/`, `val/` or `validation/`
+(and an optional held-out `test/`), `train/` alone, class folders at the top, or a `labels.csv`. Without a
+validation split, a seeded, stratified `valid_pct` of the training images becomes one, and the summary says so.
 
 Undecodable or non-image files are skipped and counted; too many of them fail the job with the list,
 because a dataset that is mostly broken is a mistake the user wants to hear about, not silently train on.
@@ -6,15 +10,18 @@ because a dataset that is mostly broken is a mistake the user wants to hear abou
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
 from pathlib import Path
 
 from PIL import Image
 from pydantic import BaseModel
 
 from jobs.errors import StageError
+from jobs.layouts import IMAGE_SUFFIXES, Candidate, FoundLayout, Layout, find_layout
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-SPLITS = ("train", "valid")
+# At most this many lines of a labels.csv are quoted in one error message.
+QUOTED_LINES = 5
 
 
 class Item(BaseModel):
@@ -27,8 +34,15 @@ class SkippedFile(BaseModel):
     reason: str
 
 
+class SplitSummary(BaseModel):
+    source: str  # where the split came from: "val/", "labels.csv (split column)", "carved 20% of train/ (...)"
+    images: int
+
+
 class DatasetSummary(BaseModel):
+    layout: Layout
     classes: list[str]
+    splits: dict[str, SplitSummary]  # train, valid and (when there is one) test
     counts: dict[str, dict[str, int]]  # split -> class -> images
     skipped: list[SkippedFile]  # the first 100
     num_skipped: int
@@ -39,6 +53,7 @@ class ValidatedDataset(BaseModel):
     summary: DatasetSummary
     train: list[Item]
     valid: list[Item]
+    test: list[Item] = []  # held out: evaluated at the end, never used to pick an epoch or an LR
 
 
 def _check_image(path: Path) -> str | None:
@@ -54,54 +69,60 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
-def _class_dirs(split_dir: Path) -> list[str]:
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+def carve_validation(
+    items: list[Item], classes: list[str], valid_pct: float, seed: int, source: str
+) -> tuple[list[Item], list[Item]]:
+    """Split `items` into (train, valid): `valid_pct` of each class, at least one image on each side.
+
+    Stratified by hand rather than with scikit-learn's `train_test_split`, which neither guarantees both
+    sides of every class an image nor is a runtime dependency here. Seeded: a retry gets the same split.
+    """
+    by_class: dict[int, list[Item]] = defaultdict(list)
+    for item in items:
+        by_class[item.label].append(item)
+    rng = random.Random(seed)
+    valid_paths: set[str] = set()
+    for label, name in enumerate(classes):
+        members = sorted(by_class[label], key=lambda i: i.path)
+        if len(members) < 2:
+            raise StageError(
+                "too_few_images_to_split",
+                f"class {name!r} in {source} has {len(members)} usable image(s); the automatic {valid_pct:.0%} "
+                "validation split needs at least 2 per class so both sides keep one: add images to that class, "
+                "or provide the validation images yourself (a valid/ folder, or a split column in labels.csv)",
+            )
+        rng.shuffle(members)
+        take = min(len(members) - 1, max(1, round(len(members) * valid_pct)))
+        valid_paths.update(item.path for item in members[:take])
+    return [i for i in items if i.path not in valid_paths], [i for i in items if i.path in valid_paths]
 
 
-def validate_dataset(root: Path, uri: str, max_bad_fraction: float) -> ValidatedDataset:
-    missing = [split for split in SPLITS if not (root / split).is_dir()]
-    if missing:
-        found = sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
-        raise StageError(
-            "invalid_layout",
-            f"{uri} must contain train/<class>/ and valid/<class>/ folders; missing {', '.join(missing)}/ "
-            f"(found at the top: {', '.join(found[:10]) or 'nothing'})",
-        )
-    classes = _class_dirs(root / "train")
-    valid_classes = _class_dirs(root / "valid")
-    if len(classes) < 2:
-        raise StageError(
-            "too_few_classes",
-            f"{uri}/train has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier needs "
-            "at least 2, one folder per class: train/<class>/*",
-        )
-    if classes != valid_classes:
-        only_train = sorted(set(classes) - set(valid_classes))
-        only_valid = sorted(set(valid_classes) - set(classes))
-        raise StageError(
-            "class_mismatch",
-            f"{uri}: train and valid must have the same class folders; only in train: {only_train or 'none'}, "
-            f"only in valid: {only_valid or 'none'}",
-        )
+def _lines(candidates: list[Candidate]) -> str:
+    numbers = [str(c.line) for c in candidates if c.line is not None][:QUOTED_LINES]
+    more = "…" if len(candidates) > QUOTED_LINES else ""
+    return f" (labels.csv lines {', '.join(numbers)}{more})" if numbers else ""
 
-    items: dict[str, list[Item]] = {split: [] for split in SPLITS}
-    counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
+
+def validate_dataset(
+    root: Path, uri: str, max_bad_fraction: float, valid_pct: float = 0.2, seed: int = 0
+) -> ValidatedDataset:
+    found: FoundLayout = find_layout(root, uri)
+    classes = found.classes
+    label_of = {name: index for index, name in enumerate(classes)}
+
+    items: dict[str, list[Item]] = {split: [] for split in found.splits}
+    unusable: dict[tuple[str, str], list[Candidate]] = defaultdict(list)  # (split, class) -> skipped candidates
     skipped: list[SkippedFile] = []
     total = 0
-    for split in SPLITS:
-        for label, name in enumerate(classes):
-            files = sorted(p for p in (root / split / name).rglob("*") if p.is_file() and not p.name.startswith("."))
-            good = 0
-            for path in files:
-                total += 1
-                rel = str(path.relative_to(root))
-                reason = _check_image(path)
-                if reason is None:
-                    items[split].append(Item(path=rel, label=label))
-                    good += 1
-                else:
-                    skipped.append(SkippedFile(path=rel, reason=reason))
-            counts[split][name] = good
+    for split, candidates in found.splits.items():
+        for candidate in candidates:
+            total += 1
+            reason = _check_image(root / candidate.path)
+            if reason is None:
+                items[split].append(Item(path=candidate.path, label=label_of[candidate.label]))
+            else:
+                skipped.append(SkippedFile(path=candidate.path, reason=reason))
+                unusable[(split, candidate.label)].append(candidate)
 
     if total and len(skipped) / total > max_bad_fraction:
         listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:20])
@@ -109,12 +130,51 @@ def validate_dataset(root: Path, uri: str, max_bad_fraction: float) -> Validated
             "too_many_bad_images",
             f"{len(skipped)} of {total} files in {uri} are not usable images (limit {max_bad_fraction:.0%}): {listed}",
         )
-    empty = [f"{split}/{name}" for split in SPLITS for name, n in counts[split].items() if n == 0]
+
+    counts = {split: {name: 0 for name in classes} for split in items}
+    for split, split_items in items.items():
+        for item in split_items:
+            counts[split][classes[item.label]] += 1
+    # Every class needs training images, and an explicit validation split needs every class too (as folders
+    # require); a held-out test split may lack some.
+    required = [split for split in ("train", "valid") if split in items]
+    empty = [(split, name) for split in required for name in classes if counts[split][name] == 0]
     if empty:
-        raise StageError("empty_class", f"{uri}: these class folders have no usable images: {', '.join(empty)}")
+        rows_of = defaultdict(list)  # a labels.csv class without usable images: quote where it was named
+        for candidates in found.splits.values():
+            for candidate in candidates:
+                rows_of[candidate.label].append(candidate)
+        where = ", ".join(
+            f"{found.describe(split, name)}{_lines(unusable[(split, name)] or rows_of[name])}"
+            for split, name in empty[:10]
+        )
+        raise StageError(
+            "empty_class",
+            f"{uri}: these classes have no usable images: {where}; add images or remove the class",
+        )
+
+    sources = dict(found.sources)
+    if "valid" not in items:
+        items["train"], items["valid"] = carve_validation(items["train"], classes, valid_pct, seed, found.train_source)
+        sources["valid"] = f"carved {valid_pct:.0%} of {found.train_source} (stratified, seed {seed})"
+        sources["train"] = f"the rest of {found.train_source}"
+        for split in ("train", "valid"):
+            counts[split] = {name: 0 for name in classes}
+            for item in items[split]:
+                counts[split][classes[item.label]] += 1
+
+    order = [split for split in ("train", "valid", "test") if split in items]
     return ValidatedDataset(
         root=root,
-        summary=DatasetSummary(classes=classes, counts=counts, skipped=skipped[:100], num_skipped=len(skipped)),
+        summary=DatasetSummary(
+            layout=found.layout,
+            classes=classes,
+            splits={split: SplitSummary(source=sources[split], images=len(items[split])) for split in order},
+            counts={split: counts[split] for split in order},
+            skipped=skipped[:100],
+            num_skipped=len(skipped),
+        ),
         train=items["train"],
         valid=items["valid"],
+        test=items.get("test", []),
     )

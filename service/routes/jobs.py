@@ -8,7 +8,7 @@ from typing import Annotated
 
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from core.settings import Settings
 from core.spec import JobParams, JobStatus, S3Location
@@ -16,6 +16,7 @@ from core.store import IdempotencyConflict, JobRecord, JobStore
 from service.deps import LauncherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.errors import ApiError, artifact_not_found, job_not_found
 from service.launcher import Launcher, LauncherUnavailable
+from service.report import render_report
 from service.schemas import EventList, EventPublic, JobList, JobPublic
 from service.sse import job_event_stream
 
@@ -187,3 +188,15 @@ def job_artifact(job_id: str, name: str, store: StoreDep, s3: S3Dep) -> Response
         raise ApiError(503, "storage_unavailable", "the artifact store did not answer; retry shortly") from None
     media_type = _CONTENT_TYPES.get(PurePosixPath(name).suffix, "application/octet-stream")
     return Response(body, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get(
+    "/{job_id}/report",
+    summary="A self-contained HTML report: dataset, LR sweep, training curves, confusion matrix, hardest images",
+    response_class=HTMLResponse,
+)
+def job_report(job_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep) -> HTMLResponse:
+    job = _get_job(store, job_id)
+    html = render_report(job, store.epochs(job.id), settings.public_url, s3)
+    # A running job's report changes with every epoch: never serve a stale copy.
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})

@@ -49,17 +49,18 @@ def datasets(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dic
     s3 = s3_client()
     root = tmp_path_factory.mktemp("data")
     upload_folder(s3, make_shapes(root / "shapes", train_per_class=24, valid_per_class=12, size=64), "e2e", "shapes")
-    only_train = root / "only-train" / "train" / "a"
-    only_train.mkdir(parents=True)
+    # A validation folder without train/ is a layout Trainyard cannot read (train/ alone is fine: it splits it).
+    only_valid = root / "only-valid" / "valid" / "a"
+    only_valid.mkdir(parents=True)
     make_shapes(root / "tmp", 2, 0, size=32)
     for i, png in enumerate(sorted((root / "tmp" / "train" / "circle").iterdir())):
-        (only_train / f"{i}.png").write_bytes(png.read_bytes())
-    upload_folder(s3, root / "only-train", "e2e", "no-valid")
+        (only_valid / f"{i}.png").write_bytes(png.read_bytes())
+    upload_folder(s3, root / "only-valid", "e2e", "no-train")
     return {
         "good": "s3://e2e/shapes",
         "missing_bucket": "s3://no-such-bucket-here/data",
         "empty_prefix": "s3://e2e/nothing-here",
-        "bad_layout": "s3://e2e/no-valid",
+        "bad_layout": "s3://e2e/no-train",
     }
 
 

@@ -44,7 +44,7 @@ def test_too_many_bad_files_fail_with_the_list(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutate", "code"),
     [
-        (lambda root: __import__("shutil").rmtree(root / "valid"), "invalid_layout"),
+        (lambda root: __import__("shutil").rmtree(root / "train"), "invalid_layout"),
         (lambda root: __import__("shutil").rmtree(root / "valid" / "square"), "class_mismatch"),
         (
             lambda root: [
