@@ -83,10 +83,24 @@ def object_exists(s3: Any, uri: str) -> bool:
     return True
 
 
-def unavailable_reason(s3: Any, settings: Settings, model_id: str, artifact_uri: str) -> str | None:
+class Unavailable(BaseModel):
+    """Why a model the store lists cannot answer: an error code and a sentence saying what to do."""
+
+    code: str
+    message: str
+
+
+def unavailable_reason(s3: Any, settings: Settings, model_id: str, artifact_uri: str) -> Unavailable | None:
     """Why a model the store lists as deployed cannot answer (None: it can). Store and objects must agree."""
     if not object_exists(s3, artifact_uri):
-        return f"its artifact {artifact_uri} is missing from the artifact store; restore the object or retrain"
-    if not object_exists(s3, pointer_uri(settings, model_id)):
-        return f"its pointer {pointer_uri(settings, model_id)} is missing from the artifact store; redeploy or retrain"
+        return Unavailable(
+            code="model_artifact_missing",
+            message=f"its artifact {artifact_uri} is missing from the artifact store; restore the object or retrain",
+        )
+    pointer = pointer_uri(settings, model_id)
+    if not object_exists(s3, pointer):
+        return Unavailable(
+            code="model_pointer_missing",
+            message=f"its pointer {pointer} is missing from the artifact store; redeploy or retrain",
+        )
     return None

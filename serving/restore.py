@@ -26,7 +26,7 @@ def main() -> int:
     store = JobStore.from_url(settings.resolved_database_url)
     s3 = s3_client(settings)
     models = store.list_models()
-    missing = {m.id: reason for m in models if (reason := unavailable_reason(s3, settings, m.id, m.artifact_uri))}
+    missing = {m.id: why.message for m in models if (why := unavailable_reason(s3, settings, m.id, m.artifact_uri))}
     for model_id, reason in missing.items():
         print(f"warning: model {model_id} is listed but cannot answer: {reason}", file=sys.stderr)
     began = time.monotonic()

@@ -18,7 +18,7 @@ from service.deps import HttpClientDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.errors import error_response, model_not_found
 from service.schemas import ModelList, ModelPublic, PredictionList
 from service.upload import read_image
-from serving.registry import pointer_uri, unavailable_reason
+from serving.registry import unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,26 @@ PREDICT_TIMEOUT_S = 30.0
 def _public(model: ModelRecord, s3: Any, settings: Settings) -> ModelPublic:
     """The model as clients see it, checked against the artifact store: a listed model must be able to answer."""
     try:
-        reason = unavailable_reason(s3, settings, model.id, model.artifact_uri)
+        why = unavailable_reason(s3, settings, model.id, model.artifact_uri)
+        reason = why.message if why else None
     except (ClientError, BotoCoreError):
         logger.exception("checking the objects of model %s failed", model.id)
         reason = "the artifact store did not answer; its availability is unknown"
     return ModelPublic.build(model, settings.public_url, reason)
+
+
+async def _gone(model: ModelRecord, s3: Any, settings: Settings) -> Response | None:
+    """A 410 naming the missing object when the model's objects are gone, else None.
+
+    Checked only when the model server could not answer, so the hot path pays nothing for it.
+    """
+    try:
+        why = await asyncio.to_thread(unavailable_reason, s3, settings, model.id, model.artifact_uri)
+    except (ClientError, BotoCoreError):
+        return None
+    if why is None:
+        return None
+    return error_response(410, why.code, f"model {model.id!r} is listed but cannot answer: {why.message}", "model_id")
 
 
 @router.get("", summary="Deployed models, newest first, each checked against the artifact store")
@@ -81,6 +96,7 @@ async def predict(
     settings: SettingsDep,
     http: HttpClientDep,
     metrics: MetricsDep,
+    s3: S3Dep,
     top_k: Annotated[int, Query(ge=1, le=100, description="how many labels to return, most probable first")] = 5,
 ) -> Response:
     model: ModelRecord | None = await asyncio.to_thread(store.get_model, model_id)
@@ -100,8 +116,13 @@ async def predict(
     except httpx.TransportError as e:
         metrics.predict_seconds.labels("unavailable").observe(time.perf_counter() - began)
         logger.warning("predict %s: the model server is not reachable (%s)", model_id, type(e).__name__)
-        return _unavailable("the model server is not reachable; retry shortly")
-    outcome, response = _relay(model_id, answer, pointer_uri(settings, model_id))
+        return await _gone(model, s3, settings) or _unavailable("the model server is not reachable; retry shortly")
+    outcome, response = _relay(model_id, answer)
+    if answer.status_code in (404, 503):
+        # Serve knows no such model, or has no route: first rule out that the model's objects are gone.
+        gone = await _gone(model, s3, settings)
+        if gone is not None:
+            outcome, response = "client_error", gone
     metrics.predict_seconds.labels(outcome).observe(time.perf_counter() - began)
     return response
 
@@ -110,34 +131,19 @@ def _unavailable(message: str) -> Response:
     return error_response(503, "serving_unavailable", message, headers={"Retry-After": "1"})
 
 
-def _error_code(content: bytes) -> str | None:
+def _has_error_shape(content: bytes) -> bool:
     try:
         body = json.loads(content)
     except ValueError:
-        return None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict) and "code" in body["error"]:
-        return str(body["error"]["code"])
-    return None
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), dict) and "code" in body["error"]
 
 
-def _has_error_shape(content: bytes) -> bool:
-    return _error_code(content) is not None
-
-
-def _relay(model_id: str, answer: httpx.Response, pointer: str) -> tuple[str, Response]:
+def _relay(model_id: str, answer: httpx.Response) -> tuple[str, Response]:
     """Pass on the classifier's own answers (200, and its 4xx such as `invalid_image`); translate the rest."""
     status = answer.status_code
     if status == 200:
         return "ok", Response(answer.content, status_code=200, media_type="application/json")
-    if status == 404 and _error_code(answer.content) == "model_not_found":
-        # The store lists the model (checked before forwarding), so its objects are what is gone.
-        return "client_error", error_response(
-            410,
-            "model_pointer_missing",
-            f"model {model_id!r} is listed but cannot answer: its pointer {pointer} is missing from the artifact "
-            "store; redeploy or retrain the model",
-            "model_id",
-        )
     if 400 <= status < 500 and _has_error_shape(answer.content):
         return "client_error", Response(answer.content, status_code=status, media_type="application/json")
     # Anything else is the server's problem, not the client's: log it, and answer without its details.

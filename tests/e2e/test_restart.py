@@ -122,10 +122,9 @@ def test_models_whose_objects_are_gone_are_reported_unavailable_never_a_500(
     assert len(models) >= 2, "runs after the restart test, which deploys two models"
     no_artifact, no_pointer = models[0], models[1]
     s3 = _s3(own_stack)
-    job = api.get(f"/v1/jobs/{no_artifact['job_id']}").json()
-    artifact_uri = job["artifacts"][ARTIFACT_NAME]
-    model_uri = S3Location.parse(artifact_uri)
-    s3.delete_object(Bucket=model_uri.bucket, Key=model_uri.key)
+    # Where publish put it (the API shows artifacts as its own URLs, not as S3 URIs).
+    artifact_uri = f"s3://trainyard-artifacts/jobs/{no_artifact['job_id']}/{ARTIFACT_NAME}"
+    s3.delete_object(Bucket="trainyard-artifacts", Key=f"jobs/{no_artifact['job_id']}/{ARTIFACT_NAME}")
     s3.delete_object(Bucket="trainyard-artifacts", Key=f"models/{no_pointer['id']}.json")
 
     listed = {m["id"]: m for m in api.get("/v1/models").json()["models"]}
@@ -173,3 +172,42 @@ def test_objects_written_before_the_s3_server_is_killed_survive_it(own_stack: Lo
     for key in before:
         local = data / key.removeprefix("killed/")
         assert s3.get_object(Bucket="restart", Key=key)["Body"].read() == local.read_bytes()
+
+
+def _objects(s3: Any, bucket: str, prefix: str) -> dict[str, str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+
+def test_a_job_outlives_its_s3_server_killed_during_training(
+    own_stack: LocalStack, api: httpx.Client, tmp_path: Path
+) -> None:
+    s3 = _s3(own_stack)
+    upload_folder(s3, make_shapes(tmp_path / "s", train_per_class=10, valid_per_class=4, size=32), "restart", "kill")
+    job_id = api.post("/v1/jobs", json={"dataset_uri": "s3://restart/kill", **JOB, "epochs": 3}).json()["id"]
+    deadline = time.monotonic() + 300
+    while not any(m["stage"] == "unfrozen" for m in api.get(f"/v1/jobs/{job_id}").json()["metrics"]):
+        assert time.monotonic() < deadline, "no unfrozen epoch was checkpointed within 300 s"
+        time.sleep(0.2)
+    dataset = _objects(s3, "restart", "kill/")
+    written = _objects(s3, "trainyard-artifacts", f"jobs/{job_id}/")
+    assert any("/checkpoints/" in key for key in written)
+
+    os.kill(own_stack.config.pids.pop("s3"), signal.SIGKILL)
+    time.sleep(8)  # down long enough for the next checkpoint upload to meet it
+    own_stack.start_s3()
+    job = _wait(api, job_id)
+
+    assert _objects(s3, "restart", "kill/") == dataset
+    now = _objects(s3, "trainyard-artifacts", f"jobs/{job_id}/")
+    # Ray Train prunes old checkpoints by design (num_to_keep); whatever it kept is byte-for-byte what was written.
+    assert {k: now[k] for k in written if k in now} == {k: v for k, v in written.items() if k in now}
+    assert all(now[k] == v for k, v in written.items() if "/checkpoints/" not in k)
+    if job["status"] == "failed":
+        assert job["error"]["code"] == "storage_unavailable", job["error"]
+        assert "S3" in job["error"]["message"] and job["error"]["phase"] == "training"
+    else:
+        assert job["status"] == "succeeded", job
+        best = S3Location.parse(job["best"]["checkpoint_uri"])
+        assert s3.head_object(Bucket=best.bucket, Key=best.key)["ContentLength"] > 0
+    print(f"S3 killed mid-training: the job {job['status']} ({(job.get('error') or {}).get('code')})")
