@@ -19,7 +19,9 @@ def ensure_serving(settings: Settings) -> None:
     from serving.app import AppArgs, build_app
 
     url = urlparse(settings.serve_url)
-    serve.start(http_options={"host": url.hostname or "127.0.0.1", "port": url.port or 8000})
+    # One proxy, on the head: the API forwards every prediction to one address (serve_url), and a proxy on
+    # each worker node would sit on GPU nodes that come and go (and collide on one port on one machine).
+    serve.start(proxy_location="HeadOnly", http_options={"host": url.hostname or "127.0.0.1", "port": url.port or 8000})
     app = serve.status().applications.get(APP_NAME)
     if app is None or app.status not in ("RUNNING", "DEPLOYING"):
         serve.run(build_app(AppArgs()), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)

@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -84,6 +85,19 @@ class StackConfig:
     def ray_temp_dir(self) -> Path:
         # Ray's unix socket paths must stay under ~107 characters, so not under `home`.
         return Path("/tmp") / f"trainyard-ray-{self.gcs_port}"
+
+
+@dataclass
+class WorkerNode:
+    """A Ray worker node this stack started: its Ray node id and its own Trainyard home (cache included)."""
+
+    name: str
+    node_id: str
+    home: Path
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
 
 
 class LocalStack:
@@ -198,6 +212,65 @@ class LocalStack:
         if result.returncode != 0:
             raise RuntimeError(f"ray start failed; see {self._log('ray-start')}")
         wait_http(f"{c.dashboard_url}/api/version", "Ray dashboard", timeout=120)
+
+    @property
+    def database_url(self) -> str:
+        """The store every process of this stack shares (a SQLite file here; PostgreSQL on clusters)."""
+        return self.env().get("TRAINYARD_DATABASE_URL") or f"sqlite:///{self.config.home / 'trainyard.db'}"
+
+    def start_worker_node(
+        self, name: str, num_cpus: int, resources: dict[str, float] | None = None, env: dict[str, str] | None = None
+    ) -> WorkerNode:
+        """Join a Ray worker node to this stack's head, as `ray start --address` does on another machine.
+
+        The node gets its own Trainyard home, so its own dataset and weights cache: nothing a task on another
+        node wrote is visible to it, as on a real cluster. Only the store is shared (a database every node can
+        reach), and every port is free-picked so several nodes fit on one machine. `stop_ray` stops it.
+        """
+        c = self.config
+        home = c.home / "nodes" / name
+        home.mkdir(parents=True, exist_ok=True)
+        node_env = self.env() | {"TRAINYARD_HOME": str(home), "TRAINYARD_DATABASE_URL": self.database_url}
+        node_env.pop("TRAINYARD_CACHE_DIR", None)
+        node_env |= env or {}
+        before = {n["node_id"] for n in self.ray_nodes()}
+        argv = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            f"--address={LOOPBACK}:{c.gcs_port}",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+            f"--resources={json.dumps(resources or {})}",
+            f"--node-ip-address={LOOPBACK}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--temp-dir={c.ray_temp_dir}",
+            "--disable-usage-stats",
+        ]
+        result = subprocess.run(argv, env=node_env, capture_output=True, text=True, timeout=180)
+        self._log(f"ray-start-{name}").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"ray start for worker node {name} failed; see {self._log(f'ray-start-{name}')}")
+        deadline = time.monotonic() + 60
+        while not (new := {n["node_id"] for n in self.ray_nodes() if n["state"] == "ALIVE"} - before):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker node {name} did not join the cluster within 60s")
+            time.sleep(0.5)
+        return WorkerNode(name=name, node_id=new.pop(), home=home)
+
+    def ray_nodes(self) -> list[dict[str, Any]]:
+        """Ray's node list (the state API over the dashboard): node_id, state, is_head_node, resources_total."""
+        token = self.config.ray_token_file.read_text().strip()
+        response = httpx.get(
+            f"{self.config.dashboard_url}/api/v0/nodes",
+            params={"detail": "1", "limit": "1000"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return list(response.json()["data"]["result"]["result"])
 
     def start_api(self) -> None:
         if self._alive("api"):

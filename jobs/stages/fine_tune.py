@@ -138,8 +138,18 @@ class TrainingProgress(UserCallback):
             "checkpoint_uri": uri,
         }
         self.store.add_epoch(self.job_id, row)
-        if "shard" in lead:  # the first unfrozen epoch: record what each rank trained on
-            ranks = [{"rank": m["rank"], "samples": m["rank_samples"], "shard": m.get("shard")} for m in metrics]
+        if "node_id" in lead:  # the first unfrozen epoch: record what each rank trained on, and where
+            ranks = [
+                {
+                    "rank": m["rank"],
+                    "samples": m["rank_samples"],
+                    "shard": m.get("shard"),
+                    "node_id": m["node_id"],
+                    "node_type": m["node_type"],
+                    "started_at": m["started_at"],
+                }
+                for m in metrics
+            ]
             self.store.add_event(
                 self.job_id, "ddp_shards", f"{len(metrics)} workers trained on disjoint shards", {"ranks": ranks}
             )
