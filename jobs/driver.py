@@ -134,8 +134,11 @@ class Driver:
             resolve_weights(p.arch, p.weights_uri, self.s3, self.settings.resolved_cache_dir)
 
         with self.stage(Phase.lr_sweep):
-            features: Features = self._remote("features", _features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
+            features: Features | None = None
+            if p.lr is None or p.freeze_epochs > 0:  # only the sweep and the head-only epochs need features
+                features = self._remote("features", _features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
             if p.lr is None:
+                assert features is not None
                 sweep = lr_range_test(
                     features.train_x, features.train_y, len(dataset.summary.classes), p.batch_size, seed=p.seed
                 )

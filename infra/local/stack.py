@@ -190,7 +190,8 @@ class LocalStack:
         )
         ensure_bucket(s3, S3Location.parse(uri).bucket)
 
-    def start_ray(self) -> None:
+    def start_ray(self, extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None) -> None:
+        """Start the Ray head; `extra_args`/`extra_env` go to its `ray start` (e.g. an autoscaling config)."""
         c = self.config
         if self.ray_ready():
             return
@@ -206,8 +207,10 @@ class LocalStack:
             f"--dashboard-port={c.dashboard_port}",
             f"--temp-dir={c.ray_temp_dir}",
             "--disable-usage-stats",
+            *(extra_args or []),
         ]
-        result = subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=180)
+        env = self.env() | (extra_env or {})
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
         self._log("ray-start").write_text(result.stdout + result.stderr)
         if result.returncode != 0:
             raise RuntimeError(f"ray start failed; see {self._log('ray-start')}")

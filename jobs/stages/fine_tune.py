@@ -161,7 +161,7 @@ def fine_tune(
     job_id: str,
     params: JobParams,
     dataset: ValidatedDataset,
-    features: Features,
+    features: Features | None,
     lr: float,
     store: JobStore,
     settings: Settings,
@@ -169,6 +169,7 @@ def fine_tune(
     classes = dataset.summary.classes
     head: HeadResult | None = None
     if params.freeze_epochs > 0:
+        assert features is not None, "head-only epochs train on the cached features"
         head = train_head(features, len(classes), lr, params.freeze_epochs, params.batch_size, params.seed)
         for row in head.epochs:
             store.add_epoch(job_id, row)
