@@ -38,6 +38,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _free_agent_ports() -> list[str]:
+    # Ray's per-node agents default to fixed ports (52365 …): a second node or stack on the same machine would
+    # find them taken, and a head without its agent cannot accept Ray Jobs. Free ones for every node.
+    return [
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+    ]
+
+
 @dataclass
 class StackConfig:
     home: Path
@@ -48,6 +59,8 @@ class StackConfig:
     api_port: int = 8080
     num_cpus: int = 2
     pids: dict[str, int] = field(default_factory=dict)
+    # Settings every process of this stack gets on top of the defaults (e.g. TRAINYARD_NODE_TYPES).
+    env_overrides: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def with_free_ports(cls, home: Path, num_cpus: int = 2) -> StackConfig:
@@ -142,6 +155,7 @@ class LocalStack:
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         )
         env.pop("RAY_ADDRESS", None)
+        env.update(c.env_overrides)
         return env
 
     def export_env(self) -> None:
@@ -207,6 +221,8 @@ class LocalStack:
             f"--dashboard-port={c.dashboard_port}",
             f"--temp-dir={c.ray_temp_dir}",
             "--disable-usage-stats",
+            f"--ray-client-server-port={free_port()}",
+            *_free_agent_ports(),
             *(extra_args or []),
         ]
         env = self.env() | (extra_env or {})
@@ -245,10 +261,7 @@ class LocalStack:
             "--num-gpus=0",
             f"--resources={json.dumps(resources or {})}",
             f"--node-ip-address={LOOPBACK}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
+            *_free_agent_ports(),
             f"--temp-dir={c.ray_temp_dir}",
             "--disable-usage-stats",
         ]
@@ -310,10 +323,14 @@ class LocalStack:
 
         marks = (f"{LOOPBACK}:{self.config.gcs_port}", f"--gcs_server_port={self.config.gcs_port}",
                  str(self.config.ray_temp_dir))  # fmt: skip
+        # Some (Ray's client server) name the GCS by the machine's address instead: `--address=<ip>:<port>`.
+        address_suffix = f":{self.config.gcs_port}"
         found: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter(["cmdline"]):
-            cmdline = " ".join(proc.info.get("cmdline") or [])
-            if proc.pid != os.getpid() and any(mark in cmdline for mark in marks):
+            args = proc.info.get("cmdline") or []
+            cmdline = " ".join(args)
+            named = any(mark in cmdline for mark in marks) or any(a.endswith(address_suffix) for a in args)
+            if proc.pid != os.getpid() and named:
                 found[proc.pid] = proc
                 with contextlib.suppress(psutil.Error):
                     found.update({child.pid: child for child in proc.children(recursive=True)})

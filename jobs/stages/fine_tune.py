@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import time
 from typing import Any
 
@@ -32,6 +33,8 @@ from jobs.train_loop import CHECKPOINT_FILE, TrainLoopConfig, train_loop_per_wor
 # fastai's fine_tune: the unfrozen cycle runs at half the frozen LR, the body at 1/lr_mult of that.
 UNFROZEN_LR_FACTOR = 0.5
 BODY_LR_MULT = 100.0
+# What torch and NCCL say when a node advertises a GPU to Ray but CUDA is not usable there.
+_GPU_FAILURE = re.compile(r"CUDA|NVIDIA|NCCL|no GPUs|GPU.*not available", re.IGNORECASE)
 # glibc gives Ray Train's training thread its own malloc arena; these settings cut page faults (16 s vs 19 s/epoch).
 WORKER_ENV = {
     "MALLOC_ARENA_MAX": "1",
@@ -222,6 +225,12 @@ def fine_tune(
         while root.__cause__ is not None:
             root = root.__cause__
         first_line = (str(root).strip().splitlines() or [""])[0][:300]
+        if params.use_gpu and _GPU_FAILURE.search(f"{type(root).__name__}: {root}"):
+            raise StageError(
+                "gpu_unavailable",
+                f"the training workers were placed on GPU nodes but could not use their GPU ({type(root).__name__}: "
+                f"{first_line}); check the NVIDIA driver and CUDA on the cluster's GPU nodes, or set use_gpu=false",
+            ) from exc
         raise StageError(
             "training_failed", f"distributed training failed: {type(root).__name__}: {first_line}"
         ) from exc
