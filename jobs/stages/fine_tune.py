@@ -43,6 +43,21 @@ WORKER_ENV = {
 }
 
 
+def _gpu_failure_line(exc: BaseException) -> str | None:
+    """The line of a (wrapped) training error that says the GPU was unusable, e.g. NCCL finding no GPU.
+
+    Ray Train wraps worker errors in controller errors whose first line says nothing; the cause is deeper.
+    """
+    found = None
+    seen: BaseException | None = exc
+    while seen is not None:
+        for line in str(seen).splitlines():
+            if _GPU_FAILURE.search(line):
+                found = line.strip()[:300]
+        seen = seen.__cause__ or seen.__context__
+    return found
+
+
 class HeadResult(BaseModel):
     state: bytes
     epochs: list[dict[str, Any]]
@@ -225,11 +240,12 @@ def fine_tune(
         while root.__cause__ is not None:
             root = root.__cause__
         first_line = (str(root).strip().splitlines() or [""])[0][:300]
-        if params.use_gpu and _GPU_FAILURE.search(f"{type(root).__name__}: {root}"):
+        gpu_failure = _gpu_failure_line(exc) if params.use_gpu else None
+        if gpu_failure:
             raise StageError(
                 "gpu_unavailable",
-                f"the training workers were placed on GPU nodes but could not use their GPU ({type(root).__name__}: "
-                f"{first_line}); check the NVIDIA driver and CUDA on the cluster's GPU nodes, or set use_gpu=false",
+                f"the training workers were placed on GPU nodes but could not use their GPU ({gpu_failure}); "
+                "check the NVIDIA driver and CUDA on the cluster's GPU nodes, or set use_gpu=false",
             ) from exc
         raise StageError(
             "training_failed", f"distributed training failed: {type(root).__name__}: {first_line}"
