@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     serve_replica_cpus: float = Field(default=0.0, ge=0)
     serve_replica_gpus: float = Field(default=0.0, ge=0)
     serve_max_replicas: int = Field(default=1, ge=1)
+    # 0 lets Serve release every replica (and so the GPU nodes under them) when no one predicts; the first
+    # prediction after that waits for a cold start (a replica, maybe a node, then the model load).
+    serve_min_replicas: int = Field(default=1, ge=0)
+    # How long a replica stays idle before Serve scales it down (Serve's own default: 600 s).
+    serve_downscale_delay_s: float = Field(default=600.0, ge=0)
     # Largest image body accepted for prediction (bytes).
     max_image_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     # A job whose dataset has more undecodable files than this fraction fails in `validating`.

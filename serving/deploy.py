@@ -24,7 +24,8 @@ def ensure_serving(settings: Settings) -> None:
     serve.start(proxy_location="HeadOnly", http_options={"host": url.hostname or "127.0.0.1", "port": url.port or 8000})
     app = serve.status().applications.get(APP_NAME)
     if app is None or app.status not in ("RUNNING", "DEPLOYING"):
-        serve.run(build_app(AppArgs()), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
+        args = AppArgs(min_replicas=settings.serve_min_replicas, downscale_delay_s=settings.serve_downscale_delay_s)
+        serve.run(build_app(args), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
 
 
 def deploy_model(s3: Any, settings: Settings, model_id: str, artifact_uri: str, timeout_s: float = 300) -> list[str]:
