@@ -38,15 +38,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _free_agent_ports() -> list[str]:
+def _free_agent_ports(config: StackConfig) -> list[str]:
     # Ray's per-node agents default to fixed ports (52365 …): a second node or stack on the same machine would
-    # find them taken, and a head without its agent cannot accept Ray Jobs. Free ones for every node.
-    return [
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-    ]
+    # find them taken, and a head without its agent cannot accept Ray Jobs. Free ones for every node, and
+    # none of the stack's own ports, which are free now only because their servers have not started yet.
+    taken = {config.s3_port, config.gcs_port, config.dashboard_port, config.serve_port, config.api_port}
+    ports: list[int] = []
+    while len(ports) < 5:
+        port = free_port()
+        if port not in taken:
+            taken.add(port)
+            ports.append(port)
+    flags = ["--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+             "--runtime-env-agent-port", "--ray-client-server-port"]  # fmt: skip
+    return [f"{flag}={port}" for flag, port in zip(flags, ports, strict=True)]
 
 
 @dataclass
@@ -221,8 +226,7 @@ class LocalStack:
             f"--dashboard-port={c.dashboard_port}",
             f"--temp-dir={c.ray_temp_dir}",
             "--disable-usage-stats",
-            f"--ray-client-server-port={free_port()}",
-            *_free_agent_ports(),
+            *_free_agent_ports(c),
             *(extra_args or []),
         ]
         env = self.env() | (extra_env or {})
@@ -261,7 +265,7 @@ class LocalStack:
             "--num-gpus=0",
             f"--resources={json.dumps(resources or {})}",
             f"--node-ip-address={LOOPBACK}",
-            *_free_agent_ports(),
+            *_free_agent_ports(c)[:-1],  # worker nodes run no client server
             f"--temp-dir={c.ray_temp_dir}",
             "--disable-usage-stats",
         ]
