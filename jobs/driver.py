@@ -26,7 +26,7 @@ from core.store import JobStore, ModelRecord
 from jobs.errors import JobCancelled, StageError
 from jobs.features import Features, compute_features
 from jobs.plots import confusion_matrix_png, lr_sweep_png, training_curves_png
-from jobs.resources import check_cluster_fits, task_cpus
+from jobs.resources import check_cluster_fits, task_cpus, worker_bundle
 from jobs.stages.evaluate import Evaluation, evaluate_model, load_checkpoint_model
 from jobs.stages.fetch import fetch_dataset
 from jobs.stages.fine_tune import BestCheckpoint, fine_tune
@@ -200,7 +200,7 @@ class Driver:
         """The DDP record (each rank's samples and node) and what the ranks held, from the first epoch's report."""
         shards = [e for e in self.store.events(self.job_id) if e.kind == "ddp_shards"]
         ranks = shards[-1].data["ranks"] if shards and shards[-1].data else []
-        bundle = {"CPU": 1.0, "GPU": 1.0} if self.params.use_gpu else {"CPU": 1.0}
+        bundle = worker_bundle(self.params)
         self.store.set_result(
             self.job_id,
             "training",

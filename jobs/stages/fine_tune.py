@@ -27,6 +27,7 @@ from core.spec import JobParams, Phase, S3Location, phase_progress
 from core.store import JobStore
 from jobs.errors import StageError
 from jobs.features import Features
+from jobs.resources import worker_bundle
 from jobs.stages.validate import ValidatedDataset
 from jobs.train_loop import CHECKPOINT_FILE, TrainLoopConfig, train_loop_per_worker
 
@@ -213,7 +214,7 @@ def fine_tune(
         epoch_offset=params.freeze_epochs,
     )
     artifacts = S3Location.parse(settings.artifact_uri).child("jobs", job_id)
-    resources = {"CPU": 1.0, "GPU": 1.0} if params.use_gpu else {"CPU": 1.0}
+    resources = worker_bundle(params)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config.model_dump(),
