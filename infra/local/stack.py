@@ -238,7 +238,7 @@ class LocalStack:
             # Ray gives its raylet a fixed 30 s to register; on a machine busy with other test runs that can
             # pass. Clear what the failed start left and try once more before giving up.
             self.stop_ray()
-            if attempt == 2 or "timed out during startup" not in result.stderr:
+            if attempt == 2 or "timed out during startup" not in result.stdout + result.stderr:
                 raise RuntimeError(f"ray start failed; see {self._log('ray-start')}")
         wait_http(f"{c.dashboard_url}/api/version", "Ray dashboard", timeout=120)
 
