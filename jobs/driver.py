@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     store = JobStore.from_url(settings.resolved_database_url)
     driver = Driver(args[0], store, settings)
     ray.init(logging_level=logging.WARNING, log_to_driver=True)
-    watcher = WaitWatcher(store, driver.job_id, ray.get_runtime_context().get_job_id()).start()
+    ray_job_id = ray.get_runtime_context().get_job_id()
+    watcher = WaitWatcher(store, driver.job_id, ray_job_id, autoscaling=not settings.fixed_cluster).start()
     try:
         driver.run()
     except JobCancelled:

@@ -22,10 +22,12 @@ log = logging.getLogger("trainyard.waiting")
 POLL_S = 2.0
 
 
-def describe(bundles: list[dict[str, float]], waited_s: float) -> str:
+def describe(bundles: list[dict[str, float]], waited_s: float, autoscaling: bool = True) -> str:
     gpus = [b for b in bundles if b.get("GPU", 0) > 0]
     what = f"{len(gpus)} GPU worker(s)" if gpus else f"{len(bundles)} CPU worker(s)"
-    return f"waiting for {what}; the cluster is scaling up (waited {waited_s:.0f} s)"
+    # A fixed cluster never grows: there the wait is for other jobs to free what they hold.
+    why = "the cluster is scaling up" if autoscaling else "other work holds the cluster's resources"
+    return f"waiting for {what}; {why} (waited {waited_s:.0f} s)"
 
 
 def pending_bundles(job_id_hex: str) -> list[dict[str, float]]:
@@ -53,10 +55,13 @@ def _field(obj: Any, name: str) -> Any:
 class WaitWatcher:
     """Runs beside the driver's stages; `stop()` clears the job's `waiting`."""
 
-    def __init__(self, store: JobStore, job_id: str, ray_job_id_hex: str, poll_s: float = POLL_S) -> None:
+    def __init__(
+        self, store: JobStore, job_id: str, ray_job_id_hex: str, autoscaling: bool, poll_s: float = POLL_S
+    ) -> None:
         self.store = store
         self.job_id = job_id
         self.ray_job_id_hex = ray_job_id_hex
+        self.autoscaling = autoscaling
         self.poll_s = poll_s
         self._since: datetime | None = None
         self._stop = threading.Event()
@@ -97,7 +102,7 @@ class WaitWatcher:
             for key, value in bundle.items():
                 total[key] = total.get(key, 0.0) + value
         waiting = JobWaiting(
-            message=describe(bundles, waited),
+            message=describe(bundles, waited, self.autoscaling),
             since=self._since,
             waited_s=round(waited, 1),
             resources=total,

@@ -51,4 +51,6 @@ def test_the_waiting_message_says_what_and_how_long() -> None:
     assert describe([gpu_bundle, gpu_bundle], 12.4) == (
         "waiting for 2 GPU worker(s); the cluster is scaling up (waited 12 s)"
     )
-    assert describe([{"CPU": 1.0}], 3).startswith("waiting for 1 CPU worker(s)")
+    assert describe([{"CPU": 1.0}], 3, autoscaling=False) == (
+        "waiting for 1 CPU worker(s); other work holds the cluster's resources (waited 3 s)"
+    )
