@@ -3,7 +3,8 @@
 The head (0 CPUs) declares one worker type, `gpu` (1 CPU, a fake `GPU: 1`, 0 to 2 nodes). A job asking for
 `use_gpu: true, num_workers: 2` makes the autoscaler start two GPU nodes; while they start, the job says
 it waits for them. The nodes have no real GPU, so the job then fails when Ray Train sets up NCCL on them
-("ProcessGroupNCCL is only supported with GPUs, no GPUs found!"), as `gpu_unavailable` with that line; once idle, the nodes are released, back to zero. A job asking for more GPU
+("ProcessGroupNCCL is only supported with GPUs, no GPUs found!"), as `gpu_unavailable` with that line;
+once idle, the nodes are released, back to zero. A job asking for more GPU
 workers than the node types can ever provide fails at once, before anything scales.
 """
 
