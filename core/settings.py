@@ -8,11 +8,34 @@ ever carrying a credential. S3 credentials follow boto3's usual chain (``AWS_ACC
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NodeType(BaseModel):
+    """One kind of Ray node, shaped like an entry of Ray's `available_node_types` plus its hourly price."""
+
+    resources: dict[str, float] = Field(description="what one node offers Ray, e.g. {'CPU': 4, 'GPU': 1}")
+    usd_per_hour: float | None = Field(default=None, ge=0, description="on-demand price of one node")
+    max_workers: int | None = Field(
+        default=None, ge=0, description="the autoscaler's limit for this type; None: not a limit Trainyard knows"
+    )
+
+
+# AWS us-east-1 on-demand Linux list prices, taken from memory of the public price list (early 2025):
+# re-check them before relying on an estimate, and set TRAINYARD_NODE_TYPES to your own node types.
+# Keys are Ray node type names; a node that says nothing of its type is priced as the cheapest type that fits.
+DEFAULT_NODE_TYPES: dict[str, NodeType] = {
+    "m7i.xlarge": NodeType(resources={"CPU": 4}, usd_per_hour=0.2016),
+    "g6.xlarge": NodeType(resources={"CPU": 4, "GPU": 1}, usd_per_hour=0.8048),  # NVIDIA L4
+    "g5.xlarge": NodeType(resources={"CPU": 4, "GPU": 1}, usd_per_hour=1.006),  # NVIDIA A10G
+    "g6e.xlarge": NodeType(resources={"CPU": 4, "GPU": 1}, usd_per_hour=1.861),  # NVIDIA L40S
+}
+DEFAULT_RATES_AS_OF = date(2025, 1, 1)
 
 
 class Settings(BaseSettings):
@@ -43,11 +66,22 @@ class Settings(BaseSettings):
     # True when the Ray cluster does not autoscale (one machine): a job asking for more CPUs or GPUs than
     # it has fails at once instead of waiting forever for nodes that will never come.
     fixed_cluster: bool = False
+    # The cluster's node types (JSON, keyed by Ray node type name): their hourly prices estimate each job's
+    # cost, and where every type names `max_workers` (an autoscaling cluster's limits) a job asking for
+    # more than those nodes could ever hold fails at once instead of waiting for nodes that never come.
+    node_types: dict[str, NodeType] = Field(default_factory=lambda: dict(DEFAULT_NODE_TYPES))
+    # The day the prices in `node_types` were taken; shown next to every estimate.
+    rates_as_of: date = DEFAULT_RATES_AS_OF
     # CPUs reserved per Serve replica. 0 on one machine: training and serving share the cores, and a
     # reservation would leave too few logical CPUs for the next training job's two workers.
     serve_replica_cpus: float = Field(default=0.0, ge=0)
     serve_replica_gpus: float = Field(default=0.0, ge=0)
     serve_max_replicas: int = Field(default=1, ge=1)
+    # 0 lets Serve release every replica (and so the GPU nodes under them) when no one predicts; the first
+    # prediction after that waits for a cold start (a replica, maybe a node, then the model load).
+    serve_min_replicas: int = Field(default=1, ge=0)
+    # How long a replica stays idle before Serve scales it down (Serve's own default: 600 s).
+    serve_downscale_delay_s: float = Field(default=600.0, ge=0)
     # Largest image body accepted for prediction (bytes).
     max_image_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     # A job whose dataset has more undecodable files than this fraction fails in `validating`.

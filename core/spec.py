@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -129,3 +130,13 @@ class JobParams(BaseModel):
         description="share of each class carved (seeded by `seed`) from the training images into a validation "
         "split when the dataset has none",
     )
+
+
+class JobWaiting(BaseModel):
+    """What a running job's Ray work waits for (nodes an autoscaling cluster is starting), while it waits."""
+
+    message: str = Field(examples=["waiting for 2 GPU worker(s); the cluster is scaling up (waited 12 s)"])
+    since: datetime
+    waited_s: float
+    resources: dict[str, float] = Field(description="the resources not yet placed, e.g. {'CPU': 2, 'GPU': 2}")
+    workers: int = Field(description="how many workers (placement group bundles) wait")

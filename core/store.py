@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from core.spec import JobParams, JobStatus, Phase
 
 TERMINAL = [s.value for s in JobStatus if s.terminal]
-ResultField = Literal["dataset", "lr_sweep", "training", "best", "evaluation", "artifacts"]
+ResultField = Literal["dataset", "lr_sweep", "training", "best", "evaluation", "artifacts", "cost"]
 
 metadata = sa.MetaData()
 
@@ -43,6 +43,8 @@ jobs_table = sa.Table(
     sa.Column("artifacts", sa.JSON),  # name -> s3:// URI of the job's files (plots, model)
     sa.Column("model_id", sa.String(40)),
     sa.Column("error", sa.JSON),
+    sa.Column("waiting", sa.JSON),  # what the job's Ray work waits for (nodes scaling up), while it waits
+    sa.Column("cost", sa.JSON),  # CPU-/GPU-seconds held and the estimated price (jobs.cost.JobCost)
     sa.Column("idempotency_key", sa.String(255), unique=True),
     sa.Column("request_hash", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
@@ -104,6 +106,8 @@ class JobRecord(BaseModel):
     artifacts: dict[str, str] | None = None
     model_id: str | None = None
     error: JobError | None = None
+    waiting: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -338,6 +342,21 @@ class JobStore:
     def set_result(self, job_id: str, field: ResultField, value: dict[str, Any]) -> None:
         with self._tx() as conn:
             conn.execute(jobs_table.update().where(jobs_table.c.id == job_id).values({field: value}))
+
+    def set_waiting(self, job_id: str, waiting: dict[str, Any] | None) -> None:
+        with self._tx() as conn:
+            conn.execute(jobs_table.update().where(jobs_table.c.id == job_id).values(waiting=waiting))
+
+    def costs_by_status(self) -> dict[JobStatus, list[dict[str, Any]]]:
+        """Every recorded job cost, grouped by the job's status (for metrics read at scrape time)."""
+        query = sa.select(jobs_table.c.status, jobs_table.c.cost).where(jobs_table.c.cost.is_not(None))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        grouped: dict[JobStatus, list[dict[str, Any]]] = {status: [] for status in JobStatus}
+        for status, cost in rows:
+            if cost:
+                grouped[JobStatus(status)].append(cost)
+        return grouped
 
     def succeed(self, job_id: str, model_id: str | None) -> bool:
         with self._tx() as conn:

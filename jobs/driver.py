@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import ray
 
 from core.artifact import ARTIFACT_NAME
+from core.cost import Work, WorkUsage, job_cost
 from core.s3 import s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, phase_progress
@@ -25,7 +26,7 @@ from core.store import JobStore, ModelRecord
 from jobs.errors import JobCancelled, StageError
 from jobs.features import Features, compute_features
 from jobs.plots import confusion_matrix_png, lr_sweep_png, training_curves_png
-from jobs.resources import check_cluster_fits
+from jobs.resources import check_cluster_fits, task_cpus, worker_bundle
 from jobs.stages.evaluate import Evaluation, evaluate_model, load_checkpoint_model
 from jobs.stages.fetch import fetch_dataset
 from jobs.stages.fine_tune import BestCheckpoint, fine_tune
@@ -33,6 +34,8 @@ from jobs.stages.lr_sweep import lr_range_test
 from jobs.stages.publish import artifact_location, publish_model
 from jobs.stages.validate import ValidatedDataset, validate_dataset
 from jobs.thumbnails import attach_thumbnails
+from jobs.usage import located
+from jobs.waiting import WaitWatcher
 from jobs.weights import resolve_weights
 
 log = logging.getLogger("trainyard.driver")
@@ -51,6 +54,7 @@ class Driver:
         self.params: JobParams = job.params
         self.phase: Phase | None = None
         self.artifacts: dict[str, str] = {}
+        self.usage: list[WorkUsage] = []
 
     # --- bookkeeping -------------------------------------------------------------------------------
 
@@ -72,13 +76,37 @@ class Driver:
         self.store.set_result(self.job_id, "artifacts", self.artifacts)
         return self.artifacts[name]
 
-    def _remote(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run heavy one-off work as a Ray task so it lands where the resources are (a GPU node on clusters)."""
-        options: dict[str, Any] = (
-            {"num_cpus": 1, "num_gpus": 1} if self.params.use_gpu else {"num_cpus": self.params.num_workers}
+    def _record_usage(self, *usage: WorkUsage) -> None:
+        self.usage.extend(usage)
+        cost = job_cost(self.usage, self.settings.node_types, self.settings.rates_as_of)
+        self.store.set_result(self.job_id, "cost", cost.model_dump(mode="json"))
+
+    def _remote(self, work: Work, fn: Callable[..., T], *args: Any) -> T:
+        """Run heavy one-off work as a Ray task on a worker node, in a placement group of its own.
+
+        The placement group is what makes a wait for nodes visible (`jobs.waiting`) and bounds the time the
+        work held its resources (its cost): from the moment the group is placed until the task returns.
+        """
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        cpus, gpus = task_cpus(self.params), 1.0 if self.params.use_gpu else 0.0
+        group = placement_group([{"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}])
+        try:
+            ray.get(group.ready())
+            placed = time.monotonic()
+            strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
+            task = ray.remote(located).options(
+                num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy, max_retries=1
+            )
+            result, node_id, node_type = ray.get(task.remote(fn, *args))
+            held = round(time.monotonic() - placed, 3)
+        finally:
+            remove_placement_group(group)
+        self._record_usage(
+            WorkUsage(work=work, node_id=node_id, node_type=node_type, cpus=cpus, gpus=gpus, seconds=held)
         )
-        task = ray.remote(fn).options(**options, max_retries=1)
-        return ray.get(task.remote(*args))  # type: ignore[no-any-return]
+        return result  # type: ignore[no-any-return]
 
     # --- the pipeline ------------------------------------------------------------------------------
 
@@ -111,14 +139,16 @@ class Driver:
                     f"{p.dataset_uri} has {len(dataset.train)} training images for {p.num_workers} workers; "
                     "each worker needs at least one: add images or lower num_workers",
                 )
-            if self.settings.fixed_cluster:
-                check_cluster_fits(p)
+            check_cluster_fits(p, self.settings)
             # Fail here, not minutes later on a worker, when the backbone's weights cannot be found.
             resolve_weights(p.arch, p.weights_uri, self.s3, self.settings.resolved_cache_dir)
 
         with self.stage(Phase.lr_sweep):
-            features: Features = self._remote(_features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
+            features: Features | None = None
+            if p.lr is None or p.freeze_epochs > 0:  # only the sweep and the head-only epochs need features
+                features = self._remote("features", _features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
             if p.lr is None:
+                assert features is not None
                 sweep = lr_range_test(
                     features.train_x, features.train_y, len(dataset.summary.classes), p.batch_size, seed=p.seed
                 )
@@ -134,11 +164,12 @@ class Driver:
 
         with self.stage(Phase.training):
             best = fine_tune(self.job_id, p, dataset, features, lr, self.store, self.settings)
+            finished_at = time.time()
             self.store.set_result(self.job_id, "best", best.model_dump())
-            self._record_training(best)
+            self._record_training(best, finished_at)
 
         with self.stage(Phase.evaluating):
-            evaluation: Evaluation = self._remote(_evaluate_task, p, dataset, best)
+            evaluation: Evaluation = self._remote("evaluation", _evaluate_task, p, dataset, best)
             location = artifact_location(self.settings, self.job_id)
             evaluation.most_wrong = attach_thumbnails(self.s3, location, fetched.root, evaluation.most_wrong)
             evaluation.least_certain = attach_thumbnails(self.s3, location, fetched.root, evaluation.least_certain)
@@ -180,18 +211,37 @@ class Driver:
                 )
         self.store.succeed(self.job_id, model_id)
 
-    def _record_training(self, best: BestCheckpoint) -> None:
+    def _record_training(self, best: BestCheckpoint, finished_at: float) -> None:
+        """The DDP record (each rank's samples and node) and what the ranks held, from the first epoch's report."""
         shards = [e for e in self.store.events(self.job_id) if e.kind == "ddp_shards"]
         ranks = shards[-1].data["ranks"] if shards and shards[-1].data else []
+        bundle = worker_bundle(self.params)
         self.store.set_result(
             self.job_id,
             "training",
             {
                 "world_size": self.params.num_workers,
                 "backend": "nccl" if self.params.use_gpu else "gloo",
-                "ranks": [{"rank": r["rank"], "samples_per_epoch": r["samples"]} for r in ranks],
+                "ranks": [
+                    {"rank": r["rank"], "samples_per_epoch": r["samples"], "node_id": r.get("node_id")} for r in ranks
+                ],
                 "best_epoch": best.epoch,
             },
+        )
+        self._record_usage(
+            *(
+                WorkUsage(
+                    work="training",
+                    rank=r["rank"],
+                    node_id=r["node_id"],
+                    node_type=r.get("node_type"),
+                    cpus=bundle["CPU"],
+                    gpus=bundle.get("GPU", 0.0),
+                    seconds=round(max(0.0, finished_at - r["started_at"]), 3),
+                )
+                for r in ranks
+                if "node_id" in r
+            )
         )
 
 
@@ -231,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     store = JobStore.from_url(settings.resolved_database_url)
     driver = Driver(args[0], store, settings)
     ray.init(logging_level=logging.WARNING, log_to_driver=True)
+    ray_job_id = ray.get_runtime_context().get_job_id()
+    watcher = WaitWatcher(store, driver.job_id, ray_job_id, autoscaling=not settings.fixed_cluster).start()
     try:
         driver.run()
     except JobCancelled:
@@ -248,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             f"`ray job logs {driver.job_id}`. Retrying may help if the cause was transient.",
             driver.phase,
         )
+    finally:
+        watcher.stop()
     return 0
 
 

@@ -31,6 +31,7 @@ from core.settings import get_settings
 from jobs.data import ImageItems
 from jobs.stages.fetch import fetch_dataset
 from jobs.stages.validate import Item
+from jobs.usage import this_node
 from jobs.weights import resolve_weights
 
 CHECKPOINT_FILE = "model.pt"
@@ -104,6 +105,8 @@ def _save_checkpoint(state: dict[str, Any], metrics: dict[str, Any]) -> None:
 
 
 def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
+    # When this rank began to hold its resources (wall clock, compared with the driver's): its share of the cost.
+    started_at = time.time()
     cfg = TrainLoopConfig.model_validate(raw_config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -195,8 +198,11 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             "seconds": round(time.monotonic() - started, 3),
             "images_per_second": round(train_count / max(time.monotonic() - started, 1e-9), 2),
         }
-        if epoch == first_epoch and len(shard) <= MAX_REPORTED_SHARD:
-            metrics["shard"] = shard
+        if epoch == first_epoch:  # what each rank trained on, and where: the job's DDP and cost records
+            node_id, node_type = this_node()
+            metrics |= {"node_id": node_id, "node_type": node_type, "started_at": started_at}
+            if len(shard) <= MAX_REPORTED_SHARD:
+                metrics["shard"] = shard
         state = {
             "model": module.state_dict(),
             "optimizer": optimizer.state_dict(),

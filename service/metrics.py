@@ -43,6 +43,44 @@ class _JobsByStatus(Collector):
         yield family
 
 
+class _JobCosts(Collector):
+    """What finished and running jobs' Ray work held and cost, by job status, summed over the store at scrape time."""
+
+    def __init__(self, get_store: Callable[[], JobStore | None]) -> None:
+        self._get_store = get_store
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "trainyard_job_cpu_seconds", "CPU-seconds held by jobs' Ray work, by job status", labels=["status"]
+            ),
+            GaugeMetricFamily(
+                "trainyard_job_gpu_seconds", "GPU-seconds held by jobs' Ray work, by job status", labels=["status"]
+            ),
+            GaugeMetricFamily(
+                "trainyard_job_estimated_cost_usd",
+                "Estimated price of jobs' Ray work (TRAINYARD_NODE_TYPES rates), by job status",
+                labels=["status"],
+            ),
+        ]
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        cpu, gpu, usd = self._families()
+        store = self._get_store()
+        if store is not None:
+            try:
+                for status, costs in store.costs_by_status().items():
+                    cpu.add_metric([status.value], sum(c.get("cpu_seconds", 0.0) for c in costs))
+                    gpu.add_metric([status.value], sum(c.get("gpu_seconds", 0.0) for c in costs))
+                    usd.add_metric([status.value], sum(c.get("estimated_usd", 0.0) for c in costs))
+            except Exception:
+                logger.exception("metrics: could not sum job costs")
+        yield from (cpu, gpu, usd)
+
+
 class Metrics:
     def __init__(self, get_store: Callable[[], JobStore | None]) -> None:
         self.registry = CollectorRegistry()
@@ -72,6 +110,7 @@ class Metrics:
         )
         self.registry.register(_JobsByStatus(get_store))
         self.registry.register(JobLogCollector(get_store))
+        self.registry.register(_JobCosts(get_store))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status))

@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.spec import JobParams, JobStatus, Phase
+from core.cost import JobCost
+from core.spec import JobParams, JobStatus, JobWaiting, Phase
 from core.store import EventRecord, JobError, JobRecord, ModelRecord
 
 
@@ -45,6 +46,12 @@ class JobPublic(BaseModel):
     artifacts: dict[str, str] = Field(description="name -> URL of the job's files: plots and the model artifact")
     model: ModelRef | None = Field(description="set once the model is deployed")
     error: JobError | None = Field(description="set when the job failed")
+    waiting: JobWaiting | None = Field(
+        default=None, description="set while the job's Ray work waits for resources (nodes scaling up)"
+    )
+    cost: JobCost | None = Field(
+        default=None, description="CPU- and GPU-seconds its Ray work held so far, and their estimated price"
+    )
 
     @classmethod
     def build(cls, job: JobRecord, epochs: list[dict[str, Any]], public_url: str) -> JobPublic:
@@ -68,6 +75,8 @@ class JobPublic(BaseModel):
             artifacts={name: artifact_url(public_url, job.id, name) for name in job.artifacts or {}},
             model=model,
             error=job.error,
+            waiting=JobWaiting.model_validate(job.waiting) if job.waiting else None,
+            cost=JobCost.model_validate(job.cost) if job.cost else None,
         )
 
 

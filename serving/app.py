@@ -38,6 +38,7 @@ class AppArgs(BaseModel):
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int | None = Field(default=None, ge=1)
     target_ongoing_requests: float = Field(default=8, gt=0)
+    downscale_delay_s: float = Field(default=600.0, ge=0)
 
 
 @dataclass
@@ -153,6 +154,7 @@ def build_app(args: AppArgs | dict[str, object] | None = None) -> Application:
             "min_replicas": args.min_replicas,
             "max_replicas": args.max_replicas or settings.serve_max_replicas,
             "target_ongoing_requests": args.target_ongoing_requests,
+            "downscale_delay_s": args.downscale_delay_s,
         },
         max_ongoing_requests=max(32, args.max_batch_size * 2),
     ).bind(args)

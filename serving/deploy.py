@@ -19,11 +19,14 @@ def ensure_serving(settings: Settings) -> None:
     from serving.app import AppArgs, build_app
 
     url = urlparse(settings.serve_url)
+    # One proxy, on the head: the API forwards every prediction to one address (serve_url), and a proxy on
+    # each worker node would sit on GPU nodes that come and go (and collide on one port on one machine).
     host = settings.serve_bind_host or url.hostname or "127.0.0.1"
-    serve.start(http_options={"host": host, "port": url.port or 8000})
+    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": url.port or 8000})
     app = serve.status().applications.get(APP_NAME)
     if app is None or app.status not in ("RUNNING", "DEPLOYING"):
-        serve.run(build_app(AppArgs()), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
+        args = AppArgs(min_replicas=settings.serve_min_replicas, downscale_delay_s=settings.serve_downscale_delay_s)
+        serve.run(build_app(args), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
 
 
 def deploy_model(s3: Any, settings: Settings, model_id: str, artifact_uri: str, timeout_s: float = 300) -> list[str]:

@@ -45,6 +45,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _free_agent_ports(config: StackConfig) -> list[str]:
+    # Ray's per-node agents default to fixed ports (52365 …): a second node or stack on the same machine would
+    # find them taken, and a head without its agent cannot accept Ray Jobs. Free ones for every node, and
+    # none of the stack's own ports, which are free now only because their servers have not started yet.
+    taken = {config.s3_port, config.gcs_port, config.dashboard_port, config.serve_port, config.api_port}
+    ports: list[int] = []
+    while len(ports) < 5:
+        port = free_port()
+        if port not in taken:
+            taken.add(port)
+            ports.append(port)
+    flags = ["--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+             "--runtime-env-agent-port", "--ray-client-server-port"]  # fmt: skip
+    return [f"{flag}={port}" for flag, port in zip(flags, ports, strict=True)]
+
+
 @dataclass
 class StackConfig:
     home: Path
@@ -55,6 +71,8 @@ class StackConfig:
     api_port: int = 8080
     num_cpus: int = 2
     pids: dict[str, int] = field(default_factory=dict)
+    # Settings every process of this stack gets on top of the defaults (e.g. TRAINYARD_NODE_TYPES).
+    env_overrides: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def with_free_ports(cls, home: Path, num_cpus: int = 2) -> StackConfig:
@@ -96,6 +114,19 @@ class StackConfig:
     def ray_temp_dir(self) -> Path:
         # Ray's unix socket paths must stay under ~107 characters, so not under `home`.
         return Path("/tmp") / f"trainyard-ray-{self.gcs_port}"
+
+
+@dataclass
+class WorkerNode:
+    """A Ray worker node this stack started: its Ray node id and its own Trainyard home (cache included)."""
+
+    name: str
+    node_id: str
+    home: Path
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
 
 
 class LocalStack:
@@ -144,6 +175,7 @@ class LocalStack:
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         )
         env.pop("RAY_ADDRESS", None)
+        env.update(c.env_overrides)
         return env
 
     def export_env(self) -> None:
@@ -207,7 +239,8 @@ class LocalStack:
         )
         ensure_bucket(s3, S3Location.parse(uri).bucket)
 
-    def start_ray(self) -> None:
+    def start_ray(self, extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None) -> None:
+        """Start the Ray head; `extra_args`/`extra_env` go to its `ray start` (e.g. an autoscaling config)."""
         c = self.config
         if self.ray_ready():
             return
@@ -227,12 +260,77 @@ class LocalStack:
             f"--dashboard-agent-listen-port={free_port()}",
             f"--ray-client-server-port={free_port()}",
             "--disable-usage-stats",
+            *_free_agent_ports(c),
+            *(extra_args or []),
         ]
-        result = subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=180)
-        self._log("ray-start").write_text(result.stdout + result.stderr)
-        if result.returncode != 0:
-            raise RuntimeError(f"ray start failed; see {self._log('ray-start')}")
+        env = self.env() | (extra_env or {})
+        for attempt in (1, 2):
+            result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
+            self._log("ray-start").write_text(result.stdout + result.stderr)
+            if result.returncode == 0:
+                break
+            # Ray gives its raylet a fixed 30 s to register; on a machine busy with other test runs that can
+            # pass. Clear what the failed start left and try once more before giving up.
+            self.stop_ray()
+            if attempt == 2 or "timed out during startup" not in result.stdout + result.stderr:
+                raise RuntimeError(f"ray start failed; see {self._log('ray-start')}")
         wait_http(f"{c.dashboard_url}/api/version", "Ray dashboard", timeout=120)
+
+    @property
+    def database_url(self) -> str:
+        """The store every process of this stack shares (a SQLite file here; PostgreSQL on clusters)."""
+        return self.env().get("TRAINYARD_DATABASE_URL") or f"sqlite:///{self.config.home / 'trainyard.db'}"
+
+    def start_worker_node(
+        self, name: str, num_cpus: int, resources: dict[str, float] | None = None, env: dict[str, str] | None = None
+    ) -> WorkerNode:
+        """Join a Ray worker node to this stack's head, as `ray start --address` does on another machine.
+
+        The node gets its own Trainyard home, so its own dataset and weights cache: nothing a task on another
+        node wrote is visible to it, as on a real cluster. Only the store is shared (a database every node can
+        reach), and every port is free-picked so several nodes fit on one machine. `stop_ray` stops it.
+        """
+        c = self.config
+        home = c.home / "nodes" / name
+        home.mkdir(parents=True, exist_ok=True)
+        node_env = self.env() | {"TRAINYARD_HOME": str(home), "TRAINYARD_DATABASE_URL": self.database_url}
+        node_env.pop("TRAINYARD_CACHE_DIR", None)
+        node_env |= env or {}
+        before = {n["node_id"] for n in self.ray_nodes()}
+        argv = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            f"--address={LOOPBACK}:{c.gcs_port}",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+            f"--resources={json.dumps(resources or {})}",
+            f"--node-ip-address={LOOPBACK}",
+            *_free_agent_ports(c)[:-1],  # worker nodes run no client server
+            f"--temp-dir={c.ray_temp_dir}",
+            "--disable-usage-stats",
+        ]
+        result = subprocess.run(argv, env=node_env, capture_output=True, text=True, timeout=180)
+        self._log(f"ray-start-{name}").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"ray start for worker node {name} failed; see {self._log(f'ray-start-{name}')}")
+        deadline = time.monotonic() + 60
+        while not (new := {n["node_id"] for n in self.ray_nodes() if n["state"] == "ALIVE"} - before):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker node {name} did not join the cluster within 60s")
+            time.sleep(0.5)
+        return WorkerNode(name=name, node_id=new.pop(), home=home)
+
+    def ray_nodes(self) -> list[dict[str, Any]]:
+        """Ray's node list (the state API over the dashboard): node_id, state, is_head_node, resources_total."""
+        token = self.config.ray_token_file.read_text().strip()
+        response = httpx.get(
+            f"{self.config.dashboard_url}/api/v0/nodes",
+            params={"detail": "1", "limit": "1000"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return list(response.json()["data"]["result"]["result"])
 
     def start_api(self) -> None:
         if self._alive("api"):
@@ -299,10 +397,14 @@ class LocalStack:
 
         marks = (f"{LOOPBACK}:{self.config.gcs_port}", f"--gcs_server_port={self.config.gcs_port}",
                  str(self.config.ray_temp_dir))  # fmt: skip
+        # Some (Ray's client server) name the GCS by the machine's address instead: `--address=<ip>:<port>`.
+        address_suffix = f":{self.config.gcs_port}"
         found: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter(["cmdline"]):
-            cmdline = " ".join(proc.info.get("cmdline") or [])
-            if proc.pid != os.getpid() and any(mark in cmdline for mark in marks):
+            args = proc.info.get("cmdline") or []
+            cmdline = " ".join(args)
+            named = any(mark in cmdline for mark in marks) or any(a.endswith(address_suffix) for a in args)
+            if proc.pid != os.getpid() and named:
                 found[proc.pid] = proc
                 with contextlib.suppress(psutil.Error):
                     found.update({child.pid: child for child in proc.children(recursive=True)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ from core.store import JobStore
 from jobs.errors import StageError
 from jobs.failures import training_failure
 from jobs.features import Features
+from jobs.resources import worker_bundle
 from jobs.stages.validate import ValidatedDataset
 from jobs.train_loop import CHECKPOINT_FILE, TrainLoopConfig, train_loop_per_worker
 
@@ -35,12 +37,29 @@ UNFROZEN_LR_FACTOR = 0.5
 BODY_LR_MULT = 100.0
 # One restart of the worker group from its last checkpoint after a worker dies (preemption, OOM kill).
 MAX_FAILURES = 1
+# What torch and NCCL say when a node advertises a GPU to Ray but CUDA is not usable there.
+_GPU_FAILURE = re.compile(r"CUDA|NVIDIA|NCCL|no GPUs|GPU.*not available", re.IGNORECASE)
 # glibc gives Ray Train's training thread its own malloc arena; these settings cut page faults (16 s vs 19 s/epoch).
 WORKER_ENV = {
     "MALLOC_ARENA_MAX": "1",
     "MALLOC_MMAP_THRESHOLD_": "4294967296",
     "MALLOC_TRIM_THRESHOLD_": "4294967296",
 }
+
+
+def _gpu_failure_line(exc: BaseException) -> str | None:
+    """The line of a (wrapped) training error that says the GPU was unusable, e.g. NCCL finding no GPU.
+
+    Ray Train wraps worker errors in controller errors whose first line says nothing; the cause is deeper.
+    """
+    found = None
+    seen: BaseException | None = exc
+    while seen is not None:
+        for line in str(seen).splitlines():
+            if _GPU_FAILURE.search(line):
+                found = line.strip()[:300]
+        seen = seen.__cause__ or seen.__context__
+    return found
 
 
 class HeadResult(BaseModel):
@@ -141,8 +160,18 @@ class TrainingProgress(UserCallback):
             "checkpoint_uri": uri,
         }
         self.store.add_epoch(self.job_id, row)
-        if "shard" in lead:  # the first unfrozen epoch: record what each rank trained on
-            ranks = [{"rank": m["rank"], "samples": m["rank_samples"], "shard": m.get("shard")} for m in metrics]
+        if "node_id" in lead:  # the first unfrozen epoch: record what each rank trained on, and where
+            ranks = [
+                {
+                    "rank": m["rank"],
+                    "samples": m["rank_samples"],
+                    "shard": m.get("shard"),
+                    "node_id": m["node_id"],
+                    "node_type": m["node_type"],
+                    "started_at": m["started_at"],
+                }
+                for m in metrics
+            ]
             self.store.add_event(
                 self.job_id, "ddp_shards", f"{len(metrics)} workers trained on disjoint shards", {"ranks": ranks}
             )
@@ -154,7 +183,7 @@ def fine_tune(
     job_id: str,
     params: JobParams,
     dataset: ValidatedDataset,
-    features: Features,
+    features: Features | None,
     lr: float,
     store: JobStore,
     settings: Settings,
@@ -162,6 +191,7 @@ def fine_tune(
     classes = dataset.summary.classes
     head: HeadResult | None = None
     if params.freeze_epochs > 0:
+        assert features is not None, "head-only epochs train on the cached features"
         head = train_head(features, len(classes), lr, params.freeze_epochs, params.batch_size, params.seed)
         for row in head.epochs:
             store.add_epoch(job_id, row)
@@ -187,7 +217,7 @@ def fine_tune(
         epoch_offset=params.freeze_epochs,
     )
     artifacts = S3Location.parse(settings.artifact_uri).child("jobs", job_id)
-    resources = {"CPU": 1.0, "GPU": 1.0} if params.use_gpu else {"CPU": 1.0}
+    resources = worker_bundle(params)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config.model_dump(),
@@ -210,6 +240,13 @@ def fine_tune(
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors: name each rank's root cause in the user's words
+        gpu_failure = _gpu_failure_line(exc) if params.use_gpu else None
+        if gpu_failure:
+            raise StageError(
+                "gpu_unavailable",
+                f"the training workers were placed on GPU nodes but could not use their GPU ({gpu_failure}); "
+                "check the NVIDIA driver and CUDA on the cluster's GPU nodes, or set use_gpu=false",
+            ) from exc
         raise training_failure(exc, attempts=MAX_FAILURES + 1) from exc
     candidates = result.best_checkpoints or []
     if not candidates:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from jobs.features import Features
-from jobs.stages.fine_tune import train_head
+from jobs.stages.fine_tune import _gpu_failure_line, train_head
 from jobs.train_loop import shard_indices
 
 
@@ -27,3 +27,14 @@ def test_head_learns_on_cached_features() -> None:
     assert result.epochs[-1]["train_loss"] < result.epochs[0]["train_loss"]
     assert result.epochs[-1]["accuracy"] >= 0.9
     assert len(result.state) > 1000
+
+
+def test_a_wrapped_nccl_error_is_reported_by_its_own_line() -> None:
+    worker = ValueError("ProcessGroupNCCL is only supported with GPUs, no GPUs found!")
+    wrapped = RuntimeError(
+        "Training failed due to controller error:\nTraceback ...\n    backend_class = ProcessGroupNCCL(\n"
+        f"ValueError: {worker}"
+    )
+    wrapped.__cause__ = worker
+    assert _gpu_failure_line(wrapped) == "ProcessGroupNCCL is only supported with GPUs, no GPUs found!"
+    assert _gpu_failure_line(RuntimeError("loss is nan")) is None

@@ -94,3 +94,24 @@ def test_request_id_is_echoed_when_plain(api: Api) -> None:
     assert api.http.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
     forged = api.http.get("/healthz", headers={"X-Request-ID": "a\tb"}).headers["X-Request-ID"]
     assert forged != "a\tb" and len(forged) == 32
+
+
+def test_job_cost_is_in_the_job_and_in_metrics(api: Api) -> None:
+    from datetime import date
+
+    from core.cost import WorkUsage, job_cost
+    from core.settings import NodeType
+
+    job = api.create_job()
+    usage = [WorkUsage(work="training", node_id="n", node_type="gpu", cpus=1, gpus=1, seconds=1800, rank=0)]
+    cost = job_cost(usage, {"gpu": NodeType(resources={"CPU": 4, "GPU": 1}, usd_per_hour=2.0)}, date(2026, 11, 1))
+    api.store.set_result(job["id"], "cost", cost.model_dump(mode="json"))
+    api.store.fail(job["id"], "training_failed", "x")
+    shown = api.http.get(f"/v1/jobs/{job['id']}").json()["cost"]
+    assert shown["cpu_seconds"] == shown["gpu_seconds"] == 1800
+    assert shown["estimated_usd"] == 1.0 and shown["rates_as_of"] == "2026-11-01"
+    assert shown["usage"][0]["node_type"] == "gpu"
+    text = api.http.get("/metrics").text
+    assert 'trainyard_job_gpu_seconds{status="failed"} 1800.0' in text
+    assert 'trainyard_job_estimated_cost_usd{status="failed"} 1.0' in text
+    assert 'trainyard_job_cpu_seconds{status="succeeded"} 0.0' in text

@@ -288,3 +288,18 @@ def test_event_stream_ends_when_the_job_ends(api: Api) -> None:
     kinds = [json.loads(d)["kind"] if k == "message" else k for k, d in received]
     assert kinds == ["queued", "phase", "failed", "end"]
     assert json.loads(received[-1][1]) == {"status": "failed"}
+
+
+def test_a_waiting_job_says_what_it_waits_for(api: Api) -> None:
+    job = api.create_job()
+    waiting = {
+        "message": "waiting for 2 GPU worker(s); the cluster is scaling up (waited 12 s)",
+        "since": "2026-11-26T13:00:00Z",
+        "waited_s": 12.0,
+        "resources": {"CPU": 2.0, "GPU": 2.0},
+        "workers": 2,
+    }
+    api.store.set_waiting(job["id"], waiting)
+    assert api.http.get(f"/v1/jobs/{job['id']}").json()["waiting"]["message"] == waiting["message"]
+    api.store.set_waiting(job["id"], None)
+    assert api.http.get(f"/v1/jobs/{job['id']}").json()["waiting"] is None

@@ -1,0 +1,111 @@
+"""Serve with `min_replicas: 0`: idle replicas go away, and the next prediction cold-starts one.
+
+`TRAINYARD_SERVE_MIN_REPLICAS=0` is what lets GPU nodes under the replicas scale to zero too. The test
+deploys a model, waits until Serve has released every replica, then times the first prediction (replica
+start plus model load) against a warm one. The numbers are printed (`pytest -s`) and quoted in the README.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from PIL import Image
+
+from core.backbones import build_classifier
+from core.settings import Settings
+from infra.local.stack import LOCAL_S3_KEY, LocalStack, StackConfig
+from jobs.stages.publish import publish_model
+
+pytestmark = pytest.mark.e2e
+
+MODEL_ID = "mdl-cold-start"
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = """
+import sys, ray
+from core.s3 import s3_client
+from core.settings import get_settings
+from serving.deploy import deploy_model
+ray.init()
+print(deploy_model(s3_client(), get_settings(), sys.argv[1], sys.argv[2]))
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    local = LocalStack(StackConfig.with_free_ports(tmp_path_factory.mktemp("scale-to-zero"), num_cpus=1))
+    local.config.env_overrides = {"TRAINYARD_SERVE_MIN_REPLICAS": "0", "TRAINYARD_SERVE_DOWNSCALE_DELAY_S": "1"}
+    try:
+        local.start_s3()
+        local.start_ray()
+        yield local
+    finally:
+        local.down()
+
+
+def _replicas(stack: LocalStack) -> int:
+    token = stack.config.ray_token_file.read_text().strip()
+    response = httpx.get(
+        f"{stack.config.dashboard_url}/api/serve/applications/",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    app = response.json()["applications"].get("trainyard") or {}
+    return sum(len(d.get("replicas", [])) for d in app.get("deployments", {}).values())
+
+
+def _predict(stack: LocalStack, image: bytes) -> tuple[float, httpx.Response]:
+    started = time.monotonic()
+    response = httpx.post(
+        f"{stack.config.serve_url}/classify",
+        content=image,
+        headers={"serve_multiplexed_model_id": MODEL_ID, "content-type": "image/png"},
+        timeout=120,
+    )
+    return time.monotonic() - started, response
+
+
+def test_first_prediction_after_scale_to_zero_cold_starts_a_replica(stack: LocalStack) -> None:
+    env = stack.env()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=stack.config.s3_url,
+        aws_access_key_id=LOCAL_S3_KEY,
+        aws_secret_access_key=LOCAL_S3_KEY,
+        region_name="us-east-1",
+    )
+    settings = Settings(artifact_uri=env.get("TRAINYARD_ARTIFACT_URI") or Settings().artifact_uri)
+    model = build_classifier("efficientnet_lite0", 2, weights=None).eval()
+    uri = publish_model(s3, settings, "job-cold-start", model, "efficientnet_lite0", ["a", "b"], 32, {})
+    deploy = subprocess.run(
+        [sys.executable, "-c", DEPLOY, MODEL_ID, uri],
+        env=env | {"RAY_ADDRESS": f"127.0.0.1:{stack.config.gcs_port}"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert deploy.returncode == 0, deploy.stderr[-3000:]
+
+    deadline = time.monotonic() + 120
+    while _replicas(stack) > 0:
+        assert time.monotonic() < deadline, "Serve kept its replica with min_replicas=0"
+        time.sleep(1)
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buffer, format="PNG")
+    cold_s, cold = _predict(stack, buffer.getvalue())
+    assert cold.status_code == 200, cold.text
+    assert [p["label"] for p in cold.json()["predictions"]] in (["a", "b"], ["b", "a"])
+    warm_s, warm = _predict(stack, buffer.getvalue())
+    assert warm.status_code == 200
+    assert _replicas(stack) == 1
+    print(f"\ncold start (0 replicas -> first prediction): {cold_s:.2f} s; warm prediction: {warm_s * 1000:.0f} ms")
+    assert cold_s > warm_s
