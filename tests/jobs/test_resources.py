@@ -22,12 +22,12 @@ def job(**kwargs: object) -> JobParams:
 
 
 def test_gpu_jobs_within_the_node_types_limits_pass() -> None:
-    check_cluster_fits(job(use_gpu=True, num_workers=2), Settings(node_types=AUTOSCALING))
+    check_cluster_fits(job(use_gpu=True, num_workers=2), Settings(fixed_cluster=False, node_types=AUTOSCALING))
 
 
 def test_a_gpu_job_beyond_every_node_type_fails_with_the_limits_and_the_fix() -> None:
     with pytest.raises(StageError) as raised:
-        check_cluster_fits(job(use_gpu=True, num_workers=3), Settings(node_types=AUTOSCALING))
+        check_cluster_fits(job(use_gpu=True, num_workers=3), Settings(fixed_cluster=False, node_types=AUTOSCALING))
     assert raised.value.code == "not_enough_gpus"
     message = raised.value.message
     assert "num_workers=3" in message and "at most 2" in message
@@ -35,15 +35,15 @@ def test_a_gpu_job_beyond_every_node_type_fails_with_the_limits_and_the_fix() ->
 
 
 def test_cpu_workers_count_every_cpu_of_every_node_type() -> None:
-    check_cluster_fits(job(num_workers=12), Settings(node_types=AUTOSCALING))  # 4 + 2 x 4
+    check_cluster_fits(job(num_workers=12), Settings(fixed_cluster=False, node_types=AUTOSCALING))  # 4 + 2 x 4
     with pytest.raises(StageError) as raised:
-        check_cluster_fits(job(num_workers=13), Settings(node_types=AUTOSCALING))
+        check_cluster_fits(job(num_workers=13), Settings(fixed_cluster=False, node_types=AUTOSCALING))
     assert raised.value.code == "not_enough_cpus" and "at most 12" in raised.value.message
 
 
 def test_node_types_without_limits_only_price_and_never_refuse() -> None:
     unlimited = {"gpu": NodeType(resources={"CPU": 4, "GPU": 1}, usd_per_hour=1.0)}
-    check_cluster_fits(job(use_gpu=True, num_workers=64), Settings(node_types=unlimited))
+    check_cluster_fits(job(use_gpu=True, num_workers=64), Settings(fixed_cluster=False, node_types=unlimited))
 
 
 def test_the_waiting_message_says_what_and_how_long() -> None:

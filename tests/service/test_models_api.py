@@ -19,13 +19,18 @@ MODEL_ID = "model-pets-1"
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # bytes are forwarded untouched; the API never decodes
 
 
-def add_model(api: Api, model_id: str = MODEL_ID) -> None:
+def add_model(api: Api, model_id: str = MODEL_ID, s3: Any = None) -> None:
+    """A model in the store; with `s3`, its artifact and pointer objects too (a model that could answer)."""
     job, _ = api.store.create_job(JobParams(dataset_uri="s3://bucket/pets"))
+    artifact_key = f"jobs/{job.id}/model.pt"
+    if s3 is not None:
+        s3.put_object(Bucket="trainyard-artifacts", Key=artifact_key, Body=b"weights")
+        s3.put_object(Bucket="trainyard-artifacts", Key=f"models/{model_id}.json", Body=b"{}")
     api.store.add_model(
         ModelRecord(
             id=model_id,
             job_id=job.id,
-            artifact_uri=f"s3://trainyard-artifacts/jobs/{job.id}/model/",
+            artifact_uri=f"s3://trainyard-artifacts/{artifact_key}",
             arch="efficientnet_lite0",
             classes=["cat", "dog"],
             metrics={"accuracy": 0.93},
@@ -62,10 +67,10 @@ def fake_serve() -> FakeServe:
 
 
 @pytest.fixture
-def served_api(make_api: ApiFactory, fake_serve: FakeServe) -> Iterator[Api]:
+def served_api(s3: Any, make_api: ApiFactory, fake_serve: FakeServe) -> Iterator[Api]:
     with serve(fake_serve.app) as serve_url:
         api = make_api(serve_url=serve_url, max_image_bytes=len(IMAGE))
-        add_model(api)
+        add_model(api, s3=s3)
         yield api
 
 
@@ -96,8 +101,8 @@ def test_unknown_model_is_404(api: Api) -> None:
         }
 
 
-def test_predict_with_the_model_server_down_is_503(api: Api) -> None:
-    add_model(api)
+def test_predict_with_the_model_server_down_is_503(s3: Any, api: Api) -> None:
+    add_model(api, s3=s3)
     response = api.http.post(f"/v1/models/{MODEL_ID}/predict", content=IMAGE, headers={"content-type": "image/png"})
     assert response.status_code == 503
     assert response.json()["error"] == {
@@ -106,6 +111,21 @@ def test_predict_with_the_model_server_down_is_503(api: Api) -> None:
         "field": None,
     }
     assert response.headers["Retry-After"] == "1"
+
+
+def test_a_model_whose_objects_are_gone_is_unavailable_and_answers_410(s3: Any, api: Api) -> None:
+    add_model(api, s3=s3)
+    add_model(api, "model-without-objects")  # listed in the store; nothing in the artifact store
+
+    listed = {m["id"]: m for m in api.http.get("/v1/models").json()["models"]}
+    assert listed[MODEL_ID]["available"] is True and listed[MODEL_ID]["unavailable_reason"] is None
+    gone = listed["model-without-objects"]
+    assert gone["available"] is False and "model.pt is missing from the artifact store" in gone["unavailable_reason"]
+
+    response = api.http.post("/v1/models/model-without-objects/predict", content=IMAGE)
+    assert response.status_code == 410
+    assert error_of(response)["code"] == "model_artifact_missing"
+    assert "s3://trainyard-artifacts/jobs/" in error_of(response)["message"]
 
 
 def test_predict_forwards_raw_bytes_with_the_model_id(served_api: Api, fake_serve: FakeServe) -> None:
