@@ -171,7 +171,7 @@ class Client:
         except TrainyardError as e:
             # An unknown route (404 without job_not_found) or method: this API predates retry.
             if (e.status == 404 and e.code != "job_not_found") or e.status == 405:
-                raise _retry_unsupported(self.url) from None
+                raise _retry_unsupported(self.url, e.status) from None
             raise
 
     def events(self, job_id: str, *, after: int = 0) -> list[Event]:
@@ -275,10 +275,11 @@ def raise_for_outcome(job: Job) -> None:
         )
 
 
-def _retry_unsupported(url: str) -> NotSupported:
+def _retry_unsupported(url: str, status: int | None) -> NotSupported:
     return NotSupported(
         f"the API at {url} does not offer POST /v1/jobs/{{id}}/retry yet; upgrade the server, "
         "or submit the job again with the same parameters (`trainyard submit`)",
+        status=status,
         code="retry_not_supported",
     )
 
