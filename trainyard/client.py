@@ -21,7 +21,15 @@ import httpx
 from httpx_sse import connect_sse
 
 from trainyard.config import ClientConfig
-from trainyard.errors import JobCancelled, JobFailed, NotSupported, TrainyardError, from_response, unreachable
+from trainyard.errors import (
+    JobCancelled,
+    JobFailed,
+    NotSupported,
+    TrainyardError,
+    Unavailable,
+    from_response,
+    unreachable,
+)
 from trainyard.models import Event, Job, JobPage, JobStatus, Model, Prediction, _Bound
 
 if TYPE_CHECKING:
@@ -34,6 +42,8 @@ ImageInput: TypeAlias = "str | Path | bytes | Image"
 _B = TypeVar("_B", bound=_Bound)
 
 DEFAULT_TIMEOUT_S = 30.0
+# How long `wait` keeps polling through API outages (a restart, a rolling deploy) before giving up.
+WAIT_OUTAGE_TOLERANCE_S = 30.0
 
 
 class Client:
@@ -223,9 +233,19 @@ class Client:
 
         display = make_display(console) if progress else NullDisplay()
         deadline = None if timeout is None else time.monotonic() + timeout
+        outage_since: float | None = None
         with display:
             while True:
-                job = self.get_job(job_id)
+                try:
+                    job = self.get_job(job_id)
+                    outage_since = None
+                except Unavailable:
+                    # The job runs on Ray whatever the API does: ride out a restart of the API.
+                    outage_since = outage_since or time.monotonic()
+                    if time.monotonic() - outage_since > WAIT_OUTAGE_TOLERANCE_S:
+                        raise
+                    time.sleep(poll_interval)
+                    continue
                 display.update(job)
                 if job.terminal:
                     break
