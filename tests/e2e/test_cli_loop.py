@@ -47,9 +47,9 @@ def trainyard(env: dict[str, str], *args: str, timeout: float = 60) -> subproces
     )
 
 
-def _popen(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+def _popen(env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "trainyard", *args],
+        [sys.executable, *argv],
         env=env,
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -73,10 +73,16 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def runs(cli_env: dict[str, str], folders: dict[str, Path]) -> dict[str, Any]:
-    failing = _popen(cli_env, "submit", str(folders["single"]), *TINY, "--wait", "--json")
+    failing = _popen(cli_env, "-m", "trainyard", "submit", str(folders["single"]), *TINY, "--wait", "--json")
+    example = _popen(cli_env, str(REPO / "examples" / "train_local_folder.py"), str(folders["single"]))
     good = trainyard(cli_env, "submit", str(folders["shapes"]), *TINY, "--name", "cli-e2e", "--wait", timeout=600)
     failing_out, failing_err = failing.communicate(timeout=300)
-    return {"good": good, "failing": (failing.returncode, failing_out, failing_err)}
+    example_out, example_err = example.communicate(timeout=300)
+    return {
+        "good": good,
+        "failing": (failing.returncode, failing_out, failing_err),
+        "example": (example.returncode, example_out, example_err),
+    }
 
 
 def test_submit_a_local_folder_uploads_shows_progress_and_exits_0(runs: dict[str, Any]) -> None:
@@ -97,6 +103,13 @@ def test_a_failing_job_exits_1_with_the_apis_message(runs: dict[str, Any]) -> No
     assert (job["status"], job["error"]["phase"]) == ("failed", "validating")
     assert job["error"]["message"] in err and "failed in validating" in err
     assert "Traceback" not in out + err
+
+
+def test_the_sdk_example_reports_the_failure_in_one_line(runs: dict[str, Any]) -> None:
+    # The example shares the upload with the CLI's failing run (same folder, same prefix) and fails the same way.
+    code, out, err = runs["example"]
+    assert code == 1, out + err
+    assert "failed in validating" in err and "Traceback" not in out + err
 
 
 def test_a_second_submit_of_the_same_folder_uploads_nothing(
