@@ -21,6 +21,7 @@ from trainyard.config import stack_home
 app = typer.Typer(help="The single-machine stack: S3-compatible server, Ray head and the API on loopback.")
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+_FORWARDED = "Other options (--home DIR, down --purge …) go to trainyard-stack as they are."
 JsonFlag = Annotated[bool, typer.Option("--json", help="print the stack's state as JSON on stdout, nothing else")]
 
 
@@ -63,13 +64,13 @@ def run(ctx: typer.Context, command: str, as_json: bool) -> None:
 
 @app.command(context_settings=_PASS_THROUGH)
 def up(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Start the stack (idempotent) and print its URLs; extra options go to the stack module."""
+    """Start the stack (idempotent) and print its URLs. Other options (--home DIR …) go to trainyard-stack."""
     run(ctx, "up", as_json)
 
 
 @app.command(context_settings=_PASS_THROUGH)
 def down(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Stop everything the stack started; extra options (e.g. --purge) go to the stack module."""
+    """Stop everything the stack started. Other options (--home DIR, --purge …) go to trainyard-stack."""
     run(ctx, "down", as_json)
 
 
@@ -81,5 +82,9 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
 def add_shortcuts(root: typer.Typer) -> None:
     """`trainyard up` and `trainyard down`, the same commands as under `trainyard stack`."""
-    root.command("up", context_settings=_PASS_THROUGH, help="Start the local stack (= trainyard stack up).")(up)
-    root.command("down", context_settings=_PASS_THROUGH, help="Stop the local stack (= trainyard stack down).")(down)
+    root.command(
+        "up", context_settings=_PASS_THROUGH, help=f"Start the local stack (= trainyard stack up). {_FORWARDED}"
+    )(up)
+    root.command(
+        "down", context_settings=_PASS_THROUGH, help=f"Stop the local stack (= trainyard stack down). {_FORWARDED}"
+    )(down)
