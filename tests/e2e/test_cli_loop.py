@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from infra.local.sample_data import SHAPES, make_shapes
 from infra.local.stack import LocalStack
+from trainyard import Client
 
 pytestmark = pytest.mark.e2e
 
@@ -125,8 +127,9 @@ def test_a_second_submit_of_the_same_folder_uploads_nothing(
 
 
 def test_every_command_answers_json_and_predict_works(
-    runs: dict[str, Any], cli_env: dict[str, str], tmp_path: Path
+    runs: dict[str, Any], cli_env: dict[str, str], ray_stack: LocalStack, tmp_path: Path
 ) -> None:
+    api_url = ray_stack.config.api_url
     listed = json.loads(trainyard(cli_env, "list", "--status", "succeeded", "--json").stdout)
     job = next(j for j in listed["jobs"] if j["name"] == "cli-e2e")
     model_id = job["model"]["id"]
@@ -154,3 +157,11 @@ def test_every_command_answers_json_and_predict_works(
 
     human = trainyard(cli_env, "predict", model_id, images[0])
     assert human.returncode == 0 and human.stdout.startswith(f"{images[0]}: ")
+
+    # The SDK's Model.predict takes a PIL image or bytes as well as a path.
+    with Client(url=api_url) as client:
+        model = client.get_model(model_id)
+        assert model.job_id == job["id"]
+        from_pil = model.predict(Image.open(images[0]), top_k=1)
+        from_bytes = model.predict(Path(images[0]).read_bytes(), top_k=1)
+        assert from_pil[0].label == from_bytes[0].label == results[0]["predictions"][0]["label"]

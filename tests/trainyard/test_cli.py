@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +120,24 @@ def test_stack_commands_delegate_to_the_stack_module(command: list[str], client_
     assert document["command"] == "status"
     assert document["home"] == str(home if command[-1] == "--home" else client_env / "stack-home")
     assert '"api": false' in result.stderr  # the stack module's own report, moved off stdout
+
+
+def test_ctrl_c_while_waiting_exits_130_and_the_job_keeps_running(live_api: LiveApi) -> None:
+    job = json.loads(_trainyard(live_api, "submit", "s3://bucket/pets", "--json").stdout)
+    repo = Path(__file__).resolve().parents[2]
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "trainyard", "--url", live_api.url, "wait", job["id"]],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiting.stdout is not None
+    first = waiting.stdout.readline()  # the job is queued (no Ray behind this API): it waits for ever
+    assert first.startswith(f"job {job['id']}  queued"), first
+    waiting.send_signal(signal.SIGINT)
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == ExitCode.INTERRUPTED
+    assert f"trainyard wait {job['id']}" in out and "Traceback" not in out + err
+    assert json.loads(_trainyard(live_api, "status", job["id"], "--json").stdout)["status"] == "queued"

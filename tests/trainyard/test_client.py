@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import httpx
 import pytest
+from PIL import Image
 
 from trainyard import Client, InvalidRequest, JobFailed, NotFound, NotSupported, Unavailable
+from trainyard.client import _image_body
 from trainyard.errors import from_response
 
 from .conftest import LiveApi
@@ -81,3 +86,15 @@ def test_predict_on_an_unknown_model_is_not_found(client: Client) -> None:
     with pytest.raises(NotFound) as caught:
         client.predict("mdl-nope", b"\x89PNG")
     assert caught.value.code == "model_not_found"
+
+
+def test_images_are_sent_as_files_bytes_or_pil(tmp_path: Path) -> None:
+    image = Image.new("RGB", (8, 8), "red")
+    body, content_type = _image_body(image)
+    assert content_type == "image/png" and Image.open(io.BytesIO(body)).size == (8, 8)
+    image.save(tmp_path / "red.jpg")
+    assert _image_body(tmp_path / "red.jpg") == ((tmp_path / "red.jpg").read_bytes(), "image/jpeg")
+    assert _image_body(str(tmp_path / "red.jpg"))[1] == "image/jpeg"
+    assert _image_body(b"raw") == (b"raw", "application/octet-stream")
+    with pytest.raises(TypeError, match=r"path, bytes or a PIL\.Image"):
+        _image_body(42)
