@@ -9,7 +9,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from trainyard import Client, InvalidRequest, JobFailed, NotFound, NotSupported, Unavailable
+from trainyard import Client, InvalidRequest, JobFailed, NotFound, NotSupported, Unauthorized, Unavailable
 from trainyard.client import _image_body
 from trainyard.errors import from_response
 
@@ -98,3 +98,25 @@ def test_images_are_sent_as_files_bytes_or_pil(tmp_path: Path) -> None:
     assert _image_body(b"raw") == (b"raw", "application/octet-stream")
     with pytest.raises(TypeError, match=r"path, bytes or a PIL\.Image"):
         _image_body(42)
+
+
+STATUS_EXCEPTIONS = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    409: InvalidRequest,
+    413: InvalidRequest,
+    422: InvalidRequest,
+    503: Unavailable,
+}
+
+
+@pytest.mark.parametrize(("status", "expected"), STATUS_EXCEPTIONS.items())
+def test_each_status_maps_to_its_exception_with_the_apis_fields(status: int, expected: type[Exception]) -> None:
+    body = {"error": {"code": "some_code", "message": "what went wrong and the fix", "field": "epochs"}}
+    response = httpx.Response(status, json=body, request=httpx.Request("POST", "http://x/v1/jobs"))
+    error = from_response(response)
+    assert type(error) is expected
+    assert (error.status, error.code, error.field) == (status, "some_code", "epochs")
+    assert error.message.startswith("what went wrong and the fix")
