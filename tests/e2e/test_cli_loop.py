@@ -77,9 +77,15 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def runs(cli_env: dict[str, str], folders: dict[str, Path]) -> dict[str, Any]:
     failing = _popen(cli_env, "-m", "trainyard", "submit", str(folders["single"]), *TINY, "--wait", "--json")
     example = _popen(cli_env, str(REPO / "examples" / "train_local_folder.py"), str(folders["single"]))
-    good = trainyard(cli_env, "submit", str(folders["shapes"]), *TINY, "--name", "cli-e2e", "--wait", timeout=600)
-    failing_out, failing_err = failing.communicate(timeout=300)
-    example_out, example_err = example.communicate(timeout=300)
+    try:
+        good = trainyard(cli_env, "submit", str(folders["shapes"]), *TINY, "--name", "cli-e2e", "--wait", timeout=600)
+        failing_out, failing_err = failing.communicate(timeout=300)
+        example_out, example_err = example.communicate(timeout=300)
+    finally:
+        for proc in (failing, example):  # never leave a waiting CLI behind when the fixture fails
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     return {
         "good": good,
         "failing": (failing.returncode, failing_out, failing_err),
