@@ -29,6 +29,8 @@ class _Group(TyperGroup):
             state = ctx.find_object(State) or State()
             report_error(error, state.json)
             raise typer.Exit(exit_code_for(error)) from None
+        except BrokenPipeError:
+            raise  # `trainyard list | head`: typer exits quietly
         except OSError as error:  # a local file the command reads or writes (--save, an image)
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(ExitCode.USAGE) from None
