@@ -19,9 +19,20 @@ def s3_client(settings: Settings | None = None) -> Any:
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         region_name=settings.s3_region,
-        # Enough connections for the parallel fetch; adaptive retries ride out throttling.
-        config=Config(max_pool_connections=32, retries={"max_attempts": 5, "mode": "adaptive"}),
+        config=client_config(compatible_server=bool(settings.s3_endpoint_url)),
     )
+
+
+def client_config(compatible_server: bool) -> Config:
+    # Enough connections for the parallel fetch; adaptive retries ride out throttling.
+    config = Config(max_pool_connections=32, retries={"max_attempts": 5, "mode": "adaptive"})
+    if compatible_server:
+        # boto3 >= 1.36 adds CRC checksums (aws-chunked bodies) to every upload; S3-compatible servers such as
+        # the local stack's s3rver refuse them, and they add nothing over TLS-less loopback.
+        config = config.merge(
+            Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+        )
+    return config
 
 
 def arrow_filesystem(settings: Settings | None = None) -> pyarrow.fs.S3FileSystem:

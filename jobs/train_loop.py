@@ -152,8 +152,11 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as path:
             state = torch.load(Path(path) / CHECKPOINT_FILE, map_location=device, weights_only=True)
         module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        # The head-only checkpoint (epoch 0) has no optimizer or schedule yet: a worker lost during the first
+        # unfrozen epoch restarts that epoch from the head-only weights with fresh ones.
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
         first_epoch = state["epoch"] + 1
     elif cfg.head_state is not None:
         # The head-only model is a candidate too: if unfreezing hurts, the best checkpoint is this one.

@@ -82,9 +82,11 @@ class ModelPublic(BaseModel):
     metrics: dict[str, Any] | None
     created_at: datetime
     predict_url: str
+    available: bool = Field(description="false when the model's objects are gone and it cannot answer")
+    unavailable_reason: str | None = Field(default=None, description="why it cannot answer, and what to do")
 
     @classmethod
-    def build(cls, model: ModelRecord, public_url: str) -> ModelPublic:
+    def build(cls, model: ModelRecord, public_url: str, unavailable_reason: str | None = None) -> ModelPublic:
         return cls(
             id=model.id,
             job_id=model.job_id,
@@ -93,6 +95,8 @@ class ModelPublic(BaseModel):
             metrics=model.metrics,
             created_at=model.created_at,
             predict_url=predict_url(public_url, model.id),
+            available=unavailable_reason is None,
+            unavailable_reason=unavailable_reason,
         )
 
 

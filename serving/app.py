@@ -23,7 +23,7 @@ from core.artifact import ArtifactMeta, load_artifact
 from core.images import InvalidImage, decode_image, eval_tensor, normalize
 from core.s3 import s3_client
 from core.settings import get_settings
-from serving.registry import ModelNotFound, read_artifact, read_pointer
+from serving.registry import ArtifactMissing, ModelNotFound, pointer_uri, read_artifact, read_pointer
 
 MAX_MODELS_PER_REPLICA = 8
 
@@ -90,7 +90,16 @@ class ClassifierServer:
         try:
             loaded = await self.get_model(model_id)
         except ModelNotFound:
-            return error(404, "model_not_found", f"no deployed model with id {model_id!r}", "model_id")
+            where = pointer_uri(self.settings, model_id)
+            return error(404, "model_not_found", f"no deployed model with id {model_id!r} (no pointer at {where})")
+        except ArtifactMissing as exc:
+            return error(
+                410,
+                "model_artifact_missing",
+                f"model {model_id!r} cannot answer: its artifact {exc.uri} is missing from the artifact store; "
+                "restore the object or retrain the model",
+                "model_id",
+            )
         body = await request.body()
         try:
             image = await asyncio.to_thread(decode_image, body)

@@ -48,6 +48,34 @@ def s3(stack: LocalStack) -> Any:
     return s3_client()
 
 
+@pytest.fixture(scope="session")
+def permissive_s3() -> Iterator[Any]:
+    """A moto S3 server, for keys that real S3 accepts but the local stack's s3rver refuses.
+
+    S3 keys are opaque strings, so real buckets can hold `a/../../b` or `a//b`; s3rver maps keys to files
+    and rejects them. Tests of how Trainyard handles such hostile keys need a server that stores them as S3
+    does: moto's, in memory, on loopback.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from core.s3 import client_config
+    from infra.local.stack import LOOPBACK, free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
+    server.start()
+    yield boto3.client(
+        "s3",
+        endpoint_url=f"http://{LOOPBACK}:{port}",
+        aws_access_key_id="moto",
+        aws_secret_access_key="moto",
+        region_name="us-east-1",
+        config=client_config(compatible_server=True),
+    )
+    server.stop()
+
+
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"

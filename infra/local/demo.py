@@ -73,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             folder, prefix = args.dataset.resolve(), args.dataset.resolve().name
         else:
             folder, prefix = make_shapes(Path(tmp) / "shapes", train_per_class=40, valid_per_class=15), "shapes"
-        count = upload_folder(s3, folder, "trainyard-demo", prefix)
+        total = sum(1 for p in folder.rglob("*") if p.is_file())
+        uploaded = upload_folder(s3, folder, "trainyard-demo", prefix)
     dataset_uri = f"s3://trainyard-demo/{prefix}"
-    print(f"Uploaded {count} images to {dataset_uri}")
+    print(f"Uploaded {uploaded} of {total} images to {dataset_uri} (the rest were there from an earlier run)")
 
     request = {
         "dataset_uri": dataset_uri,

@@ -6,6 +6,7 @@ and a pretrained backbone separates the classes well, so accuracy far above chan
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,21 @@ def ensure_bucket(s3: Any, bucket: str) -> None:
 
 
 def upload_folder(s3: Any, root: Path, bucket: str, prefix: str) -> int:
-    """Upload every file under `root` to s3://bucket/prefix/<relative path>; creates the bucket if needed."""
+    """Upload every file under `root` to s3://bucket/prefix/<relative path>; creates the bucket if needed.
+
+    Files already there with the same content (single-part ETag = MD5) are skipped, so uploading the same
+    folder again (a second demo run) sends nothing. Returns how many files were uploaded.
+    """
     ensure_bucket(s3, bucket)
-    count = 0
+    prefix = prefix.strip("/")
+    existing: dict[str, str] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        existing.update({o["Key"]: o["ETag"].strip('"') for o in page.get("Contents", [])})
+    uploaded = 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        s3.put_object(
-            Bucket=bucket, Key=f"{prefix.strip('/')}/{path.relative_to(root).as_posix()}", Body=path.read_bytes()
-        )
-        count += 1
-    return count
+        key, body = f"{prefix}/{path.relative_to(root).as_posix()}", path.read_bytes()
+        if existing.get(key) == hashlib.md5(body, usedforsecurity=False).hexdigest():
+            continue
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        uploaded += 1
+    return uploaded

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -23,12 +24,19 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+logger = logging.getLogger("trainyard.stack")
+
 LOOPBACK = "127.0.0.1"
-# Local-only credentials for the S3-compatible server; real deployments take AWS's usual chain.
-LOCAL_S3_KEY = "trainyard-local"
+# Local-only credentials for the S3-compatible server (s3rver accepts this one fixed pair); real deployments
+# take AWS's usual chain.
+LOCAL_S3_KEY = "S3RVER"
+# The local S3-compatible server: s3rver (Node.js) keeps every object as a file under <home>/s3, so datasets,
+# checkpoints and models survive a restart. Installed by scripts/setup from infra/local/s3/package-lock.json.
+S3RVER_DIR = Path(__file__).resolve().parent / "s3"
 
 
 def free_port() -> int:
@@ -77,6 +85,10 @@ class StackConfig:
         return f"http://{LOOPBACK}:{self.api_port}"
 
     @property
+    def s3_data_dir(self) -> Path:
+        return self.home / "s3"
+
+    @property
     def ray_token_file(self) -> Path:
         return self.home / "ray-auth-token"
 
@@ -115,6 +127,10 @@ class LocalStack:
             AWS_ACCESS_KEY_ID=LOCAL_S3_KEY,
             AWS_SECRET_ACCESS_KEY=LOCAL_S3_KEY,
             AWS_DEFAULT_REGION="us-east-1",
+            # AWS SDKs add CRC checksums and streaming signatures to every upload by default (boto3 >= 1.36,
+            # the C++ SDK under pyarrow); S3-compatible servers such as s3rver refuse those payloads.
+            AWS_REQUEST_CHECKSUM_CALCULATION="when_required",
+            AWS_RESPONSE_CHECKSUM_VALIDATION="when_required",
             RAY_USAGE_STATS_ENABLED="0",
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN_PATH=str(c.ray_token_file),
@@ -155,13 +171,27 @@ class LocalStack:
     def start_s3(self) -> None:
         if self._alive("s3"):
             return
-        self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.config.s3_port)])
-        wait_http(f"{self.config.s3_url}/moto-api/", "S3 server", timeout=30)
+        c = self.config
+        if s3rver_installed():
+            c.s3_data_dir.mkdir(parents=True, exist_ok=True)
+            argv = ["node", str(S3RVER_DIR / "serve.js"), "--directory", str(c.s3_data_dir),
+                    "--address", LOOPBACK, "--port", str(c.s3_port), "--silent"]  # fmt: skip
+            self._spawn("s3", argv)
+            wait_http(f"{c.s3_url}/", "S3 server", timeout=30)
+        else:
+            # Without Node.js the stack still runs, but on moto's in-memory server: say loudly what that costs.
+            logger.warning(
+                "Node.js >= 20 or s3rver is missing (run scripts/setup): the local S3 server keeps objects in "
+                "memory, and a restart loses every dataset, checkpoint and model"
+            )
+            self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(c.s3_port)])
+            wait_http(f"{c.s3_url}/moto-api/", "S3 server", timeout=30)
         self._create_artifact_bucket()
 
     def _create_artifact_bucket(self) -> None:
         import boto3
 
+        from core.s3 import client_config
         from core.settings import Settings
         from core.spec import S3Location
         from infra.local.sample_data import ensure_bucket
@@ -173,6 +203,7 @@ class LocalStack:
             aws_access_key_id=LOCAL_S3_KEY,
             aws_secret_access_key=LOCAL_S3_KEY,
             region_name="us-east-1",
+            config=client_config(compatible_server=True),
         )
         ensure_bucket(s3, S3Location.parse(uri).bucket)
 
@@ -216,10 +247,40 @@ class LocalStack:
         self.start_s3()
         self.start_ray()
         self.start_api()
+        self.restore_serving()
+
+    def restore_serving(self) -> dict[str, Any]:
+        """Bring Serve back for the models the store lists (after a restart) and report those that cannot
+        answer; see serving/restore.py. Returns its report."""
+        env = self.env() | {"RAY_ADDRESS": f"{LOOPBACK}:{self.config.gcs_port}"}
+        result = subprocess.run(
+            [sys.executable, "-m", "serving.restore"], env=env, capture_output=True, text=True, timeout=300
+        )
+        with self._log("serving-restore").open("a") as log:
+            log.write(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"restoring the Serve application failed; see {self._log('serving-restore')}")
+        for line in result.stderr.splitlines():
+            if line.startswith("warning: model"):
+                print(line, file=sys.stderr)
+        report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return report
+
+    def purge(self) -> None:
+        """Delete everything the stack keeps: the job store, every object (datasets, checkpoints, models),
+        the dataset cache and the logs. The stack must be down."""
+        shutil.rmtree(self.config.home, ignore_errors=True)
+
+    def data_summary(self) -> str:
+        c = self.config
+        objects = [p for p in c.s3_data_dir.rglob("*") if p.is_file()] if c.s3_data_dir.exists() else []
+        size = sum(p.stat().st_size for p in objects)
+        return f"{c.home} (job store, {len(objects)} object files totalling {size / 1e6:.1f} MB, cache, logs)"
 
     def down(self) -> None:
         self._kill("api")
-        self.stop_ray()
+        if self.state_file.exists():  # never started from this home: no Ray of ours to stop
+            self.stop_ray()
         self._kill("s3")
         shutil.rmtree(self.config.ray_temp_dir, ignore_errors=True)
 
@@ -319,9 +380,18 @@ class LocalStack:
                 f"  Ray dashboard  {c.dashboard_url}",
                 f"  Ray Serve      {c.serve_url}",
                 f"  S3 (local)     {c.s3_url}   (key/secret: {LOCAL_S3_KEY})",
-                f"  state, logs    {c.home}",
+                f"  job store      {c.home / 'trainyard.db'}",
+                f"  objects        {c.s3_data_dir}   (datasets, checkpoints, models: kept across restarts)",
+                f"  cache, logs    {c.home / 'cache'}, {c.home / 'logs'}",
             ]
         )
+
+
+def s3rver_installed() -> bool:
+    if not (S3RVER_DIR / "node_modules" / "@20minutes" / "s3rver").is_dir() or shutil.which("node") is None:
+        return False
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30).stdout
+    return int(version.lstrip("v").split(".")[0] or 0) >= 20
 
 
 def wait_http(url: str, what: str, timeout: float) -> None:
@@ -344,6 +414,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="trainyard-stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--home", type=Path, default=default_home())
+    parser.add_argument(
+        "--purge", action="store_true", help="with down: also delete every job, object, cache file and log"
+    )
+    parser.add_argument("--yes", action="store_true", help="with --purge: do not ask before deleting")
     args = parser.parse_args(argv)
     stack = LocalStack.load(args.home.resolve())
     if args.command == "up":
@@ -352,6 +426,17 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "down":
         stack.down()
         print("Trainyard stack stopped.")
+        if args.purge:
+            what = stack.data_summary()
+            if not args.yes:
+                if not sys.stdin.isatty():
+                    print(f"not purging {what}: pass --yes to delete without asking", file=sys.stderr)
+                    raise SystemExit(2)
+                if input(f"Delete everything under {what}? Type 'yes' to confirm: ").strip() != "yes":
+                    print("Nothing deleted.")
+                    return
+            stack.purge()
+            print(f"Deleted {what}.")
     else:
         running = {n: stack._alive(n) for n in ("s3", "api")} | {"ray": stack.ray_ready()}
         print(json.dumps(running))

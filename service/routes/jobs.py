@@ -171,7 +171,18 @@ def job_artifact(job_id: str, name: str, store: StoreDep, s3: S3Dep) -> Response
     location = S3Location.parse(artifacts[name])
     try:
         body = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
-    except (ClientError, BotoCoreError):
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchBucket"):
+            raise ApiError(
+                404,
+                "artifact_missing",
+                f"job {job_id!r}'s artifact {name!r} is recorded, but its object {artifacts[name]} is missing from "
+                "the artifact store (deleted, or the store was wiped); retrain to recreate it",
+                "name",
+            ) from None
+        logger.exception("reading artifact %s of job %s failed", name, job_id)
+        raise ApiError(503, "storage_unavailable", "the artifact store did not answer; retry shortly") from None
+    except BotoCoreError:
         logger.exception("reading artifact %s of job %s failed", name, job_id)
         raise ApiError(503, "storage_unavailable", "the artifact store did not answer; retry shortly") from None
     media_type = _CONTENT_TYPES.get(PurePosixPath(name).suffix, "application/octet-stream")

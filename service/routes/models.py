@@ -9,13 +9,16 @@ import time
 from typing import Annotated, Any
 
 import httpx
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Query, Request, Response
 
+from core.settings import Settings
 from core.store import ModelRecord
-from service.deps import HttpClientDep, MetricsDep, SettingsDep, StoreDep
+from service.deps import HttpClientDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.errors import error_response, model_not_found
 from service.schemas import ModelList, ModelPublic, PredictionList
 from service.upload import read_image
+from serving.registry import unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -24,17 +27,42 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 PREDICT_TIMEOUT_S = 30.0
 
 
-@router.get("", summary="Deployed models, newest first")
-def list_models(store: StoreDep, settings: SettingsDep) -> ModelList:
-    return ModelList(models=[ModelPublic.build(m, settings.public_url) for m in store.list_models()])
+def _public(model: ModelRecord, s3: Any, settings: Settings) -> ModelPublic:
+    """The model as clients see it, checked against the artifact store: a listed model must be able to answer."""
+    try:
+        why = unavailable_reason(s3, settings, model.id, model.artifact_uri)
+        reason = why.message if why else None
+    except (ClientError, BotoCoreError):
+        logger.exception("checking the objects of model %s failed", model.id)
+        reason = "the artifact store did not answer; its availability is unknown"
+    return ModelPublic.build(model, settings.public_url, reason)
+
+
+async def _gone(model: ModelRecord, s3: Any, settings: Settings) -> Response | None:
+    """A 410 naming the missing object when the model's objects are gone, else None.
+
+    Checked only when the model server could not answer, so the hot path pays nothing for it.
+    """
+    try:
+        why = await asyncio.to_thread(unavailable_reason, s3, settings, model.id, model.artifact_uri)
+    except (ClientError, BotoCoreError):
+        return None
+    if why is None:
+        return None
+    return error_response(410, why.code, f"model {model.id!r} is listed but cannot answer: {why.message}", "model_id")
+
+
+@router.get("", summary="Deployed models, newest first, each checked against the artifact store")
+def list_models(store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelList:
+    return ModelList(models=[_public(m, s3, settings) for m in store.list_models()])
 
 
 @router.get("/{model_id}", summary="One deployed model")
-def get_model(model_id: str, store: StoreDep, settings: SettingsDep) -> ModelPublic:
+def get_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelPublic:
     model = store.get_model(model_id)
     if model is None:
         raise model_not_found(model_id)
-    return ModelPublic.build(model, settings.public_url)
+    return _public(model, s3, settings)
 
 
 _IMAGE_BODY: dict[str, Any] = {
@@ -68,6 +96,7 @@ async def predict(
     settings: SettingsDep,
     http: HttpClientDep,
     metrics: MetricsDep,
+    s3: S3Dep,
     top_k: Annotated[int, Query(ge=1, le=100, description="how many labels to return, most probable first")] = 5,
 ) -> Response:
     model: ModelRecord | None = await asyncio.to_thread(store.get_model, model_id)
@@ -87,8 +116,13 @@ async def predict(
     except httpx.TransportError as e:
         metrics.predict_seconds.labels("unavailable").observe(time.perf_counter() - began)
         logger.warning("predict %s: the model server is not reachable (%s)", model_id, type(e).__name__)
-        return _unavailable("the model server is not reachable; retry shortly")
+        return await _gone(model, s3, settings) or _unavailable("the model server is not reachable; retry shortly")
     outcome, response = _relay(model_id, answer)
+    if answer.status_code in (404, 503):
+        # Serve knows no such model, or has no route: first rule out that the model's objects are gone.
+        gone = await _gone(model, s3, settings)
+        if gone is not None:
+            outcome, response = "client_error", gone
     metrics.predict_seconds.labels(outcome).observe(time.perf_counter() - began)
     return response
 

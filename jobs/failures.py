@@ -1,0 +1,66 @@
+"""Turning what Ray raises when distributed training fails into a sentence a user can act on.
+
+Ray Train wraps a worker's failure in a `WorkerGroupError` whose message is "Training failed due to worker
+errors:" followed by per-rank tracebacks; shown as it is (first line only) the user reads an empty reason.
+This digs out each failed rank's root cause and names the two causes a user most often meets: a worker
+process that died, and an artifact store (S3) that stopped answering.
+"""
+
+from __future__ import annotations
+
+import re
+
+from jobs.errors import StageError
+
+# pyarrow's S3 filesystem (checkpoints) and botocore (everything else) as they report an unreachable store.
+_STORAGE_MARKERS = re.compile(
+    r"AWS Error|curlCode|Could not connect to the endpoint URL|EndpointConnectionError|"
+    r"When (uploading|reading|listing|getting|creating|deleting|completing)"
+)
+_DIED_MARKERS = re.compile(r"ActorDiedError|ActorUnavailableError|died unexpectedly|SIGKILL|signal 9|exit code")
+_WRAPPER_LINES = ("Training failed due to worker errors:",)
+
+
+def _root(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line and line not in _WRAPPER_LINES and not line.startswith("Traceback"):
+            return line[:300]
+    return ""
+
+
+def _causes(exc: BaseException) -> list[tuple[str, BaseException]]:
+    """(where, root cause) for each failed rank, or for the error itself when it names no ranks."""
+    root = _root(exc)
+    failures = getattr(root, "worker_failures", None) or getattr(exc, "worker_failures", None)
+    if isinstance(failures, dict) and failures:
+        return [(f"worker rank {rank}", _root(error)) for rank, error in sorted(failures.items())]
+    return [("training", root)]
+
+
+def training_failure(exc: BaseException, attempts: int) -> StageError:
+    """The StageError for a `TorchTrainer.fit()` that raised `exc` after `attempts` tries."""
+    causes = _causes(exc)
+    where, cause = causes[0]
+    detail = f"{type(cause).__name__}: {_first_line(cause)}".rstrip(": ")
+    text = " ".join(f"{type(c).__name__} {c}" for _, c in causes) + f" {type(exc).__name__} {exc}"
+    tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+    if _STORAGE_MARKERS.search(text):
+        return StageError(
+            "storage_unavailable",
+            f"the artifact store (S3) stopped answering while training saved or loaded a checkpoint ({where}, "
+            f"{tries}): {detail}. Check that the S3 endpoint is up, then submit the job again",
+        )
+    if _DIED_MARKERS.search(text):
+        return StageError(
+            "worker_died",
+            f"a training worker process died ({where}, {tries}; out of memory, or killed) and the retry failed "
+            f"too: {detail}",
+        )
+    return StageError("training_failed", f"distributed training failed ({where}, {tries}): {detail}")
