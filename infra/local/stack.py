@@ -53,6 +53,10 @@ class StackConfig:
     dashboard_port: int = 8265
     serve_port: int = 8000
     api_port: int = 8080
+    # Ray's defaults for these two are fixed ports (52365, 10001): a second Ray cluster on the machine (a test
+    # run beside a stack) found them taken, its dashboard agent started without HTTP, and job submission hung.
+    dashboard_agent_port: int = 52365
+    ray_client_port: int = 10001
     num_cpus: int = 2
     pids: dict[str, int] = field(default_factory=dict)
 
@@ -65,6 +69,8 @@ class StackConfig:
             dashboard_port=free_port(),
             serve_port=free_port(),
             api_port=free_port(),
+            dashboard_agent_port=free_port(),
+            ray_client_port=free_port(),
             num_cpus=num_cpus,
         )
 
@@ -221,6 +227,8 @@ class LocalStack:
             "--include-dashboard=true",
             f"--dashboard-host={LOOPBACK}",
             f"--dashboard-port={c.dashboard_port}",
+            f"--dashboard-agent-listen-port={c.dashboard_agent_port}",
+            f"--ray-client-server-port={c.ray_client_port}",
             f"--temp-dir={c.ray_temp_dir}",
             "--disable-usage-stats",
         ]
