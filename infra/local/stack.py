@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -301,12 +302,15 @@ class LocalStack:
         """
         import psutil
 
-        marks = (f"{LOOPBACK}:{self.config.gcs_port}", f"--gcs_server_port={self.config.gcs_port}",
-                 str(self.config.ray_temp_dir))  # fmt: skip
+        marks = (f"--gcs_server_port={self.config.gcs_port}", str(self.config.ray_temp_dir))
+        # Its GCS address under any IP: Ray's client server names the machine's address even with a loopback
+        # node address (seen: --address=192.0.2.2:<port>), and survived `down` when only 127.0.0.1 was matched.
+        gcs_address = re.compile(rf"\d:{self.config.gcs_port}(?!\d)")
         found: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter(["cmdline"]):
             cmdline = " ".join(proc.info.get("cmdline") or [])
-            if proc.pid != os.getpid() and any(mark in cmdline for mark in marks):
+            ours = any(mark in cmdline for mark in marks) or gcs_address.search(cmdline)
+            if proc.pid != os.getpid() and ours:
                 found[proc.pid] = proc
                 with contextlib.suppress(psutil.Error):
                     found.update({child.pid: child for child in proc.children(recursive=True)})
