@@ -38,7 +38,7 @@ class Unauthorized(TrainyardError):
 
 
 class NotFound(TrainyardError):
-    """404: no such job, model, artifact or route."""
+    """404: no such job, model, artifact or route; 410: a model listed, but whose objects are gone."""
 
 
 class NotSupported(TrainyardError):
@@ -70,7 +70,7 @@ class JobCancelled(JobFailed):
 def _error_class(status: int) -> type[TrainyardError]:
     if status in (401, 403):
         return Unauthorized
-    if status == 404:
+    if status in (404, 410):
         return NotFound
     if status >= 500:
         return Unavailable

@@ -69,6 +69,9 @@ class Model(_Predictor):
     classes: list[str]
     metrics: dict[str, Any] | None = None
     created_at: datetime
+    # False when the model's objects are gone from the artifact store; `unavailable_reason` says what to do.
+    available: bool = True
+    unavailable_reason: str | None = None
 
 
 class Job(_Bound):

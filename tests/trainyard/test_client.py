@@ -105,6 +105,7 @@ STATUS_EXCEPTIONS = {
     401: Unauthorized,
     403: Unauthorized,
     404: NotFound,
+    410: NotFound,
     409: InvalidRequest,
     413: InvalidRequest,
     422: InvalidRequest,

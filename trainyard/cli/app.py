@@ -276,7 +276,7 @@ def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if state.json:
         print_json({"models": found})
         return
-    table = Table("model", "job", "arch", "classes", "accuracy", box=None)
+    table = Table("model", "job", "arch", "classes", "accuracy", "available", box=None)
     for model in found:
         accuracy = (model.metrics or {}).get("accuracy")
         table.add_row(
@@ -285,6 +285,7 @@ def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             model.arch,
             ", ".join(model.classes),
             f"{accuracy:.1%}" if isinstance(accuracy, float) else "",
+            "yes" if model.available else f"no: {model.unavailable_reason}",
         )
     state.console.print(table)
 
