@@ -52,9 +52,9 @@ def run(ctx: typer.Context, command: str, as_json: bool) -> None:
     try:
         with contextlib.redirect_stdout(target):
             main(args)
-    except SystemExit as e:  # argparse: a usage error, already explained on stderr
+    except SystemExit as e:  # the module's own verdict (argparse: 2), already explained on stderr
         if e.code not in (0, None):
-            raise typer.Exit(ExitCode.USAGE) from None
+            raise typer.Exit(e.code if isinstance(e.code, int) else ExitCode.USAGE) from None
     except (RuntimeError, TimeoutError, OSError) as e:
         typer.echo(f"error: the local stack could not {command}: {e}", err=True)
         raise typer.Exit(ExitCode.UNAVAILABLE) from None
