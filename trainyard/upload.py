@@ -107,7 +107,12 @@ def _ensure_bucket(s3: Any, bucket: str, *, may_create: bool) -> None:
             code="bucket_not_found",
             field="upload_bucket",
         )
-    s3.create_bucket(Bucket=bucket)
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except ClientError as e:
+        # Another upload (a second `submit` at the same moment) created it between our check and now.
+        if e.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
 
 
 def _existing_sizes(s3: Any, bucket: str, prefix: str) -> dict[str, int]:

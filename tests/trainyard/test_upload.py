@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from infra.local.sample_data import make_shapes
 from infra.local.stack import LOCAL_S3_KEY, LocalStack
 from trainyard import Client, InvalidRequest
-from trainyard.upload import list_files, upload_prefix
+from trainyard.upload import list_files, upload_folder, upload_prefix
 
 
 @pytest.fixture
@@ -85,3 +86,12 @@ def test_a_missing_folder_is_refused_before_any_request(client: Client, tmp_path
         client.submit(str(tmp_path / "nope"))
     assert caught.value.status is None and caught.value.field == "dataset"
     assert "s3://bucket/prefix" in caught.value.message
+
+
+def test_concurrent_first_uploads_share_the_new_bucket(client: Client, tmp_path: Path) -> None:
+    # Two `submit`s at once both find the bucket missing; the one that creates it second must not fail.
+    folders = [make_shapes(tmp_path / f"set{i}", train_per_class=1, valid_per_class=0, size=16) for i in range(4)]
+    config = client.config.model_copy(update={"upload_bucket": "fresh-bucket-for-a-race"})
+    with ThreadPoolExecutor(len(folders)) as pool:
+        results = list(pool.map(lambda f: upload_folder(f, config), folders))
+    assert [r.uploaded for r in results] == [3, 3, 3, 3]
