@@ -69,6 +69,10 @@ class StackConfig:
     dashboard_port: int = 8265
     serve_port: int = 8000
     api_port: int = 8080
+    # Ray's defaults for these two are fixed ports (52365, 10001): a second Ray cluster on the machine (a test
+    # run beside a stack) found them taken, its dashboard agent started without HTTP, and job submission hung.
+    dashboard_agent_port: int = 52365
+    ray_client_port: int = 10001
     num_cpus: int = 2
     pids: dict[str, int] = field(default_factory=dict)
     # Settings every process of this stack gets on top of the defaults (e.g. TRAINYARD_NODE_TYPES).
@@ -83,6 +87,8 @@ class StackConfig:
             dashboard_port=free_port(),
             serve_port=free_port(),
             api_port=free_port(),
+            dashboard_agent_port=free_port(),
+            ray_client_port=free_port(),
             num_cpus=num_cpus,
         )
 
@@ -254,6 +260,8 @@ class LocalStack:
             "--include-dashboard=true",
             f"--dashboard-host={LOOPBACK}",
             f"--dashboard-port={c.dashboard_port}",
+            f"--dashboard-agent-listen-port={c.dashboard_agent_port}",
+            f"--ray-client-server-port={c.ray_client_port}",
             f"--temp-dir={c.ray_temp_dir}",
             # Ray's fixed defaults (agent HTTP 52365, client server 10001) collide with a second stack or
             # test run on the machine: the agent then fails to bind and no job can be submitted.

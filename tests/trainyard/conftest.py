@@ -1,0 +1,54 @@
+"""Fixtures for the SDK and CLI tests: a clean client environment, and the real API on loopback.
+
+The API is the real app under uvicorn with a SQLite store and a fake Ray launcher (the pipeline itself is
+exercised by tests/e2e); the client talks to it over real HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from core.store import JobStore
+from service.main import create_app
+from tests.service.service_testkit import FakeLauncher, listening_socket, make_settings, serve
+
+
+@pytest.fixture
+def client_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No TRAINYARD_* or AWS variables from the surrounding process; config file and stack home in tmp_path."""
+    for name in list(os.environ):
+        if name.startswith(("TRAINYARD_", "AWS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TRAINYARD_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.setenv("TRAINYARD_HOME", str(tmp_path / "stack-home"))
+    # boto3 must not find credentials in the developer's ~/.aws either.
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    return tmp_path
+
+
+@dataclass
+class LiveApi:
+    url: str
+    store: JobStore
+
+
+@pytest.fixture
+def live_api(tmp_path: Path, client_env: Path) -> Iterator[LiveApi]:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # Ray and Serve "live" here: bound, never listening
+        sock = listening_socket()
+        public_url = "http://{}:{}".format(*sock.getsockname())
+        settings = make_settings(tmp_path / "api", closed.getsockname()[1], public_url=public_url)
+        with serve(create_app(settings, FakeLauncher()), sock) as url:
+            store = JobStore.from_url(settings.resolved_database_url)
+            try:
+                yield LiveApi(url=url, store=store)
+            finally:
+                store.engine.dispose()

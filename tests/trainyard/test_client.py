@@ -1,0 +1,123 @@
+"""The SDK against the real API over HTTP: typed results, and the API's errors as typed exceptions."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from trainyard import Client, InvalidRequest, JobFailed, NotFound, NotSupported, Unauthorized, Unavailable
+from trainyard.client import _image_body
+from trainyard.errors import from_response
+
+from .conftest import LiveApi
+
+
+@pytest.fixture
+def client(live_api: LiveApi) -> Client:
+    return Client(url=live_api.url)
+
+
+def test_submit_get_list_cancel_round_trip(client: Client) -> None:
+    job = client.submit("s3://bucket/pets", epochs=2, name="pets", idempotency_key="k1")
+    assert (job.status, job.name, job.params["epochs"], job.params["dataset_uri"]) == (
+        "queued",
+        "pets",
+        2,
+        "s3://bucket/pets",
+    )
+    assert client.submit("s3://bucket/pets", epochs=2, name="pets", idempotency_key="k1").id == job.id
+    assert job.refresh().id == job.id
+    assert [j.id for j in client.list_jobs(status="queued").jobs] == [job.id]
+    assert [j.id for j in client.iter_jobs()] == [job.id]
+    cancelled = job.cancel()
+    assert cancelled.status == "cancelled" and cancelled.terminal
+    assert [e.kind for e in client.events(job.id)][-1] == "cancelled"
+
+
+def test_a_422_names_the_field_and_the_fix(client: Client) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        client.submit("s3://bucket/pets", epochs=0)
+    error = caught.value
+    assert (error.status, error.code, error.field) == (422, "validation_error", "epochs")
+    assert "must be ≥ 1" in error.message and "epochs" in str(error)
+
+
+def test_unknown_job_is_not_found_with_the_apis_message(client: Client) -> None:
+    with pytest.raises(NotFound) as caught:
+        client.get_job("job-nope")
+    assert (caught.value.status, caught.value.code, caught.value.field) == (404, "job_not_found", "job_id")
+    assert "GET /v1/jobs" in caught.value.message
+
+
+def test_retry_on_an_api_without_the_route_says_so(client: Client) -> None:
+    job = client.submit("s3://bucket/pets")
+    with pytest.raises(NotSupported) as caught:
+        client.retry_job(job.id)
+    assert caught.value.code == "retry_not_supported" and "trainyard submit" in caught.value.message
+
+
+def test_wait_raises_job_failed_with_phase_and_message(client: Client, live_api: LiveApi) -> None:
+    job = client.submit("s3://bucket/pets")
+    live_api.store.fail(job.id, "invalid_layout", "needs at least two classes; found 1: a", phase=None)
+    with pytest.raises(JobFailed) as caught:
+        job.wait(poll_interval=0.05, timeout=10)
+    assert caught.value.code == "invalid_layout" and caught.value.job_id == job.id
+    assert "needs at least two classes" in str(caught.value)
+    assert job.wait(raise_on_failure=False, timeout=10).status == "failed"
+
+
+def test_unreachable_api_is_unavailable_with_the_fix(client_env: object) -> None:
+    with Client(url="http://127.0.0.1:9") as client, pytest.raises(Unavailable) as caught:
+        client.list_models()
+    assert caught.value.code == "unreachable" and "trainyard up" in caught.value.message
+
+
+def test_a_5xx_without_the_error_shape_is_unavailable() -> None:
+    response = httpx.Response(502, text="<html>bad gateway</html>", request=httpx.Request("GET", "http://x/v1/jobs"))
+    error = from_response(response)
+    assert isinstance(error, Unavailable) and error.status == 502 and "retry shortly" in error.message
+
+
+def test_predict_on_an_unknown_model_is_not_found(client: Client) -> None:
+    with pytest.raises(NotFound) as caught:
+        client.predict("mdl-nope", b"\x89PNG")
+    assert caught.value.code == "model_not_found"
+
+
+def test_images_are_sent_as_files_bytes_or_pil(tmp_path: Path) -> None:
+    image = Image.new("RGB", (8, 8), "red")
+    body, content_type = _image_body(image)
+    assert content_type == "image/png" and Image.open(io.BytesIO(body)).size == (8, 8)
+    image.save(tmp_path / "red.jpg")
+    assert _image_body(tmp_path / "red.jpg") == ((tmp_path / "red.jpg").read_bytes(), "image/jpeg")
+    assert _image_body(str(tmp_path / "red.jpg"))[1] == "image/jpeg"
+    assert _image_body(b"raw") == (b"raw", "application/octet-stream")
+    with pytest.raises(TypeError, match=r"path, bytes or a PIL\.Image"):
+        _image_body(42)
+
+
+STATUS_EXCEPTIONS = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    410: NotFound,
+    409: InvalidRequest,
+    413: InvalidRequest,
+    422: InvalidRequest,
+    503: Unavailable,
+}
+
+
+@pytest.mark.parametrize(("status", "expected"), STATUS_EXCEPTIONS.items())
+def test_each_status_maps_to_its_exception_with_the_apis_fields(status: int, expected: type[Exception]) -> None:
+    body = {"error": {"code": "some_code", "message": "what went wrong and the fix", "field": "epochs"}}
+    response = httpx.Response(status, json=body, request=httpx.Request("POST", "http://x/v1/jobs"))
+    error = from_response(response)
+    assert type(error) is expected
+    assert (error.status, error.code, error.field) == (status, "some_code", "epochs")
+    assert error.message.startswith("what went wrong and the fix")

@@ -1,0 +1,36 @@
+"""The Trainyard Python SDK: ``from trainyard import Client``. The `trainyard` CLI is a thin layer over it."""
+
+from trainyard.client import Client
+from trainyard.config import ClientConfig
+from trainyard.errors import (
+    InvalidRequest,
+    JobCancelled,
+    JobFailed,
+    NotFound,
+    NotSupported,
+    TrainyardError,
+    Unauthorized,
+    Unavailable,
+)
+from trainyard.models import Event, Job, JobPage, Model, ModelRef, Prediction
+from trainyard.upload import UploadResult
+
+__all__ = [
+    "Client",
+    "ClientConfig",
+    "Event",
+    "InvalidRequest",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobPage",
+    "Model",
+    "ModelRef",
+    "NotFound",
+    "NotSupported",
+    "Prediction",
+    "TrainyardError",
+    "Unauthorized",
+    "Unavailable",
+    "UploadResult",
+]

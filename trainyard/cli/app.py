@@ -1,0 +1,325 @@
+"""The `trainyard` command line: a thin layer over `trainyard.Client` (Typer + Rich)."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from typer.core import TyperGroup
+
+from trainyard.cli import stack
+from trainyard.cli.exit_codes import HELP, ExitCode, exit_code_for
+from trainyard.cli.output import State, print_json, print_json_line, report_error
+from trainyard.client import raise_for_outcome
+from trainyard.errors import TrainyardError
+from trainyard.models import Job, JobStatus
+from trainyard.progress import describe_epoch, describe_metrics, describe_state
+
+
+class _Group(TyperGroup):
+    """Turns every SDK error into its message and a documented exit code: never a stack trace."""
+
+    def invoke(self, ctx: Any) -> Any:  # Any: typer vendors its own click, whose Context has no public name
+        try:
+            return super().invoke(ctx)
+        except TrainyardError as error:
+            state = ctx.find_object(State) or State()
+            report_error(error, state.json)
+            raise typer.Exit(exit_code_for(error)) from None
+        except BrokenPipeError:
+            raise  # `trainyard list | head`: typer exits quietly
+        except OSError as error:  # a local file the command reads or writes (--save, an image)
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(ExitCode.USAGE) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="trainyard",
+    help="Train and deploy image classifiers on Trainyard.",
+    epilog=HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout, nothing else")]
+JobArg = Annotated[str, typer.Argument(metavar="JOB", help="a job id, as `trainyard list` shows")]
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Option(help="the API's URL (env TRAINYARD_URL; default: the local stack)")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key, sent as a bearer token (env TRAINYARD_API_KEY)")] = None,
+) -> None:
+    ctx.obj = State(url=url, api_key=api_key)
+
+
+def _state(ctx: typer.Context, as_json: bool) -> State:
+    state: State = ctx.ensure_object(State)
+    state.json = as_json
+    return state
+
+
+def _show_job(state: State, job: Job) -> None:
+    if state.json:
+        print_json(job)
+        return
+    rows = [
+        ("job", job.id + (f"  ({job.name})" if job.name else "")),
+        ("status", describe_state(job)),
+        ("progress", f"{job.progress:.0%}" + (f"  {describe_epoch(job)}" if job.metrics else "")),
+        ("dataset", str(job.params.get("dataset_uri", ""))),
+    ]
+    if job.lr_sweep and job.lr_sweep.get("suggested_lr"):
+        rows.append(("lr (sweep)", f"{job.lr_sweep['suggested_lr']:.3g}"))
+    if job.metrics:
+        rows.append(("last epoch", describe_metrics(job)))
+    if job.evaluation and "accuracy" in job.evaluation:
+        rows.append(("accuracy", f"{job.evaluation['accuracy']:.1%}"))
+    if job.model:
+        rows += [("model", job.model.id), ("predict", job.model.predict_url)]
+    for name, value in rows:
+        state.say(f"{name:<11} {value}")
+
+
+def _finish(state: State, job: Job) -> None:
+    """Show the job and exit 1 when it did not succeed (its error has already been shown with it)."""
+    _show_job(state, job)
+    if job.terminal and job.status != "succeeded":
+        try:
+            raise_for_outcome(job)
+        except TrainyardError as error:
+            report_error(error, as_json=False)
+        raise typer.Exit(ExitCode.JOB_FAILED)
+
+
+def _wait(state: State, job: Job) -> None:
+    try:
+        job = state.client().wait(job.id, progress=True, raise_on_failure=False, console=state.console)
+    except KeyboardInterrupt:
+        state.say(f"\nstopped waiting; job {job.id} keeps running: `trainyard wait {job.id}` to follow it again")
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    _finish(state, job)
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="s3://bucket/prefix, or a local folder (uploaded to S3 first)")],
+    arch: Annotated[str | None, typer.Option(help="backbone: efficientnet_lite0, resnet18, resnet34, resnet50")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs with the whole network unfrozen")] = None,
+    freeze_epochs: Annotated[int | None, typer.Option(help="head-only epochs on cached features")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate; default: pick it by an LR range test")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="per-worker batch size")] = None,
+    image_size: Annotated[int | None, typer.Option(help="training and serving resolution (px)")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="Ray Train workers (one per GPU)")] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="train on GPUs")] = False,
+    name: Annotated[str | None, typer.Option(help="a name to recognise the job by")] = None,
+    no_deploy: Annotated[bool, typer.Option("--no-deploy", help="train and publish, but do not deploy")] = False,
+    valid_pct: Annotated[
+        float | None, typer.Option(help="carve this fraction of train/ as validation when there is no valid/")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="repeat a submit safely: same key, same job")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends; exit 1 if it fails")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Submit a training job on an S3 dataset or a local folder."""
+    state = _state(ctx, as_json)
+    job = state.client().submit(
+        dataset,
+        arch=arch,
+        epochs=epochs,
+        freeze_epochs=freeze_epochs,
+        lr=lr,
+        batch_size=batch_size,
+        image_size=image_size,
+        num_workers=num_workers,
+        use_gpu=True if gpu else None,
+        name=name,
+        deploy=False if no_deploy else None,
+        valid_pct=valid_pct,
+        seed=seed,
+        idempotency_key=idempotency_key,
+        progress=True,
+        console=state.console,
+    )
+    if wait:
+        state.say(f"submitted job {job.id}")
+        _wait(state, job)
+        return
+    _show_job(state, job)
+    if not as_json:
+        state.say(f"follow it with: trainyard wait {job.id}")
+
+
+@app.command("wait")
+def wait_command(ctx: typer.Context, job_id: JobArg, as_json: JsonFlag = False) -> None:
+    """Follow a job until it ends (live on a terminal, one line per change otherwise); exit 1 if it fails."""
+    state = _state(ctx, as_json)
+    _wait(state, state.client().get_job(job_id))
+
+
+@app.command()
+def status(ctx: typer.Context, job_id: JobArg, as_json: JsonFlag = False) -> None:
+    """Show one job: status, phase, progress, metrics, model."""
+    state = _state(ctx, as_json)
+    _show_job(state, state.client().get_job(job_id))
+
+
+@app.command("list")
+def list_command(
+    ctx: typer.Context,
+    status: Annotated[JobStatus | None, typer.Option(help="only jobs with this status")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="at most this many, newest first")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """List jobs, newest first."""
+    state = _state(ctx, as_json)
+    page = state.client().list_jobs(status, limit=limit)
+    if state.json:
+        print_json(page)
+        return
+    table = Table("job", "name", "status", "progress", "created", "model", box=None)
+    for job in page.jobs:
+        created = job.created_at.strftime("%Y-%m-%d %H:%M")
+        state_text = describe_state(job) if job.status != "failed" else f"failed in {job.phase or '?'}"
+        table.add_row(
+            job.id, job.name or "", state_text, f"{job.progress:.0%}", created, job.model.id if job.model else ""
+        )
+    state.console.print(table)
+
+
+@app.command()
+def cancel(ctx: typer.Context, job_id: JobArg, as_json: JsonFlag = False) -> None:
+    """Cancel a job (idempotent)."""
+    state = _state(ctx, as_json)
+    _show_job(state, state.client().cancel_job(job_id))
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    job_id: JobArg,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a failed or cancelled job again from its last checkpoint."""
+    state = _state(ctx, as_json)
+    job = state.client().retry_job(job_id)
+    if wait:
+        _wait(state, job)
+    else:
+        _show_job(state, job)
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    job_id: JobArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing events until the job ends")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON document; with --follow one JSON object per line (JSON Lines)")
+    ] = False,
+) -> None:
+    """Print a job's event log."""
+    state = _state(ctx, as_json)
+    client = state.client()
+    if not follow:
+        found = client.events(job_id)
+        if state.json:
+            print_json({"events": found})
+            return
+        for event in found:
+            state.say(f"{event.at:%H:%M:%S}  {event.kind:<12} {event.message}")
+        return
+    try:
+        for event in client.stream_events(job_id):
+            if state.json:
+                print_json_line(event)
+            else:
+                state.say(f"{event.at:%H:%M:%S}  {event.kind:<12} {event.message}")
+    except KeyboardInterrupt:
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    model_id: Annotated[str, typer.Argument(metavar="MODEL", help="a model id, as `trainyard models` shows")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", exists=True, dir_okay=False, readable=True)],
+    top_k: Annotated[int | None, typer.Option(min=1, max=100, help="how many labels per image")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Classify images with a deployed model."""
+    state = _state(ctx, as_json)
+    client = state.client()
+    answers = [{"image": str(path), "predictions": client.predict(model_id, path, top_k=top_k)} for path in images]
+    if state.json:
+        print_json({"model_id": model_id, "results": answers})
+        return
+    for answer in answers:
+        ranked = ", ".join(f"{p.label} {p.probability:.1%}" for p in answer["predictions"])  # type: ignore[attr-defined]
+        state.say(f"{answer['image']}: {ranked}")
+
+
+@app.command()
+def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List deployed models, newest first."""
+    state = _state(ctx, as_json)
+    found = state.client().list_models()
+    if state.json:
+        print_json({"models": found})
+        return
+    table = Table("model", "job", "arch", "classes", "accuracy", "available", box=None)
+    for model in found:
+        accuracy = (model.metrics or {}).get("accuracy")
+        table.add_row(
+            model.id,
+            model.job_id,
+            model.arch,
+            ", ".join(model.classes),
+            f"{accuracy:.1%}" if isinstance(accuracy, float) else "",
+            "yes" if model.available else f"no: {model.unavailable_reason}",
+        )
+    state.console.print(table)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    job_id: JobArg,
+    open_browser: Annotated[bool, typer.Option("--open", help="open it in a web browser")] = False,
+    save: Annotated[Path | None, typer.Option(help="download the page to this file")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print the URL of a job's report page (LR sweep, training curves, confusion matrix, most-wrong images)."""
+    state = _state(ctx, as_json)
+    client = state.client()
+    job = client.get_job(job_id)  # a clear "no such job" before anything else
+    url = client.report_url(job.id)
+    saved: str | None = None
+    if save is not None:
+        save.write_text(client.report(job.id), encoding="utf-8")
+        saved = str(save)
+    if open_browser:
+        webbrowser.open(url)
+    if state.json:
+        print_json({"job_id": job.id, "url": url, "saved": saved})
+        return
+    state.say(url)
+    if saved:
+        state.say(f"saved to {saved}")
+
+
+app.add_typer(stack.app, name="stack")
+stack.add_shortcuts(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,155 @@
+"""What the API answers with, as the SDK sees it. Unknown fields are kept (`extra="allow"`), so a newer
+server's additions (cost, model versions …) reach the caller instead of failing validation.
+
+`Job` and `Model` are bound to the `Client` that fetched them, so ``job.wait()`` and ``model.predict(…)``
+work without passing the client around.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from trainyard.client import Client, ImageInput
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class _ApiModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Bound(_ApiModel):
+    _client: Client | None = PrivateAttr(default=None)
+
+    def _bind(self, client: Client) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise RuntimeError(f"this {type(self).__name__} is not bound to a Client; fetch it through one")
+        return self._client
+
+
+class JobErrorInfo(_ApiModel):
+    code: str
+    message: str
+    phase: str | None = None
+
+
+class Prediction(_ApiModel):
+    label: str
+    probability: float
+
+
+class _Predictor(_Bound):
+    id: str
+    predict_url: str
+
+    def predict(self, image: ImageInput, *, top_k: int | None = None) -> list[Prediction]:
+        """Classify one image: a path, raw bytes or a PIL image; most probable label first."""
+        return self.client.predict(self.id, image, top_k=top_k)
+
+
+class ModelRef(_Predictor):
+    """The model a job deployed."""
+
+
+class Model(_Predictor):
+    job_id: str
+    arch: str
+    classes: list[str]
+    metrics: dict[str, Any] | None = None
+    created_at: datetime
+    # False when the model's objects are gone from the artifact store; `unavailable_reason` says what to do.
+    available: bool = True
+    unavailable_reason: str | None = None
+
+
+class Job(_Bound):
+    id: str
+    name: str | None = None
+    status: JobStatus
+    phase: str | None = None
+    progress: float = 0.0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    dataset: dict[str, Any] | None = None
+    lr_sweep: dict[str, Any] | None = None
+    metrics: list[dict[str, Any]] = Field(default_factory=list)
+    best: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    model: ModelRef | None = None
+    error: JobErrorInfo | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def total_epochs(self) -> int:
+        """Head-only plus unfrozen epochs, as the pipeline runs them."""
+        return int(self.params.get("freeze_epochs", 0)) + int(self.params.get("epochs", 0))
+
+    def refresh(self) -> Job:
+        return self.client.get_job(self.id)
+
+    def cancel(self) -> Job:
+        return self.client.cancel_job(self.id)
+
+    def events(self, after: int = 0) -> list[Event]:
+        return self.client.events(self.id, after=after)
+
+    def report_url(self) -> str:
+        return self.client.report_url(self.id)
+
+    def wait(
+        self,
+        *,
+        progress: bool = False,
+        poll_interval: float = 1.0,
+        timeout: float | None = None,
+        raise_on_failure: bool = True,
+        console: Console | None = None,
+    ) -> Job:
+        """Poll until the job ends; with `progress`, show it live (plain lines when not on a terminal).
+
+        Raises `JobFailed` (or `JobCancelled`) when it did not succeed, unless `raise_on_failure` is False.
+        """
+        return self.client.wait(
+            self.id,
+            progress=progress,
+            poll_interval=poll_interval,
+            timeout=timeout,
+            raise_on_failure=raise_on_failure,
+            console=console,
+        )
+
+    def save_report(self, path: Path) -> Path:
+        path.write_text(self.client.report(self.id), encoding="utf-8")
+        return path
+
+
+class JobPage(_ApiModel):
+    jobs: list[Job]
+    next_cursor: str | None = None
+
+
+class Event(_ApiModel):
+    id: int
+    at: datetime
+    kind: str
+    message: str
+    data: dict[str, Any] | None = None
