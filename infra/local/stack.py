@@ -212,8 +212,10 @@ class LocalStack:
         c = self.config
         if s3rver_installed():
             c.s3_data_dir.mkdir(parents=True, exist_ok=True)
-            argv = ["node", str(S3RVER_DIR / "serve.js"), "--directory", str(c.s3_data_dir),
-                    "--address", LOOPBACK, "--port", str(c.s3_port), "--silent"]  # fmt: skip
+            # s3rver's continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider: without it
+            # every listing longer than one page (a dataset over 1,000 images) fails with a 500.
+            argv = ["node", "--openssl-legacy-provider", str(S3RVER_DIR / "serve.js"), "--silent",
+                    "--directory", str(c.s3_data_dir), "--address", LOOPBACK, "--port", str(c.s3_port)]  # fmt: skip
             self._spawn("s3", argv)
             wait_http(f"{c.s3_url}/", "S3 server", timeout=30)
         else:

@@ -57,3 +57,32 @@ def test_down_purge_yes_deletes_everything_without_asking(tmp_path: Path, capsys
     main(["down", "--purge", "--yes", "--home", str(home)])
     assert not home.exists()
     assert "1 object files" in capsys.readouterr().out
+
+
+def test_the_local_s3_server_pages_long_listings(s3: Any) -> None:
+    # A dataset of more than 1,000 objects is listed in pages; pyarrow (Ray Train's checkpoints) asks for
+    # one key at a time when it checks whether a path is a directory.
+    s3.create_bucket(Bucket="paged")
+    keys = [f"set/train/a/{i}.png" for i in range(5)]
+    for key in keys:
+        s3.put_object(Bucket="paged", Key=key, Body=b"x")
+    pages = list(
+        s3.get_paginator("list_objects_v2").paginate(Bucket="paged", Prefix="set/", PaginationConfig={"PageSize": 2})
+    )
+    assert len(pages) == 3
+    assert [o["Key"] for page in pages for o in page.get("Contents", [])] == sorted(keys)
+
+
+def test_pyarrow_sees_a_checkpoint_folder_as_a_directory(stack: LocalStack, s3: Any) -> None:
+    import pyarrow.fs
+
+    from core.s3 import arrow_filesystem
+
+    s3.create_bucket(Bucket="arrow-dirs")
+    fs = arrow_filesystem()
+    fs.create_dir("arrow-dirs/ckpt/checkpoint_1")
+    with fs.open_output_stream("arrow-dirs/ckpt/checkpoint_1/model.pt") as out:
+        out.write(b"weights")
+    assert fs.get_file_info("arrow-dirs/ckpt/checkpoint_1").type == pyarrow.fs.FileType.Directory
+    fs.delete_dir("arrow-dirs/ckpt/checkpoint_1")
+    assert fs.get_file_info("arrow-dirs/ckpt/checkpoint_1").type == pyarrow.fs.FileType.NotFound
