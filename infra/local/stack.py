@@ -228,16 +228,13 @@ class LocalStack:
             wait_http(f"{c.s3_url}/moto-api/", "S3 server", timeout=30)
         self._create_artifact_bucket()
 
-    def _create_artifact_bucket(self) -> None:
+    def s3_client(self) -> Any:
+        """boto3 on this stack's S3 server with its local credentials (this process's environment aside)."""
         import boto3
 
         from core.s3 import client_config
-        from core.settings import Settings
-        from core.spec import S3Location
-        from infra.local.sample_data import ensure_bucket
 
-        uri = self.env().get("TRAINYARD_ARTIFACT_URI") or Settings.model_fields["artifact_uri"].default
-        s3 = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.config.s3_url,
             aws_access_key_id=LOCAL_S3_KEY,
@@ -245,7 +242,14 @@ class LocalStack:
             region_name="us-east-1",
             config=client_config(compatible_server=True),
         )
-        ensure_bucket(s3, S3Location.parse(uri).bucket)
+
+    def _create_artifact_bucket(self) -> None:
+        from core.settings import Settings
+        from core.spec import S3Location
+        from infra.local.sample_data import ensure_bucket
+
+        uri = self.env().get("TRAINYARD_ARTIFACT_URI") or Settings.model_fields["artifact_uri"].default
+        ensure_bucket(self.s3_client(), S3Location.parse(uri).bucket)
 
     def start_ray(self, extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None) -> None:
         """Start the Ray head; `extra_args`/`extra_env` go to its `ray start` (e.g. an autoscaling config)."""

@@ -14,15 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from core.artifact import ARTIFACT_NAME
-from core.s3 import client_config
 from core.spec import S3Location
 from infra.local.sample_data import make_shapes, upload_folder
-from infra.local.stack import LOCAL_S3_KEY, LocalStack, StackConfig
+from infra.local.stack import LocalStack, StackConfig
 
 pytestmark = pytest.mark.e2e
 
@@ -30,14 +28,7 @@ JOB = {"epochs": 1, "freeze_epochs": 1, "batch_size": 8, "image_size": 32, "num_
 
 
 def _s3(stack: LocalStack) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=stack.config.s3_url,
-        aws_access_key_id=LOCAL_S3_KEY,
-        aws_secret_access_key=LOCAL_S3_KEY,
-        region_name="us-east-1",
-        config=client_config(compatible_server=True),
-    )
+    return stack.s3_client()
 
 
 def _wait(api: httpx.Client, job_id: str, timeout: float = 420) -> dict[str, Any]:

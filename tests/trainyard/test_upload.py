@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from infra.local.sample_data import make_shapes
-from infra.local.stack import LOCAL_S3_KEY, LocalStack
+from infra.local.stack import LocalStack
 from trainyard import Client, InvalidRequest
 from trainyard.upload import list_files, upload_folder, upload_prefix
 
@@ -37,15 +37,7 @@ def client(stack: LocalStack, client_env: Path) -> Client:
 @pytest.fixture
 def s3(stack: LocalStack) -> Any:
     """The test's own view of the bucket (the client's environment holds no AWS credentials)."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=stack.config.s3_url,
-        aws_access_key_id=LOCAL_S3_KEY,
-        aws_secret_access_key=LOCAL_S3_KEY,
-        region_name="us-east-1",
-    )
+    return stack.s3_client()
 
 
 def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
