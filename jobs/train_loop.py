@@ -66,8 +66,10 @@ def shard_indices(n: int, rank: int, world: int, seed: int) -> list[int]:
     return order[rank::world][:per_rank]
 
 
-def _sum_across_ranks(*values: float) -> list[float]:
-    tensor = torch.tensor(values, dtype=torch.float64)
+def _sum_across_ranks(*values: float, device: torch.device) -> list[float]:
+    # On the device the process group's backend speaks: NCCL refuses CPU tensors ("No backend type associated
+    # with device type cpu"), which gloo on CPU never shows; found by the first run on a GPU machine.
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor)
     return tensor.tolist()
@@ -94,7 +96,7 @@ def evaluate_shard(
         loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         count += len(labels)
-    loss_sum, correct, count = _sum_across_ranks(loss_sum, correct, count)
+    loss_sum, correct, count = _sum_across_ranks(loss_sum, correct, count, device=device)
     return {"valid_loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "valid_count": count}
 
 
@@ -187,7 +189,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             scheduler.step()
             loss_sum += loss.item() * len(labels)
             seen += len(labels)
-        train_loss_sum, train_count = _sum_across_ranks(loss_sum, seen)
+        train_loss_sum, train_count = _sum_across_ranks(loss_sum, seen, device=device)
         metrics: dict[str, Any] = evaluate_shard(module, valid_data, valid_shard, cfg, device)
         metrics |= {
             "epoch": cfg.epoch_offset + epoch,
