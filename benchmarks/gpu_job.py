@@ -113,8 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                     "p99": round(sorted(latencies)[int(0.99 * (len(latencies) - 1))], 1),
                 }
     finally:
-        for log in sorted((home / "logs").glob("*")):
-            result.setdefault("logs", {})[log.name] = log.read_text(errors="replace")[-4000:]
+        logs = sorted((home / "logs").glob("*"))
+        if result.get("status") != "succeeded":  # the driver's and Serve's own logs say why
+            session = Path(stack.config.ray_temp_dir) / "session_latest" / "logs"
+            logs += sorted(session.glob("job-driver-*.log")) + sorted(session.glob("serve/*.log"))
+            logs += sorted(session.glob("worker-*.err"))[-6:]
+        for log in logs:
+            result.setdefault("logs", {})[log.name] = log.read_text(errors="replace")[-6000:]
         args.out.write_text(json.dumps(result, indent=2, default=str))
         stack.down()
     print(f"\nstack up {result['stack_up_s']} s; POST → {result.get('status')} {result.get('post_to_end_s')} s")
