@@ -185,31 +185,12 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str) -> JobStore:
+        """Open the store at `url`. Its schema is `python -m core.migrate`'s job (core/migrate.py), not ours."""
         if url.startswith("sqlite:///"):
             from pathlib import Path
 
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        store = cls(make_engine(url))
-        store.create_schema()
-        return store
-
-    def create_schema(self) -> None:
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        """Additive upgrades: a store made by an older release gains the (nullable) columns added since.
-
-        Anything beyond adding columns would need real migrations; until then, only ever add nullable ones.
-        """
-        inspector = sa.inspect(self.engine)
-        with self._tx() as conn:
-            for table in metadata.sorted_tables:
-                present = {c["name"] for c in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name not in present:
-                        kind = column.type.compile(dialect=self.engine.dialect)
-                        conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+        return cls(make_engine(url))
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

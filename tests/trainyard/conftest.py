@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.migrate import migrate
 from core.store import JobStore
 from service.main import create_app
 from tests.service.service_testkit import FakeLauncher, listening_socket, make_settings, serve
@@ -46,6 +47,7 @@ def live_api(tmp_path: Path, client_env: Path) -> Iterator[LiveApi]:
         sock = listening_socket()
         public_url = "http://{}:{}".format(*sock.getsockname())
         settings = make_settings(tmp_path / "api", closed.getsockname()[1], public_url=public_url)
+        migrate(settings.resolved_database_url)
         with serve(create_app(settings, FakeLauncher()), sock) as url:
             store = JobStore.from_url(settings.resolved_database_url)
             try:
