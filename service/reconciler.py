@@ -12,6 +12,7 @@ import logging
 from core.spec import JobStatus
 from core.store import JobRecord, JobStore
 from service.launcher import Launcher, LauncherUnavailable, RayJobState
+from service.submission import submit_if_claimed
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,12 @@ class Reconciler:
         match state:
             case RayJobState.missing if job.status is JobStatus.queued:
                 try:
-                    self.launcher.submit(job.id)
+                    submitted = submit_if_claimed(self.store, self.launcher, job.id)
                 except LauncherUnavailable:
                     self._mark_ray_down()
                     return False
-                logger.info("reconcile: submitted queued job %s that Ray did not know", job.id)
+                if submitted:  # else another API process (or this one's POST) holds the claim
+                    logger.info("reconcile: submitted queued job %s that Ray did not know", job.id)
             case RayJobState.missing:
                 self._fail(
                     job,

@@ -19,6 +19,7 @@ from service.launcher import Launcher, LauncherUnavailable
 from service.report import render_report
 from service.schemas import EventList, EventPublic, JobList, JobPublic
 from service.sse import job_event_stream
+from service.submission import submit_if_claimed
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,10 @@ def _get_job(store: JobStore, job_id: str) -> JobRecord:
     return job
 
 
-def _submit(launcher: Launcher, job_id: str) -> None:
+def _submit(store: JobStore, launcher: Launcher, job_id: str) -> None:
     # The job is already safe in the store; whatever happens here, the reconciler submits it later.
     try:
-        launcher.submit(job_id)
+        submit_if_claimed(store, launcher, job_id)
     except LauncherUnavailable as e:
         logger.warning("job %s stays queued until Ray answers: %s", job_id, e)
     except Exception:
@@ -82,7 +83,7 @@ def create_job(
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if created:
         metrics.jobs_submitted.inc()
-        _submit(launcher, job.id)
+        _submit(store, launcher, job.id)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     return _public(job, store, settings)

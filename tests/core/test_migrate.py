@@ -105,7 +105,7 @@ def test_the_first_release_store_upgrades_to_head_keeping_its_job(empty_url: str
     store = JobStore.from_url(empty_url)
     try:
         job = store.get_job(JOB_ID)
-        assert job is not None and job.name == "first" and job.model_id == "mdl-first"
+        assert job is not None and job.name == "first" and job.model_id == "mdl-first" and job.attempt == 1
         assert job.best == {"epoch": 1, "val_accuracy": 0.9}
         assert [e.kind for e in store.events(JOB_ID)] == ["succeeded"]
         assert store.epochs(JOB_ID) == [{"epoch": 1, "val_accuracy": 0.9}]
@@ -126,25 +126,24 @@ def test_the_first_release_store_upgrades_to_head_keeping_its_job(empty_url: str
     assert revision_of(empty_url) == head_revision()
 
 
-def test_a_pre_alembic_store_of_the_last_release_is_stamped_not_recreated(tmp_path: Path) -> None:
-    """A store the replaced start-up upgrade made (every column there) is stamped at the matching revision."""
+def test_a_store_the_replaced_start_up_upgrade_made_is_stamped_not_altered_twice(tmp_path: Path) -> None:
+    """The columns the old start-up upgrade added (artifacts, waiting, cost) mark it as revision 0003."""
     url = f"sqlite:///{tmp_path / 'store.db'}"
+    create_first_release_store(url)
     engine = make_engine(url)
-    metadata.create_all(engine)  # what JobStore.create_schema did before Alembic
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO jobs (id, status, progress, params, created_at, updated_at, cost) "
-            "VALUES ('job-1', 'queued', 0, '{\"dataset_uri\": \"s3://bucket/data\"}', '2026-11-26', '2026-11-26', '{}')"
-        )
+    with engine.begin() as conn:  # what JobStore._add_missing_columns did on the last release before Alembic
+        for column in ("artifacts", "waiting", "cost"):
+            conn.exec_driver_sql(f'ALTER TABLE jobs ADD COLUMN "{column}" JSON')
+        conn.exec_driver_sql("""UPDATE jobs SET cost = '{"usd": 0.5}'""")
     engine.dispose()
 
-    migrate(url)
+    migrate(url)  # re-adding any of those columns would fail with "duplicate column"
 
     assert revision_of(url) == head_revision()
     store = JobStore.from_url(url)
     try:
-        job = store.get_job("job-1")
-        assert job is not None and job.cost == {}
+        job = store.get_job(JOB_ID)
+        assert job is not None and job.cost == {"usd": 0.5} and job.attempt == 1
     finally:
         store.engine.dispose()
 
