@@ -449,6 +449,11 @@ class JobStore:
         with self._tx() as conn:
             conn.execute(epochs_table.insert().values(job_id=job_id, metrics=metrics))
 
+    def delete_epochs(self, job_id: str) -> None:
+        """Forget the job's recorded epochs (a retried job that trains again from the start)."""
+        with self._tx() as conn:
+            conn.execute(epochs_table.delete().where(epochs_table.c.job_id == job_id))
+
     def epochs(self, job_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -6,7 +6,7 @@ import os
 import socket
 
 from core.store import JobStore
-from service.launcher import Launcher
+from service.launcher import Launcher, ray_submission_id
 
 # How long a claim stays with an API process that died between claiming and submitting. Longer than one
 # submission takes (the launcher's request timeout is 10 s); after it, another process resubmits the job.
@@ -15,7 +15,7 @@ CLAIM_LEASE_S = 60.0
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def submit_if_claimed(store: JobStore, launcher: Launcher, job_id: str) -> bool:
+def submit_if_claimed(store: JobStore, launcher: Launcher, job_id: str, attempt: int = 1) -> bool:
     """Claim the queued job in the store, and only if this process won the claim, submit it.
 
     Returns whether this call submitted. A submission that raises (Ray down) gives the claim back first, so
@@ -24,7 +24,7 @@ def submit_if_claimed(store: JobStore, launcher: Launcher, job_id: str) -> bool:
     if not store.claim_submission(job_id, OWNER, CLAIM_LEASE_S):
         return False
     try:
-        launcher.submit(job_id)
+        launcher.submit(ray_submission_id(job_id, attempt))
     except BaseException:
         store.release_claim(job_id, OWNER)
         raise

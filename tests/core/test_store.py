@@ -111,3 +111,30 @@ def test_results_epochs_and_models_round_trip(store: JobStore) -> None:
     model = store.get_model("mdl-1")
     assert model is not None and model.classes == ["a", "b"] and store.get_model("nope") is None
     assert [m.id for m in store.list_models()] == ["mdl-1"]
+
+
+def test_one_claim_wins_until_released_or_its_lease_runs_out(store: JobStore) -> None:
+    job, _ = store.create_job(params())
+    assert store.claim_submission(job.id, "api-a", lease_s=60)
+    assert not store.claim_submission(job.id, "api-b", lease_s=60)  # held by api-a
+    store.release_claim(job.id, "api-b")  # only the holder can give it back
+    assert not store.claim_submission(job.id, "api-b", lease_s=60)
+    store.release_claim(job.id, "api-a")
+    assert store.claim_submission(job.id, "api-b", lease_s=60)
+    assert store.claim_submission(job.id, "api-a", lease_s=0)  # api-b's lease has run out
+    assert store.set_phase(job.id, Phase.fetching, 0.1)
+    assert not store.claim_submission(job.id, "api-b", lease_s=0)  # no longer queued: nothing to submit
+
+
+def test_retry_queues_a_failed_job_as_its_next_attempt_keeping_its_history(store: JobStore) -> None:
+    job, _ = store.create_job(params())
+    assert store.retry(job.id) is None  # queued: not retryable
+    store.set_phase(job.id, Phase.training, 0.5)
+    store.add_epoch(job.id, {"epoch": 1})
+    store.fail(job.id, "driver_died", "the driver died")
+    retried = store.retry(job.id)
+    assert retried is not None and retried.status is JobStatus.queued and retried.attempt == 2
+    assert retried.error is None and retried.finished_at is None and retried.phase is None
+    assert store.epochs(job.id) == [{"epoch": 1}]
+    assert [e.kind for e in store.events(job.id)][-2:] == ["failed", "retry"]
+    assert store.claim_submission(job.id, "api-a", lease_s=60)  # the new attempt can be submitted

@@ -53,7 +53,7 @@ def test_running_job_unknown_to_ray_fails_as_driver_lost(store: JobStore) -> Non
 @pytest.mark.parametrize(
     ("ray_state", "code", "words"),
     [
-        (RayJobState.failed, "driver_crashed", "exited unexpectedly during lr_sweep"),
+        (RayJobState.failed, "driver_died", "driver process died during lr_sweep"),
         (RayJobState.stopped, "driver_stopped", "stopped on the Ray cluster during lr_sweep"),
         (RayJobState.succeeded, "driver_exited", "without reporting a result"),
     ],

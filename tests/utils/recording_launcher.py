@@ -41,9 +41,6 @@ class RecordingLauncher:
     def stop(self, job_id: str) -> None:
         pass
 
-    def forget(self, job_id: str) -> None:
-        pass
-
     def state(self, job_id: str) -> RayJobState:
         return RayJobState.pending if job_id in self.submitted() else RayJobState.missing
 
