@@ -38,6 +38,7 @@ def client_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 class LiveApi:
     url: str
     store: JobStore
+    launcher: FakeLauncher  # the Ray side as the API sees it
 
 
 @pytest.fixture
@@ -48,9 +49,10 @@ def live_api(tmp_path: Path, client_env: Path) -> Iterator[LiveApi]:
         public_url = "http://{}:{}".format(*sock.getsockname())
         settings = make_settings(tmp_path / "api", closed.getsockname()[1], public_url=public_url)
         migrate(settings.resolved_database_url)
-        with serve(create_app(settings, FakeLauncher()), sock) as url:
+        launcher = FakeLauncher()
+        with serve(create_app(settings, launcher), sock) as url:
             store = JobStore.from_url(settings.resolved_database_url)
             try:
-                yield LiveApi(url=url, store=store)
+                yield LiveApi(url=url, store=store, launcher=launcher)
             finally:
                 store.engine.dispose()
