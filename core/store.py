@@ -12,7 +12,7 @@ import json
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -45,6 +45,11 @@ jobs_table = sa.Table(
     sa.Column("error", sa.JSON),
     sa.Column("waiting", sa.JSON),  # what the job's Ray work waits for (nodes scaling up), while it waits
     sa.Column("cost", sa.JSON),  # CPU-/GPU-seconds held and the estimated price (jobs.cost.JobCost)
+    # Which API process claimed the queued job's submission to Ray, and when (a lease: see claim_submission).
+    sa.Column("claimed_by", sa.String(128)),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    # 1 for the first run; each POST /v1/jobs/{id}/retry adds one (same job, its events and epochs continue).
+    sa.Column("attempt", sa.Integer, nullable=False, default=1, server_default="1"),
     sa.Column("idempotency_key", sa.String(255), unique=True),
     sa.Column("request_hash", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
@@ -108,6 +113,7 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     waiting: dict[str, Any] | None = None
     cost: dict[str, Any] | None = None
+    attempt: int = 1
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -185,31 +191,12 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str) -> JobStore:
+        """Open the store at `url`. Its schema is `python -m core.migrate`'s job (core/migrate.py), not ours."""
         if url.startswith("sqlite:///"):
             from pathlib import Path
 
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        store = cls(make_engine(url))
-        store.create_schema()
-        return store
-
-    def create_schema(self) -> None:
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        """Additive upgrades: a store made by an older release gains the (nullable) columns added since.
-
-        Anything beyond adding columns would need real migrations; until then, only ever add nullable ones.
-        """
-        inspector = sa.inspect(self.engine)
-        with self._tx() as conn:
-            for table in metadata.sorted_tables:
-                present = {c["name"] for c in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name not in present:
-                        kind = column.type.compile(dialect=self.engine.dialect)
-                        conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+        return cls(make_engine(url))
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -388,6 +375,67 @@ class JobStore:
                 self._event(conn, job_id, "failed", message, error)
         return ok
 
+    def claim_submission(self, job_id: str, owner: str, lease_s: float) -> bool:
+        """Take the right to submit a queued job to Ray; True for exactly one caller among racing API processes.
+
+        One conditional UPDATE: the database serialises racing claims, and only the caller whose UPDATE matched
+        the row submits. The claim is a lease: if its holder dies between claim and submit, another API process
+        may claim the job once `lease_s` has passed.
+        """
+        now = _now()
+        with self._tx() as conn:
+            result = conn.execute(
+                jobs_table.update()
+                .where(
+                    jobs_table.c.id == job_id,
+                    jobs_table.c.status == JobStatus.queued.value,
+                    sa.or_(
+                        jobs_table.c.claimed_at.is_(None),
+                        jobs_table.c.claimed_at < now - timedelta(seconds=lease_s),
+                    ),
+                )
+                .values(claimed_by=owner, claimed_at=now)
+            )
+        return result.rowcount == 1
+
+    def release_claim(self, job_id: str, owner: str) -> None:
+        """Give a claim back (the submission failed), so the next reconcile pass need not wait out the lease."""
+        with self._tx() as conn:
+            conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id, jobs_table.c.claimed_by == owner)
+                .values(claimed_by=None, claimed_at=None)
+            )
+
+    def retry(self, job_id: str) -> JobRecord | None:
+        """Queue a failed or cancelled job again as its next attempt; None if it is not failed or cancelled.
+
+        Its events, epochs and results stay: the new attempt resumes from the last checkpoint and continues them.
+        """
+        retryable = [JobStatus.failed.value, JobStatus.cancelled.value]
+        with self._tx() as conn:
+            result = conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id, jobs_table.c.status.in_(retryable))
+                .values(
+                    status=JobStatus.queued.value,
+                    phase=None,
+                    error=None,
+                    waiting=None,
+                    finished_at=None,
+                    claimed_by=None,
+                    claimed_at=None,
+                    attempt=jobs_table.c.attempt + 1,
+                    updated_at=_now(),
+                )
+                .returning(jobs_table.c.attempt)
+            )
+            row = result.first()
+            if row is None:
+                return None
+            self._event(conn, job_id, "retry", f"attempt {row.attempt} queued", {"attempt": row.attempt})
+        return self.get_job(job_id)
+
     def cancel(self, job_id: str) -> bool:
         with self._tx() as conn:
             ok = self._transition(conn, job_id, {"status": JobStatus.cancelled.value, "finished_at": _now()})
@@ -400,6 +448,11 @@ class JobStore:
     def add_epoch(self, job_id: str, metrics: dict[str, Any]) -> None:
         with self._tx() as conn:
             conn.execute(epochs_table.insert().values(job_id=job_id, metrics=metrics))
+
+    def delete_epochs(self, job_id: str) -> None:
+        """Forget the job's recorded epochs (a retried job that trains again from the start)."""
+        with self._tx() as conn:
+            conn.execute(epochs_table.delete().where(epochs_table.c.job_id == job_id))
 
     def epochs(self, job_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -465,8 +518,8 @@ class JobStore:
         data = dict(row)
         for key in ("created_at", "started_at", "finished_at", "updated_at"):
             data[key] = _utc(data[key])
-        data.pop("idempotency_key", None)
-        data.pop("request_hash", None)
+        for private in ("idempotency_key", "request_hash", "claimed_by", "claimed_at"):
+            data.pop(private, None)
         return JobRecord.model_validate(data)
 
     @staticmethod

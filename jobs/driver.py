@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import ray
+from botocore.exceptions import ClientError
+from pydantic import BaseModel
 
 from core.artifact import ARTIFACT_NAME
 from core.cost import Work, WorkUsage, job_cost
@@ -40,6 +42,17 @@ from jobs.weights import resolve_weights
 
 log = logging.getLogger("trainyard.driver")
 T = TypeVar("T")
+# Ray Train's record of a run's checkpoints, under the job's folder (fine_tune's RunConfig: checkpoints/train).
+TRAIN_SNAPSHOT = "checkpoints/train/checkpoint_manager_snapshot.json"
+
+
+class ResumePoint(BaseModel):
+    """Where a retried job's training continues: the last epoch checkpointed by an earlier attempt."""
+
+    attempt: int
+    epoch: int
+    checkpoint_uri: str | None
+    lr: float
 
 
 class Driver:
@@ -52,6 +65,8 @@ class Driver:
         if job is None:
             raise SystemExit(f"no job {job_id} in the store")
         self.params: JobParams = job.params
+        self.attempt = job.attempt
+        self.recorded_lr = (job.lr_sweep or {}).get("chosen_lr")
         self.phase: Phase | None = None
         self.artifacts: dict[str, str] = {}
         self.usage: list[WorkUsage] = []
@@ -143,27 +158,33 @@ class Driver:
             # Fail here, not minutes later on a worker, when the backbone's weights cannot be found.
             resolve_weights(p.arch, p.weights_uri, self.s3, self.settings.resolved_cache_dir)
 
+        resume = self._resume_point()
+        if resume is None and self.attempt > 1:
+            # No checkpoint to resume from: this attempt trains from the start, so its epochs replace any that
+            # an earlier attempt recorded before it died (the head-only epochs are recorded before the first
+            # checkpoint), and none is listed twice.
+            self.store.delete_epochs(self.job_id)
+            self.store.add_event(
+                self.job_id, "restarted", f"attempt {self.attempt} trains from the start: no checkpoint was saved"
+            )
         with self.stage(Phase.lr_sweep):
             features: Features | None = None
-            if p.lr is None or p.freeze_epochs > 0:  # only the sweep and the head-only epochs need features
-                features = self._remote("features", _features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
-            if p.lr is None:
-                assert features is not None
-                sweep = lr_range_test(
-                    features.train_x, features.train_y, len(dataset.summary.classes), p.batch_size, seed=p.seed
-                )
-                lr = sweep.suggested_lr
-                sweep_record = sweep.model_dump() | {"features_images_per_second": features.images_per_second}
+            if resume is not None:  # the previous attempt chose it, and its checkpoints were trained with it
+                lr = resume.lr
             else:
-                lr = p.lr
-                sweep_record = {"suggested_lr": None, "chosen_lr": lr, "method": "user"}
-            self.store.set_result(self.job_id, "lr_sweep", sweep_record | {"chosen_lr": lr})
-            if p.lr is None:
-                png = lr_sweep_png(sweep.lrs, sweep.losses, sweep.suggestions, lr)
-                self._artifact("lr_sweep.png", png, "image/png")
+                features, lr = self._lr_sweep(dataset)
 
         with self.stage(Phase.training):
-            best = fine_tune(self.job_id, p, dataset, features, lr, self.store, self.settings)
+            if resume is not None:
+                self.store.add_event(
+                    self.job_id,
+                    "resumed",
+                    f"attempt {self.attempt} resumes training after epoch {resume.epoch} from its last checkpoint",
+                    resume.model_dump(),
+                )
+            best = fine_tune(
+                self.job_id, p, dataset, features, lr, self.store, self.settings, resume=resume is not None
+            )
             finished_at = time.time()
             self.store.set_result(self.job_id, "best", best.model_dump())
             self._record_training(best, finished_at)
@@ -210,6 +231,53 @@ class Driver:
                     )
                 )
         self.store.succeed(self.job_id, model_id)
+
+    def _lr_sweep(self, dataset: ValidatedDataset) -> tuple[Features | None, float]:
+        """The features for the head-only epochs (when any) and the learning rate: the user's, or the sweep's."""
+        p = self.params
+        features: Features | None = None
+        if p.lr is None or p.freeze_epochs > 0:  # only the sweep and the head-only epochs need features
+            features = self._remote("features", _features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
+        if p.lr is None:
+            assert features is not None
+            sweep = lr_range_test(
+                features.train_x, features.train_y, len(dataset.summary.classes), p.batch_size, seed=p.seed
+            )
+            lr = sweep.suggested_lr
+            sweep_record = sweep.model_dump() | {"features_images_per_second": features.images_per_second}
+        else:
+            lr = p.lr
+            sweep_record = {"suggested_lr": None, "chosen_lr": lr, "method": "user"}
+        self.store.set_result(self.job_id, "lr_sweep", sweep_record | {"chosen_lr": lr})
+        if p.lr is None:
+            png = lr_sweep_png(sweep.lrs, sweep.losses, sweep.suggestions, lr)
+            self._artifact("lr_sweep.png", png, "image/png")
+        return features, lr
+
+    def _resume_point(self) -> ResumePoint | None:
+        """On a retry, where training resumes: Ray Train restores the job's checkpoint folder by itself (same run
+        name and storage path), so the previous attempts' epochs are not run or recorded again.
+
+        None on a first attempt, or when no attempt got as far as a checkpoint: then the job runs from the start.
+        """
+        if self.attempt == 1 or self.recorded_lr is None:
+            return None
+        location = artifact_location(self.settings, self.job_id)
+        try:
+            self.s3.head_object(Bucket=location.bucket, Key=f"{location.prefix}{TRAIN_SNAPSHOT}")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        checkpointed = [e for e in self.store.epochs(self.job_id) if e.get("checkpoint_uri")]
+        head_only = [e.data for e in self.store.events(self.job_id) if e.kind == "checkpoint" and e.data]
+        last = checkpointed[-1] if checkpointed else head_only[-1] if head_only else {}
+        return ResumePoint(
+            attempt=self.attempt,
+            epoch=int(last.get("epoch", 0)),
+            checkpoint_uri=last.get("checkpoint_uri") or last.get("uri"),
+            lr=float(self.recorded_lr),
+        )
 
     def _record_training(self, best: BestCheckpoint, finished_at: float) -> None:
         """The DDP record (each rank's samples and node) and what the ranks held, from the first epoch's report."""

@@ -1,7 +1,9 @@
 """How the API starts, stops and watches training jobs on Ray: one Ray Job per training job.
 
-The Ray submission id *is* the Trainyard job id, so a submission can be repeated safely (Ray refuses a second
-job with the same id) and the reconciler can ask Ray about any job in the store without a mapping table.
+The Ray submission id *is* the Trainyard job id (plus `-attemptN` for a retried job's later attempts: see
+`ray_submission_id`), so a submission can be repeated safely (Ray refuses a second job with the same id) and
+the reconciler can ask Ray about any job in the store without a mapping table. The launcher's methods take
+that submission id.
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ def driver_entrypoint(job_id: str) -> str:
     return f"python -m jobs.driver {job_id}"
 
 
+# A retried job runs again under a new Ray submission id: Ray keeps each submission's record and log, and
+# does not support reusing an id. The first attempt's id is the job id itself.
+_ATTEMPT_SUFFIX = "-attempt"
+
+
+def ray_submission_id(job_id: str, attempt: int) -> str:
+    """The id of the job's Ray submission for `attempt` (1 for the first run): what the launcher is given."""
+    return job_id if attempt == 1 else f"{job_id}{_ATTEMPT_SUFFIX}{attempt}"
+
+
+def job_id_of(submission_id: str) -> str:
+    """The Trainyard job id a Ray submission id belongs to."""
+    return submission_id.split(_ATTEMPT_SUFFIX, 1)[0]
+
+
 _RAY_STATES = {
     "PENDING": RayJobState.pending,
     "RUNNING": RayJobState.running,
@@ -102,11 +119,11 @@ class RayLauncher:
         client = self._get_client()
         try:
             client.submit_job(
-                entrypoint=driver_entrypoint(job_id),
+                entrypoint=driver_entrypoint(job_id_of(job_id)),
                 submission_id=job_id,
                 # The driver only orchestrates; its Ray Train workers reserve the CPUs/GPUs.
                 entrypoint_num_cpus=0,
-                metadata={"trainyard_job_id": job_id},
+                metadata={"trainyard_job_id": job_id_of(job_id)},
             )
         except OSError as e:
             raise LauncherUnavailable(f"submitting {job_id} to Ray failed: {e}") from e

@@ -1,6 +1,7 @@
 """Assembles the API: ``uvicorn --factory service.main:create_app``.
 
-The lifespan opens the job store, the launcher and one HTTP client for the model server, and runs the
+The lifespan opens the job store (refusing to start unless `python -m core.migrate` brought it to this
+release's schema), the launcher and one HTTP client for the model server, and runs the
 reconciler in the background: once at start-up, then every `reconcile_interval_s`. Start-up never waits for
 Ray, so the API takes jobs (they stay queued) while the cluster is still coming up.
 """
@@ -16,6 +17,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from core.migrate import require_head
 from core.settings import Settings, get_settings
 from core.store import JobStore
 from service.errors import install_error_handlers
@@ -46,7 +48,9 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await asyncio.to_thread(JobStore.from_url, settings.resolved_database_url)
+        store = JobStore.from_url(settings.resolved_database_url)
+        # Migrating is a deploy step (core.migrate, run once under a lock), never something N replicas race on.
+        await asyncio.to_thread(require_head, store.engine)
         app.state.store = store
         app.state.launcher = launcher or RayLauncher(settings.ray_address)
         app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))

@@ -11,7 +11,8 @@ import logging
 
 from core.spec import JobStatus
 from core.store import JobRecord, JobStore
-from service.launcher import Launcher, LauncherUnavailable, RayJobState
+from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
+from service.submission import submit_if_claimed
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ class Reconciler:
 
     def _reconcile(self, job: JobRecord) -> bool:
         """Returns False when Ray could not be reached."""
-        state = self.launcher.state(job.id)
+        submission = ray_submission_id(job.id, job.attempt)
+        state = self.launcher.state(submission)
         if state is RayJobState.unreachable:
             self._mark_ray_down()
             return False
@@ -49,11 +51,12 @@ class Reconciler:
         match state:
             case RayJobState.missing if job.status is JobStatus.queued:
                 try:
-                    self.launcher.submit(job.id)
+                    submitted = submit_if_claimed(self.store, self.launcher, job.id, job.attempt)
                 except LauncherUnavailable:
                     self._mark_ray_down()
                     return False
-                logger.info("reconcile: submitted queued job %s that Ray did not know", job.id)
+                if submitted:  # else another API process (or this one's POST) holds the claim
+                    logger.info("reconcile: submitted queued job %s that Ray did not know", job.id)
             case RayJobState.missing:
                 self._fail(
                     job,
@@ -62,11 +65,15 @@ class Reconciler:
                     "resubmit the job",
                 )
             case RayJobState.failed:
+                # The driver records every outcome itself, even its own errors; Ray calling it failed means the
+                # process died (SIGKILL, out of memory, its node lost) before it could.
                 self._fail(
                     job,
-                    "driver_crashed",
-                    f"the job's driver exited unexpectedly during {where}; its log is in the Ray dashboard "
-                    f"(`ray job logs {job.id}`); resubmit the job",
+                    "driver_died",
+                    f"the job's driver process died during {where} before it could record an outcome (killed, "
+                    f"out of memory, or its node was lost; `ray job logs {submission}` has its last output). Retry "
+                    f"it with `trainyard retry {job.id}` (POST /v1/jobs/{job.id}/retry): the new attempt resumes "
+                    "from the job's last checkpoint",
                 )
             case RayJobState.stopped:
                 # A cancel stops the driver too, but a cancelled job is terminal and never listed as active;

@@ -52,6 +52,7 @@ class JobPublic(BaseModel):
     cost: JobCost | None = Field(
         default=None, description="CPU- and GPU-seconds its Ray work held so far, and their estimated price"
     )
+    attempt: int = Field(default=1, ge=1, description="1 for the first run; POST /v1/jobs/{id}/retry adds one")
 
     @classmethod
     def build(cls, job: JobRecord, epochs: list[dict[str, Any]], public_url: str) -> JobPublic:
@@ -77,6 +78,7 @@ class JobPublic(BaseModel):
             error=job.error,
             waiting=JobWaiting.model_validate(job.waiting) if job.waiting else None,
             cost=JobCost.model_validate(job.cost) if job.cost else None,
+            attempt=job.attempt,
         )
 
 

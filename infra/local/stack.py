@@ -346,9 +346,19 @@ class LocalStack:
         response.raise_for_status()
         return list(response.json()["data"]["result"]["result"])
 
+    def migrate_store(self) -> None:
+        """Bring the store to this release's schema (Alembic head), as the chart's initContainer does."""
+        result = subprocess.run(
+            [sys.executable, "-m", "core.migrate"], env=self.env(), capture_output=True, text=True, timeout=120
+        )
+        self._log("migrate").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"migrating the job store failed; see {self._log('migrate')}")
+
     def start_api(self) -> None:
         if self._alive("api"):
             return
+        self.migrate_store()  # the API refuses to serve a store behind its schema
         argv = [
             sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app",
             "--host", LOOPBACK, "--port", str(self.config.api_port), "--no-access-log",

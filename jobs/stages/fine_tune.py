@@ -187,10 +187,14 @@ def fine_tune(
     lr: float,
     store: JobStore,
     settings: Settings,
+    *,
+    resume: bool = False,
 ) -> BestCheckpoint:
+    """Train; with `resume` (a retried job), Ray Train restores the run from the job's checkpoint folder and the
+    head-only epochs, already recorded and checkpointed by an earlier attempt, are not run again."""
     classes = dataset.summary.classes
     head: HeadResult | None = None
-    if params.freeze_epochs > 0:
+    if params.freeze_epochs > 0 and not resume:
         assert features is not None, "head-only epochs train on the cached features"
         head = train_head(features, len(classes), lr, params.freeze_epochs, params.batch_size, params.seed)
         for row in head.epochs:

@@ -15,10 +15,11 @@ from core.spec import JobParams, JobStatus, S3Location
 from core.store import IdempotencyConflict, JobRecord, JobStore
 from service.deps import LauncherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.errors import ApiError, artifact_not_found, job_not_found
-from service.launcher import Launcher, LauncherUnavailable
+from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
 from service.report import render_report
 from service.schemas import EventList, EventPublic, JobList, JobPublic
 from service.sse import job_event_stream
+from service.submission import submit_if_claimed
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,10 @@ def _get_job(store: JobStore, job_id: str) -> JobRecord:
     return job
 
 
-def _submit(launcher: Launcher, job_id: str) -> None:
+def _submit(store: JobStore, launcher: Launcher, job_id: str, attempt: int = 1) -> None:
     # The job is already safe in the store; whatever happens here, the reconciler submits it later.
     try:
-        launcher.submit(job_id)
+        submit_if_claimed(store, launcher, job_id, attempt)
     except LauncherUnavailable as e:
         logger.warning("job %s stays queued until Ray answers: %s", job_id, e)
     except Exception:
@@ -82,7 +83,7 @@ def create_job(
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if created:
         metrics.jobs_submitted.inc()
-        _submit(launcher, job.id)
+        _submit(store, launcher, job.id)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     return _public(job, store, settings)
@@ -120,13 +121,50 @@ def cancel_job(job_id: str, store: StoreDep, launcher: LauncherDep, settings: Se
     # Only the request that actually cancels stops the driver; a repeat or a finished job changes nothing.
     if not job.status.terminal and store.cancel(job_id):
         try:
-            launcher.stop(job_id)
+            launcher.stop(ray_submission_id(job_id, job.attempt))
         except LauncherUnavailable as e:
             logger.warning("job %s is cancelled, but its driver could not be stopped now: %s", job_id, e)
         except Exception:
             logger.exception("job %s is cancelled, but stopping its driver failed", job_id)
         job = _get_job(store, job_id)
     return _public(job, store, settings)
+
+
+# The previous attempt's driver has ended (or Ray lost it): a new one cannot collide with it in the store.
+_ENDED = {RayJobState.failed, RayJobState.stopped, RayJobState.succeeded, RayJobState.missing}
+
+
+@router.post("/{job_id}/retry", status_code=202, summary="Run a failed or cancelled job again from its last checkpoint")
+def retry_job(job_id: str, store: StoreDep, launcher: LauncherDep, settings: SettingsDep) -> JobPublic:
+    job = _get_job(store, job_id)
+    if job.status not in (JobStatus.failed, JobStatus.cancelled):
+        raise ApiError(
+            409,
+            "job_not_retryable",
+            f"job {job_id!r} is {job.status.value}; only a failed or cancelled job can be retried "
+            "(cancel it first to restart a queued or running one)",
+            "job_id",
+        )
+    previous = launcher.state(ray_submission_id(job_id, job.attempt))
+    if previous is RayJobState.unreachable:
+        raise ApiError(
+            503,
+            "ray_unavailable",
+            "the Ray cluster is not answering, so the job's previous driver cannot be confirmed stopped; retry shortly",
+            headers={"Retry-After": "10"},
+        )
+    if previous not in _ENDED:
+        raise ApiError(
+            409,
+            "previous_attempt_running",
+            f"attempt {job.attempt} of job {job_id!r} is still stopping on the Ray cluster; retry in a few seconds",
+            "job_id",
+        )
+    retried = store.retry(job_id)
+    if retried is None:  # another request retried (or changed) it first
+        raise ApiError(409, "job_not_retryable", f"job {job_id!r} was retried by another request", "job_id")
+    _submit(store, launcher, retried.id, retried.attempt)
+    return _public(retried, store, settings)
 
 
 @router.get(

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from core.migrate import migrate
 from core.spec import JobParams, JobStatus, Phase
 from core.store import IdempotencyConflict, JobStore, ModelRecord
 from tests.utils.postgres import postgres_bin, temporary_postgres
@@ -25,14 +27,15 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
     if request.param == "sqlite":
-        return JobStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
-    url = request.getfixturevalue("postgres_url")
-    store = JobStore.from_url(url)
-    from core.store import metadata
-
-    metadata.drop_all(store.engine)  # each test starts from empty tables
-    store.create_schema()
-    return store
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:  # each test starts from an empty database
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        engine.dispose()
+    migrate(url)
+    return JobStore.from_url(url)
 
 
 def params(**overrides: object) -> JobParams:
@@ -110,12 +113,28 @@ def test_results_epochs_and_models_round_trip(store: JobStore) -> None:
     assert [m.id for m in store.list_models()] == ["mdl-1"]
 
 
-def test_a_store_from_an_older_release_gains_new_columns(store: JobStore) -> None:
+def test_one_claim_wins_until_released_or_its_lease_runs_out(store: JobStore) -> None:
     job, _ = store.create_job(params())
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN artifacts")  # as the first release made it
-    upgraded = JobStore(store.engine)
-    upgraded.create_schema()
-    upgraded.set_result(job.id, "artifacts", {"lr_sweep.png": "s3://b/k"})
-    loaded = upgraded.get_job(job.id)
-    assert loaded is not None and loaded.artifacts == {"lr_sweep.png": "s3://b/k"}
+    assert store.claim_submission(job.id, "api-a", lease_s=60)
+    assert not store.claim_submission(job.id, "api-b", lease_s=60)  # held by api-a
+    store.release_claim(job.id, "api-b")  # only the holder can give it back
+    assert not store.claim_submission(job.id, "api-b", lease_s=60)
+    store.release_claim(job.id, "api-a")
+    assert store.claim_submission(job.id, "api-b", lease_s=60)
+    assert store.claim_submission(job.id, "api-a", lease_s=0)  # api-b's lease has run out
+    assert store.set_phase(job.id, Phase.fetching, 0.1)
+    assert not store.claim_submission(job.id, "api-b", lease_s=0)  # no longer queued: nothing to submit
+
+
+def test_retry_queues_a_failed_job_as_its_next_attempt_keeping_its_history(store: JobStore) -> None:
+    job, _ = store.create_job(params())
+    assert store.retry(job.id) is None  # queued: not retryable
+    store.set_phase(job.id, Phase.training, 0.5)
+    store.add_epoch(job.id, {"epoch": 1})
+    store.fail(job.id, "driver_died", "the driver died")
+    retried = store.retry(job.id)
+    assert retried is not None and retried.status is JobStatus.queued and retried.attempt == 2
+    assert retried.error is None and retried.finished_at is None and retried.phase is None
+    assert store.epochs(job.id) == [{"epoch": 1}]
+    assert [e.kind for e in store.events(job.id)][-2:] == ["failed", "retry"]
+    assert store.claim_submission(job.id, "api-a", lease_s=60)  # the new attempt can be submitted

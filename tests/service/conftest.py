@@ -19,6 +19,7 @@ import pytest
 from fastapi import FastAPI
 from service_testkit import Api, ApiFactory, listening_socket, make_settings, serve
 
+from core.migrate import migrate
 from core.store import JobStore
 from service.main import create_app
 
@@ -42,6 +43,7 @@ def make_api(tmp_path: Path, closed_port: int) -> Iterator[ApiFactory]:
             sock = listening_socket()
             public_url = "http://{}:{}".format(*sock.getsockname())
             settings = make_settings(tmp_path / f"api{next(count)}", closed_port, public_url=public_url, **overrides)
+            migrate(settings.resolved_database_url)  # what the stack and the chart do before the API starts
             app = create_app(settings, launcher)
             if app_hook is not None:
                 app_hook(app)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from service_testkit import ApiFactory, FakeLauncher
 
+from core.migrate import migrate
 from core.spec import JobParams, JobStatus, Phase
 from core.store import JobStore
 from service.launcher import RayJobState
@@ -17,7 +18,9 @@ from service.reconciler import Reconciler, reconcile_once
 
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
-    return JobStore.from_url(f"sqlite:///{tmp_path / 'jobs.db'}")
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    migrate(url)
+    return JobStore.from_url(url)
 
 
 def new_job(store: JobStore, phase: Phase | None = None) -> str:
@@ -50,7 +53,7 @@ def test_running_job_unknown_to_ray_fails_as_driver_lost(store: JobStore) -> Non
 @pytest.mark.parametrize(
     ("ray_state", "code", "words"),
     [
-        (RayJobState.failed, "driver_crashed", "exited unexpectedly during lr_sweep"),
+        (RayJobState.failed, "driver_died", "driver process died during lr_sweep"),
         (RayJobState.stopped, "driver_stopped", "stopped on the Ray cluster during lr_sweep"),
         (RayJobState.succeeded, "driver_exited", "without reporting a result"),
     ],

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.migrate import migrate
 from core.store import JobStore
 from service.main import create_app
 from tests.service.service_testkit import FakeLauncher, listening_socket, make_settings, serve
@@ -37,6 +38,7 @@ def client_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 class LiveApi:
     url: str
     store: JobStore
+    launcher: FakeLauncher  # the Ray side as the API sees it
 
 
 @pytest.fixture
@@ -46,9 +48,11 @@ def live_api(tmp_path: Path, client_env: Path) -> Iterator[LiveApi]:
         sock = listening_socket()
         public_url = "http://{}:{}".format(*sock.getsockname())
         settings = make_settings(tmp_path / "api", closed.getsockname()[1], public_url=public_url)
-        with serve(create_app(settings, FakeLauncher()), sock) as url:
+        migrate(settings.resolved_database_url)
+        launcher = FakeLauncher()
+        with serve(create_app(settings, launcher), sock) as url:
             store = JobStore.from_url(settings.resolved_database_url)
             try:
-                yield LiveApi(url=url, store=store)
+                yield LiveApi(url=url, store=store, launcher=launcher)
             finally:
                 store.engine.dispose()

@@ -77,11 +77,11 @@ def test_an_api_refusal_exits_3_with_its_message_and_field(live_api: LiveApi) ->
     _no_traceback(missing)
 
 
-def test_retry_on_an_api_without_it_exits_3_and_says_what_to_do(live_api: LiveApi) -> None:
+def test_retry_of_a_job_that_has_not_failed_exits_3_and_says_why(live_api: LiveApi) -> None:
     job = json.loads(_trainyard(live_api, "submit", "s3://bucket/pets", "--json").stdout)
     result = _trainyard(live_api, "retry", job["id"])
     assert result.exit_code == ExitCode.REFUSED
-    assert "does not offer POST /v1/jobs/{id}/retry" in result.stderr
+    assert "only a failed or cancelled job can be retried" in result.stderr
     _no_traceback(result)
 
 

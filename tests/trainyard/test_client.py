@@ -9,7 +9,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from trainyard import Client, InvalidRequest, JobFailed, NotFound, NotSupported, Unauthorized, Unavailable
+from service.launcher import RayJobState
+from trainyard import Client, InvalidRequest, JobFailed, NotFound, Unauthorized, Unavailable
 from trainyard.client import _image_body
 from trainyard.errors import from_response
 
@@ -53,11 +54,15 @@ def test_unknown_job_is_not_found_with_the_apis_message(client: Client) -> None:
     assert "GET /v1/jobs" in caught.value.message
 
 
-def test_retry_on_an_api_without_the_route_says_so(client: Client) -> None:
+def test_retry_runs_a_failed_job_again_as_its_next_attempt(client: Client, live_api: LiveApi) -> None:
     job = client.submit("s3://bucket/pets")
-    with pytest.raises(NotSupported) as caught:
+    with pytest.raises(InvalidRequest) as caught:  # still queued: nothing to retry
         client.retry_job(job.id)
-    assert caught.value.code == "retry_not_supported" and "trainyard submit" in caught.value.message
+    assert (caught.value.status, caught.value.code) == (409, "job_not_retryable")
+    live_api.store.fail(job.id, "driver_died", "the driver died")
+    live_api.launcher.states[job.id] = RayJobState.failed
+    retried = client.retry_job(job.id)
+    assert (retried.id, retried.status) == (job.id, "queued")
 
 
 def test_wait_raises_job_failed_with_phase_and_message(client: Client, live_api: LiveApi) -> None:
