@@ -231,7 +231,7 @@ def api_headers(api_url: str) -> dict[str, str]:
 def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
 
-    from core.backbones import build_classifier
+    from core.backbones import build_classifier, local_pretrained_weights
     from core.settings import Settings
     from core.spec import JobParams
     from core.store import JobStore, ModelRecord
@@ -248,9 +248,9 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         env = stack.env()
         s3 = stack.s3_client()
         settings = Settings(artifact_uri=env.get("TRAINYARD_ARTIFACT_URI") or Settings().artifact_uri)
-        # Untrained weights: the forward costs the same, and the benchmark needs no dataset.
+        # Pretrained body, untrained head: the forward costs what a trained model's does, and no dataset is needed.
         torch.manual_seed(0)
-        model = build_classifier(args.arch, 2, weights=None).eval()
+        model = build_classifier(args.arch, 2, weights=local_pretrained_weights(args.arch)).eval()
         store = JobStore.from_url(stack.database_url)
         job, _ = store.create_job(JobParams(dataset_uri="s3://bench/none", image_size=args.image_size))
         uri = publish_model(s3, settings, job.id, model, args.arch, ["a", "b"], args.image_size, {})
