@@ -188,6 +188,37 @@ def endpoint_rows(
     return rows
 
 
+def verdict(rows: dict[str, dict[str, Any]], soak_s: float) -> dict[str, Any]:
+    """Where a lone request's milliseconds go, and the issue's targets checked against this run's own rows."""
+    raw = {k: v for k, v in rows.items() if k.startswith("raw ")}
+    best_1 = min(v["p50_ms"] for k, v in raw.items() if k.endswith(" batch 1"))
+    best_batched = max(v["images_per_second"] for v in raw.values())
+    api_1, serve_1 = rows["API c=1"], rows["Serve direct c=1"]
+    split = serve_1["server_ms_mean"]
+    result: dict[str, Any] = {
+        "c=1 where the time goes (ms, means; hops from p50s)": {
+            "preprocess": split.get("preprocess"),
+            "queue": split.get("queue"),
+            "inference": split.get("inference"),
+            "proxy-replica hop": round(serve_1["p50_ms"] - split.get("replica", 0), 1),
+            "API + API-Serve hop": round(api_1["p50_ms"] - serve_1["p50_ms"], 1),
+        },
+        "c=1 API p50 <= raw best batch-1 + 10 ms": [api_1["p50_ms"], round(best_1 + 10, 1)],
+        "c=32 API img/s >= 0.8x raw best batched": [
+            rows["API c=32"]["images_per_second"],
+            round(0.8 * best_batched, 1),
+        ],
+        "c=32 API img/s >= 2x naive": [
+            rows["API c=32"]["images_per_second"],
+            2 * rows["naive c=32"]["images_per_second"],
+        ],
+    }
+    soak = rows.get(f"API c=128 for {soak_s:.0f}s")
+    if soak is not None:
+        result["c=128 soak through the API: errors by status"] = soak["errors"]
+    return result
+
+
 def _line(name: str, row: dict[str, Any]) -> str:
     p50 = row.get("p50_ms")
     p99 = row.get("p99_ms", "")
@@ -239,6 +270,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from jobs.stages.publish import publish_model
 
     image = args.image.read_bytes() if args.image else sample_jpeg()
+    load_at_start = os.getloadavg()  # the machine is shared: say how busy it was
     stack = LocalStack(StackConfig.with_free_ports(work / "home"))
     naive: subprocess.Popen[bytes] | None = None
     try:
@@ -303,14 +335,18 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "naive": (f"http://127.0.0.1:{port}/predict", {"content-type": "image/jpeg"}),
         }
         rows = raw | endpoint_rows(targets, image, args.requests, args.soak_s)
+        checks = verdict(rows, args.soak_s)
+        print(json.dumps(checks, indent=2), flush=True)
         return {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "arch": args.arch,
             "image_size": args.image_size,
             "image_bytes": len(image),
             "cpus": len(os.sched_getaffinity(0)),
-            "load_before": os.getloadavg(),
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": os.getloadavg(),
             "rows": rows,
+            "checks": checks,
         }
     finally:
         if naive is not None:
