@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     serve_min_replicas: int = Field(default=1, ge=0)
     # How long a replica stays idle before Serve scales it down (Serve's own default: 600 s).
     serve_downscale_delay_s: float = Field(default=600.0, ge=0)
+    # Requests one replica holds at once (being preprocessed, batched or run): two full batches, so the next
+    # batch is ready when a forward ends. Past it, requests wait at Serve's proxy.
+    serve_max_ongoing_requests: int = Field(default=64, ge=1)
+    # Requests waiting at Serve's proxy for a replica; past this a prediction answers 503 with Retry-After
+    # rather than queueing without bound (c=128 on one replica stays below 64 + 256).
+    serve_max_queued_requests: int = Field(default=256, ge=1)
+    # Images in one `predict:batch` request (each within `max_image_bytes`).
+    max_batch_images: int = Field(default=16, ge=1, le=128)
     # Largest image body accepted for prediction (bytes).
     max_image_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     # A job whose dataset has more undecodable files than this fraction fails in `validating`.

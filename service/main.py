@@ -53,7 +53,13 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         await asyncio.to_thread(require_head, store.engine)
         app.state.store = store
         app.state.launcher = launcher or RayLauncher(settings.ray_address)
-        app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        # One persistent pool to Serve's proxy, kept alive across predictions (no handshake per call). No cap on
+        # connections: Serve's max_queued_requests is the one bound (a 503 with Retry-After); a cap here would
+        # queue unseen and fail late as "unreachable". httpx's default keeps only 20 idle: too few at c=32+.
+        app.state.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=5.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
         reconciler = Reconciler(store, app.state.launcher)
         task = asyncio.create_task(_reconcile_forever(reconciler, settings.reconcile_interval_s), name="reconciler")
         logger.info("trainyard API ready (store: %s)", store.engine.url.render_as_string(hide_password=True))

@@ -16,6 +16,11 @@ logger = logging.getLogger(__name__)
 
 # Predictions take milliseconds on a warm replica and seconds on a cold one (model load, node scale-up).
 _PREDICT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Where a warm prediction's time goes is a matter of milliseconds: finer buckets at the low end.
+_STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# The replica's `timing_ms` keys, in the order a request meets them, and the API's own total.
+PREDICT_STAGES = ("preprocess", "queue", "inference", "replica", "total")
 
 
 class _JobsByStatus(Collector):
@@ -103,6 +108,27 @@ class Metrics:
             buckets=_PREDICT_BUCKETS,
             registry=self.registry,
         )
+        self.predict_stage_seconds = Histogram(
+            "trainyard_predict_stage_seconds",
+            "Where a prediction's time went, per model: preprocess (decode, resize), queue (waiting for a forward), "
+            "inference (the batch's forward), replica (all of the replica), total (the API, Serve hops included)",
+            ["model_id", "stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.predict_batch_size = Histogram(
+            "trainyard_predict_batch_size",
+            "Rows in the forward pass each prediction rode in, per model",
+            ["model_id"],
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.predict_requests = Counter(
+            "trainyard_predict_requests",
+            "Predictions for models the store lists, by model, route (predict, predict:batch) and answer status",
+            ["model_id", "route", "status"],
+            registry=self.registry,
+        )
         self.jobs_submitted = Counter(
             "trainyard_jobs_submitted",
             "Training jobs accepted (new jobs, not idempotent replays)",
@@ -116,6 +142,13 @@ class Metrics:
         labels = (method, route, str(status))
         self.requests.labels(*labels).inc()
         self.request_seconds.labels(*labels).observe(seconds)
+
+    def observe_prediction(self, model_id: str, timing_ms: dict[str, float], batch_size: int | None) -> None:
+        for stage in PREDICT_STAGES:
+            if stage in timing_ms:
+                self.predict_stage_seconds.labels(model_id, stage).observe(timing_ms[stage] / 1000)
+        if batch_size is not None:
+            self.predict_batch_size.labels(model_id).observe(batch_size)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -140,6 +140,25 @@ class Prediction(BaseModel):
 
 class PredictionList(BaseModel):
     predictions: list[Prediction]
+    # Which model and version answered, and where the time went (see docs/api.md): set by the model server.
+    model_id: str | None = None
+    model_version: str | None = None
+    batch_size: int | None = None
+    timing_ms: dict[str, float] | None = None
+
+
+class ImagePredictions(BaseModel):
+    predictions: list[Prediction]
+
+
+class BatchPredictionList(BaseModel):
+    """`predict:batch`: one result per image, in the order of the request's file parts."""
+
+    results: list[ImagePredictions]
+    model_id: str
+    model_version: str
+    batch_size: int
+    timing_ms: dict[str, float]
 
 
 class Health(BaseModel):

@@ -1,4 +1,4 @@
-"""Reading an uploaded image: the raw request body or the `file` field of a multipart form, size-capped."""
+"""Reading uploaded images, size-capped: the raw body or multipart field `file`, or a `predict:batch` form."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.errors import ApiError
+from serving.limits import MULTIPART_OVERHEAD, is_multipart, is_unsupported, unsupported_message
 
-# Multipart framing (boundaries, part headers) around the file; a form is refused only when it is clearly
-# larger than the image limit allows.
-_MULTIPART_OVERHEAD = 64 * 1024
 EMPTY_HINT = "send the image bytes as the request body or as multipart field 'file'"
 
 
@@ -21,15 +19,12 @@ def _too_large(size: int | None, limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"{got}; the limit is {limit} bytes", "body")
 
 
-def _is_multipart(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() == "multipart/form-data"
+def _check_type(content_type: str, batch: bool) -> None:
+    if is_unsupported(content_type) or (batch and not is_multipart(content_type)):
+        raise ApiError(415, "unsupported_media_type", unsupported_message(content_type, batch), "content-type")
 
 
-async def read_image(request: Request, limit: int) -> tuple[bytes, str]:
-    """Returns (image bytes, content type). Never buffers more than `limit` (plus multipart framing)."""
-    content_type = request.headers.get("content-type", "")
-    multipart = _is_multipart(content_type)
-    cap = limit + (_MULTIPART_OVERHEAD if multipart else 0)
+async def _read_capped(request: Request, cap: int, limit: int, multipart: bool) -> bytes:
     declared = request.headers.get("content-length", "")
     # Refuse before receiving anything when the client says up front that it is too big.
     if declared.isdigit() and int(declared) > cap:
@@ -39,11 +34,27 @@ async def read_image(request: Request, limit: int) -> tuple[bytes, str]:
         body += chunk
         if len(body) > cap:
             raise _too_large(None, limit)
+    return bytes(body)
+
+
+async def read_images_form(request: Request, limit: int, max_images: int) -> tuple[bytes, str]:
+    """A `predict:batch` body, unparsed: (multipart bytes, content type). The model server splits the parts."""
+    content_type = request.headers.get("content-type", "")
+    _check_type(content_type, batch=True)
+    body = await _read_capped(request, max_images * (limit + MULTIPART_OVERHEAD), limit, multipart=True)
+    return body, content_type
+
+
+async def read_image(request: Request, limit: int) -> tuple[bytes, str]:
+    """Returns (image bytes, content type). Never buffers more than `limit` (plus multipart framing)."""
+    content_type = request.headers.get("content-type", "")
+    _check_type(content_type, batch=False)
+    multipart = is_multipart(content_type)
+    body = await _read_capped(request, limit + (MULTIPART_OVERHEAD if multipart else 0), limit, multipart)
     if multipart:
-        data, part_type = await _file_field(request.headers, bytes(body))
-        content_type = part_type
+        data, content_type = await _file_field(request.headers, body)
     else:
-        data = bytes(body)
+        data = body
     if not data:
         raise ApiError(422, "empty_body", f"the image is empty; {EMPTY_HINT}", "body")
     if len(data) > limit:

@@ -25,7 +25,12 @@ def ensure_serving(settings: Settings) -> None:
     serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": url.port or 8000})
     app = serve.status().applications.get(APP_NAME)
     if app is None or app.status not in ("RUNNING", "DEPLOYING"):
-        args = AppArgs(min_replicas=settings.serve_min_replicas, downscale_delay_s=settings.serve_downscale_delay_s)
+        args = AppArgs(
+            min_replicas=settings.serve_min_replicas,
+            downscale_delay_s=settings.serve_downscale_delay_s,
+            max_ongoing_requests=settings.serve_max_ongoing_requests,
+            max_queued_requests=settings.serve_max_queued_requests,
+        )
         serve.run(build_app(args), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
 
 

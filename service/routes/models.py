@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
@@ -13,11 +14,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Query, Request, Response
 
 from core.settings import Settings
-from core.store import ModelRecord
+from core.store import JobStore, ModelRecord
 from service.deps import HttpClientDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.errors import error_response, model_not_found
-from service.schemas import ModelList, ModelPublic, PredictionList
-from service.upload import read_image
+from service.metrics import Metrics
+from service.schemas import BatchPredictionList, ModelList, ModelPublic, PredictionList
+from service.upload import read_image, read_images_form
 from serving.registry import unavailable_reason
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,24 @@ _IMAGE_BODY: dict[str, Any] = {
 }
 
 
+_BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "required": ["files"],
+                }
+            },
+        },
+    }
+}
+TopK = Annotated[int, Query(ge=1, le=100, description="how many labels to return, most probable first")]
+Tta = Annotated[bool, Query(description="test-time augmentation: average over the image and its mirror image")]
+
+
 @router.post(
     "/{model_id}/predict",
     summary="Classify one image",
@@ -97,34 +117,101 @@ async def predict(
     http: HttpClientDep,
     metrics: MetricsDep,
     s3: S3Dep,
-    top_k: Annotated[int, Query(ge=1, le=100, description="how many labels to return, most probable first")] = 5,
+    top_k: TopK = 5,
+    tta: Tta = False,
 ) -> Response:
+    model = await _known_model(store, model_id)
+    image, content_type = await read_image(request, settings.max_image_bytes)
+    call = _ServeCall(model, "predict", "/classify", {"top_k": top_k, "tta": str(tta).lower()}, image, content_type)
+    return await call.send(settings, http, metrics, s3)
+
+
+@router.post(
+    "/{model_id}/predict:batch",
+    summary="Classify several images in one request",
+    response_model=BatchPredictionList,
+    openapi_extra=_BATCH_BODY,
+)
+async def predict_batch(
+    model_id: str,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    http: HttpClientDep,
+    metrics: MetricsDep,
+    s3: S3Dep,
+    top_k: TopK = 5,
+    tta: Tta = False,
+) -> Response:
+    model = await _known_model(store, model_id)
+    form, content_type = await read_images_form(request, settings.max_image_bytes, settings.max_batch_images)
+    params = {"top_k": top_k, "tta": str(tta).lower()}
+    call = _ServeCall(model, "predict:batch", "/classify/batch", params, form, content_type)
+    return await call.send(settings, http, metrics, s3)
+
+
+async def _known_model(store: JobStore, model_id: str) -> ModelRecord:
     model: ModelRecord | None = await asyncio.to_thread(store.get_model, model_id)
     if model is None:
         raise model_not_found(model_id)
-    image, content_type = await read_image(request, settings.max_image_bytes)
-    began = time.perf_counter()
-    try:
-        answer = await http.post(
-            f"{settings.serve_url.rstrip('/')}/classify",
-            params={"top_k": top_k},
-            content=image,
-            # Ray Serve routes the request to a replica that has this model loaded (model multiplexing).
-            headers={"serve_multiplexed_model_id": model_id, "content-type": content_type},
-            timeout=PREDICT_TIMEOUT_S,
-        )
-    except httpx.TransportError as e:
-        metrics.predict_seconds.labels("unavailable").observe(time.perf_counter() - began)
-        logger.warning("predict %s: the model server is not reachable (%s)", model_id, type(e).__name__)
-        return await _gone(model, s3, settings) or _unavailable("the model server is not reachable; retry shortly")
-    outcome, response = _relay(model_id, answer)
-    if answer.status_code in (404, 503):
-        # Serve knows no such model, or has no route: first rule out that the model's objects are gone.
-        gone = await _gone(model, s3, settings)
-        if gone is not None:
-            outcome, response = "client_error", gone
-    metrics.predict_seconds.labels(outcome).observe(time.perf_counter() - began)
-    return response
+    return model
+
+
+@dataclass
+class _ServeCall:
+    """One prediction request forwarded to Serve's route over the app's persistent connection pool."""
+
+    model: ModelRecord
+    route: str
+    path: str
+    params: dict[str, Any]
+    content: bytes
+    content_type: str
+
+    async def send(self, settings: Settings, http: httpx.AsyncClient, metrics: Metrics, s3: Any) -> Response:
+        began = time.perf_counter()
+        model_id = self.model.id
+        try:
+            answer = await http.post(
+                f"{settings.serve_url.rstrip('/')}{self.path}",
+                params=self.params,
+                content=self.content,
+                # Ray Serve routes the request to a replica that has this model loaded (model multiplexing).
+                headers={"serve_multiplexed_model_id": model_id, "content-type": self.content_type},
+                timeout=PREDICT_TIMEOUT_S,
+            )
+        except httpx.TransportError as e:
+            logger.warning("predict %s: the model server is not reachable (%s)", model_id, type(e).__name__)
+            response = await _gone(self.model, s3, settings) or _unavailable(
+                "the model server is not reachable; retry shortly"
+            )
+            self._count(metrics, "unavailable", response, began)
+            return response
+        if answer.status_code == 200:
+            response = _with_total(answer.content, began, metrics, model_id)
+            self._count(metrics, "ok", response, began)
+            return response
+        outcome, response = _relay(model_id, answer)
+        if answer.status_code == 404 or (answer.status_code == 503 and outcome == "unavailable"):
+            # Serve knows no such model, or has no route: first rule out that the model's objects are gone.
+            gone = await _gone(self.model, s3, settings)
+            if gone is not None:
+                outcome, response = "client_error", gone
+        self._count(metrics, outcome, response, began)
+        return response
+
+    def _count(self, metrics: Metrics, outcome: str, response: Response, began: float) -> None:
+        metrics.predict_seconds.labels(outcome).observe(time.perf_counter() - began)
+        metrics.predict_requests.labels(self.model.id, self.route, str(response.status_code)).inc()
+
+
+def _with_total(content: bytes, began: float, metrics: Metrics, model_id: str) -> Response:
+    """The replica's answer with the API's own total added to its timing split, recorded in the metrics."""
+    body = json.loads(content)
+    timing = body.setdefault("timing_ms", {})
+    timing["total"] = round((time.perf_counter() - began) * 1000, 2)
+    metrics.observe_prediction(model_id, timing, body.get("batch_size"))
+    return Response(json.dumps(body), status_code=200, media_type="application/json")
 
 
 def _unavailable(message: str) -> Response:
@@ -140,10 +227,16 @@ def _has_error_shape(content: bytes) -> bool:
 
 
 def _relay(model_id: str, answer: httpx.Response) -> tuple[str, Response]:
-    """Pass on the classifier's own answers (200, and its 4xx such as `invalid_image`); translate the rest."""
+    """Pass on the classifier's own 4xx (such as `invalid_image`) and Serve's overload; translate the rest."""
     status = answer.status_code
-    if status == 200:
-        return "ok", Response(answer.content, status_code=200, media_type="application/json")
+    if status == 503 and "retry-after" in answer.headers:
+        # Serve's queue for the replicas is full (max_queued_requests): the client should back off and retry.
+        return "overloaded", error_response(
+            503,
+            "overloaded",
+            "the model server's queue is full; retry after the number of seconds in Retry-After",
+            headers={"Retry-After": answer.headers["retry-after"]},
+        )
     if 400 <= status < 500 and _has_error_shape(answer.content):
         return "client_error", Response(answer.content, status_code=status, media_type="application/json")
     # Anything else is the server's problem, not the client's: log it, and answer without its details.

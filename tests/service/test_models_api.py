@@ -46,8 +46,10 @@ class FakeServe:
         self.calls: list[dict[str, Any]] = []
         self.status = 200
         self.body: bytes = json.dumps({"predictions": [{"label": "dog", "probability": 0.9}]}).encode()
+        self.headers: dict[str, str] = {}
         self.app = FastAPI()
         self.app.add_api_route("/classify", self.classify, methods=["POST"])
+        self.app.add_api_route("/classify/batch", self.classify, methods=["POST"])
 
     async def classify(self, request: Request) -> Response:
         self.calls.append(
@@ -56,9 +58,11 @@ class FakeServe:
                 "top_k": request.query_params.get("top_k"),
                 "body": await request.body(),
                 "content_type": request.headers.get("content-type"),
+                "path": request.url.path,
+                "tta": request.query_params.get("tta"),
             }
         )
-        return Response(self.body, status_code=self.status, media_type="application/json")
+        return Response(self.body, status_code=self.status, media_type="application/json", headers=self.headers)
 
 
 @pytest.fixture
@@ -133,8 +137,10 @@ def test_predict_forwards_raw_bytes_with_the_model_id(served_api: Api, fake_serv
         f"/v1/models/{MODEL_ID}/predict", params={"top_k": 1}, content=IMAGE, headers={"content-type": "image/png"}
     )
     assert response.status_code == 200
-    assert response.json() == {"predictions": [{"label": "dog", "probability": 0.9}]}
-    assert fake_serve.calls == [{"model_id": MODEL_ID, "top_k": "1", "body": IMAGE, "content_type": "image/png"}]
+    assert response.json()["predictions"] == [{"label": "dog", "probability": 0.9}]
+    [call] = fake_serve.calls
+    assert (call["model_id"], call["top_k"], call["body"], call["content_type"]) == (MODEL_ID, "1", IMAGE, "image/png")
+    assert (call["path"], call["tta"]) == ("/classify", "false")
 
 
 def test_predict_accepts_a_multipart_file(served_api: Api, fake_serve: FakeServe) -> None:
@@ -207,3 +213,74 @@ def test_top_k_is_bounded(served_api: Api) -> None:
     response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict", params={"top_k": 0}, content=IMAGE)
     assert response.status_code == 422
     assert error_of(response)["field"] == "top_k"
+
+
+SERVED = {
+    "model_id": MODEL_ID,
+    "model_version": "job-1",
+    "predictions": [{"label": "dog", "probability": 0.9}],
+    "batch_size": 3,
+    "timing_ms": {"preprocess": 2.0, "queue": 1.0, "inference": 20.0, "replica": 24.0},
+}
+
+
+def test_predict_answers_carry_the_version_and_timing_and_feed_the_metrics(
+    served_api: Api, fake_serve: FakeServe
+) -> None:
+    fake_serve.body = json.dumps(SERVED).encode()
+    response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict", params={"tta": "true"}, content=IMAGE)
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["model_version"], answer["batch_size"]) == ("job-1", 3)
+    # The replica's split, plus the API's own total (which includes both Serve hops).
+    assert answer["timing_ms"]["inference"] == 20.0
+    assert answer["timing_ms"]["total"] >= 0
+    assert fake_serve.calls[0]["tta"] == "true"
+
+    metrics = served_api.http.get("/metrics").text
+    stage = 'trainyard_predict_stage_seconds_bucket{le="0.02",model_id="model-pets-1",stage="inference"} 1.0'
+    assert stage in metrics
+    assert 'trainyard_predict_batch_size_bucket{le="4.0",model_id="model-pets-1"} 1.0' in metrics
+    assert 'trainyard_predict_requests_total{model_id="model-pets-1",route="predict",status="200"} 1.0' in metrics
+
+
+def test_predict_batch_forwards_the_form_to_the_batch_route(served_api: Api, fake_serve: FakeServe) -> None:
+    fake_serve.body = json.dumps(
+        {**{k: v for k, v in SERVED.items() if k != "predictions"}, "results": [{"predictions": []}] * 2}
+    ).encode()
+    files = [("files", ("a.png", IMAGE, "image/png")), ("files", ("b.png", IMAGE, "image/png"))]
+    response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict:batch", params={"top_k": 2}, files=files)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["results"]) == 2
+    [call] = fake_serve.calls
+    assert (call["path"], call["top_k"]) == ("/classify/batch", "2")
+    assert call["content_type"].startswith("multipart/form-data; boundary=")
+    assert call["body"].count(IMAGE) == 2
+
+
+def test_a_type_that_is_not_an_image_is_415(served_api: Api, fake_serve: FakeServe) -> None:
+    single = served_api.http.post(
+        f"/v1/models/{MODEL_ID}/predict", content=b'{"a": 1}', headers={"content-type": "application/json"}
+    )
+    batch = served_api.http.post(
+        f"/v1/models/{MODEL_ID}/predict:batch", content=IMAGE, headers={"content-type": "image/png"}
+    )
+    for response, hint in ((single, "send an image/* type"), (batch, "send multipart/form-data")):
+        assert response.status_code == 415
+        error = error_of(response)
+        assert (error["code"], error["field"]) == ("unsupported_media_type", "content-type")
+        assert hint in error["message"]
+    assert fake_serve.calls == []
+
+
+def test_an_overloaded_model_server_is_503_with_retry_after(served_api: Api, fake_serve: FakeServe) -> None:
+    # What Serve's proxy answers past max_queued_requests (backpressure_config gives it a Retry-After).
+    fake_serve.status = 503
+    fake_serve.body = b"Request dropped due to backpressure (num_queued_requests=2, max_queued_requests=2)."
+    fake_serve.headers = {"Retry-After": "1"}
+    response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict", content=IMAGE)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert error_of(response)["code"] == "overloaded"
+    metrics = served_api.http.get("/metrics").text
+    assert 'trainyard_predict_requests_total{model_id="model-pets-1",route="predict",status="503"} 1.0' in metrics

@@ -1,0 +1,67 @@
+"""The replica's hot path without Ray: thread count, preprocessing with and without TTA, the forward's layout."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from core.backbones import TF_SCALING, build_classifier
+from core.images import InvalidImage
+from serving import inference
+
+
+def png(colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.new("RGB", size, colour)
+    image.paste((255, 255, 255), (0, 0, size[0] // 4, size[1]))  # a white left edge: the mirror differs
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_threads_follow_the_cpus_the_replica_owns() -> None:
+    assert inference.replica_threads(3.0) == 3
+    # Nothing reserved (one machine): every CPU the process may run on, never zero.
+    assert inference.replica_threads(0.0) == len(os.sched_getaffinity(0))
+    assert inference.replica_threads(None) == len(os.sched_getaffinity(0))
+    assert inference.replica_threads(0.5) >= 1
+
+
+def test_preprocess_gives_one_row_or_the_image_and_its_mirror() -> None:
+    plain = inference.preprocess(png((200, 30, 30)), 32, TF_SCALING)
+    doubled = inference.preprocess(png((200, 30, 30)), 32, TF_SCALING, tta=True)
+    assert plain.shape == (1, 3, 32, 32) and plain.dtype == torch.float32
+    assert doubled.shape == (2, 3, 32, 32)
+    assert torch.equal(doubled[0], plain[0])
+    assert torch.equal(doubled[1], plain[0].flip(-1)) and not torch.equal(doubled[1], plain[0])
+    with pytest.raises(InvalidImage):
+        inference.preprocess(b"not an image", 32, TF_SCALING)
+
+
+def test_channels_last_and_batching_change_no_answer() -> None:
+    torch.manual_seed(0)
+    images = [png((200, 30, 30)), png((30, 200, 30)), png((30, 30, 200))]
+    x = torch.cat([inference.preprocess(image, 32, TF_SCALING) for image in images])
+    contiguous = build_classifier("efficientnet_lite0", 3, weights=None).eval()
+    nhwc = build_classifier("efficientnet_lite0", 3, weights=None).eval()
+    nhwc.load_state_dict(contiguous.state_dict())
+    nhwc = inference.prepare(nhwc, channels_last=True)
+
+    batched = inference.forward(nhwc, x, channels_last=True)
+    assert torch.allclose(batched, inference.forward(contiguous, x, channels_last=False), atol=1e-5)
+    for row, single in zip(batched, x.split(1), strict=True):
+        assert torch.allclose(row, inference.forward(nhwc, single, channels_last=True)[0], atol=1e-5)
+    assert torch.allclose(batched.sum(1), torch.ones(3))
+
+
+def test_tta_averages_each_image_with_its_mirror() -> None:
+    probs = torch.tensor([[0.8, 0.2], [0.6, 0.4], [0.1, 0.9], [0.3, 0.7]])
+    assert torch.allclose(inference.merge_tta(probs, tta=True), torch.tensor([[0.7, 0.3], [0.2, 0.8]]))
+    assert inference.merge_tta(probs, tta=False) is probs
+    assert inference.top_k(torch.tensor([0.2, 0.7, 0.1]), ["a", "b", "c"], 2) == [
+        {"label": "b", "probability": 0.7},
+        {"label": "a", "probability": 0.2},
+    ]
