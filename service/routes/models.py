@@ -13,7 +13,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Query, Request, Response
 
 from core.settings import Settings
-from core.store import ModelRecord
+from core.store import JobStore, ModelRecord
+from service.auth import Principal, PrincipalDep
 from service.deps import HttpClientDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.errors import error_response, model_not_found
 from service.schemas import ModelList, ModelPublic, PredictionList
@@ -52,17 +53,22 @@ async def _gone(model: ModelRecord, s3: Any, settings: Settings) -> Response | N
     return error_response(410, why.code, f"model {model.id!r} is listed but cannot answer: {why.message}", "model_id")
 
 
+def _get_model(store: JobStore, model_id: str, principal: Principal) -> ModelRecord:
+    model = store.get_model(model_id)
+    # Another tenant's model answers exactly like a missing one.
+    if model is None or not principal.owns(model.tenant):
+        raise model_not_found(model_id)
+    return model
+
+
 @router.get("", summary="Deployed models, newest first, each checked against the artifact store")
-def list_models(store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelList:
-    return ModelList(models=[_public(m, s3, settings) for m in store.list_models()])
+def list_models(store: StoreDep, settings: SettingsDep, s3: S3Dep, principal: PrincipalDep) -> ModelList:
+    return ModelList(models=[_public(m, s3, settings) for m in store.list_models(tenant=principal.scope)])
 
 
 @router.get("/{model_id}", summary="One deployed model")
-def get_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelPublic:
-    model = store.get_model(model_id)
-    if model is None:
-        raise model_not_found(model_id)
-    return _public(model, s3, settings)
+def get_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep, principal: PrincipalDep) -> ModelPublic:
+    return _public(_get_model(store, model_id, principal), s3, settings)
 
 
 _IMAGE_BODY: dict[str, Any] = {
@@ -97,11 +103,10 @@ async def predict(
     http: HttpClientDep,
     metrics: MetricsDep,
     s3: S3Dep,
+    principal: PrincipalDep,
     top_k: Annotated[int, Query(ge=1, le=100, description="how many labels to return, most probable first")] = 5,
 ) -> Response:
-    model: ModelRecord | None = await asyncio.to_thread(store.get_model, model_id)
-    if model is None:
-        raise model_not_found(model_id)
+    model = await asyncio.to_thread(_get_model, store, model_id, principal)
     image, content_type = await read_image(request, settings.max_image_bytes)
     began = time.perf_counter()
     try:
