@@ -32,7 +32,7 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "build" / "report.png"
 @pytest.fixture(scope="module")
 def api(ray_stack: LocalStack) -> Iterator[httpx.Client]:
     ray_stack.start_api()
-    with httpx.Client(base_url=ray_stack.config.api_url, timeout=30) as client:
+    with ray_stack.api_client() as client:
         yield client
     ray_stack.stop_api()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.store import JobStore
+from core.tenancy import Tenancy
 from service.main import create_app
 from tests.service.service_testkit import FakeLauncher, listening_socket, make_settings, serve
 
@@ -37,18 +38,21 @@ def client_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 class LiveApi:
     url: str
     store: JobStore
+    api_key: str  # an admin key, also in TRAINYARD_API_KEY for the SDK and the CLI
 
 
 @pytest.fixture
-def live_api(tmp_path: Path, client_env: Path) -> Iterator[LiveApi]:
+def live_api(tmp_path: Path, client_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveApi]:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))  # Ray and Serve "live" here: bound, never listening
         sock = listening_socket()
         public_url = "http://{}:{}".format(*sock.getsockname())
         settings = make_settings(tmp_path / "api", closed.getsockname()[1], public_url=public_url)
+        store = JobStore.from_url(settings.resolved_database_url)
+        _, api_key = Tenancy(store.engine).create_key("admin", admin=True)
+        monkeypatch.setenv("TRAINYARD_API_KEY", api_key)
         with serve(create_app(settings, FakeLauncher()), sock) as url:
-            store = JobStore.from_url(settings.resolved_database_url)
             try:
-                yield LiveApi(url=url, store=store)
+                yield LiveApi(url=url, store=store, api_key=api_key)
             finally:
                 store.engine.dispose()
