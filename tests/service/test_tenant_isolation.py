@@ -123,7 +123,7 @@ def _v1_routes(app: FastAPI) -> list[tuple[str, str]]:
         (method, route.path)
         for route in _api_routes(app.routes)
         if route.path.startswith("/v1")
-        for method in route.methods
+        for method in route.methods or ()
     )
     assert ("GET", "/v1/jobs/{job_id}") in found, f"the route walk found too little: {found}"
     return found
