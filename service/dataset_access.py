@@ -21,7 +21,7 @@ def check_dataset_access(params: JobParams, global_prefixes: list[str], tenant: 
     """Raise a 403 naming the field when a URI the job would read is outside an allow-list that applies."""
     lists = [("the service's (TRAINYARD_DATASET_PREFIXES)", global_prefixes)]
     if tenant is not None and tenant.dataset_prefixes is not None:
-        lists.append((f"tenant {tenant.name!r}'s", tenant.dataset_prefixes))
+        lists.append((f"tenant {tenant.name}'s", tenant.dataset_prefixes))
     for field, uri in (("dataset_uri", params.dataset_uri), ("weights_uri", params.weights_uri)):
         if uri is None:
             continue
