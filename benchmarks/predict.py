@@ -55,7 +55,7 @@ def main() -> None:
     stack = LocalStack.load(args.home.resolve())
     body = args.image.read_bytes()
     targets = {
-        "API": (f"{stack.config.api_url}/v1/models/{args.model}/predict", {}),
+        "API": (f"{stack.config.api_url}/v1/models/{args.model}/predict", stack.api_headers()),
         "Serve direct": (f"{stack.config.serve_url}/classify", {"serve_multiplexed_model_id": args.model}),
     }
     results = {}
