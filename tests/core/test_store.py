@@ -119,3 +119,33 @@ def test_a_store_from_an_older_release_gains_new_columns(store: JobStore) -> Non
     upgraded.set_result(job.id, "artifacts", {"lr_sweep.png": "s3://b/k"})
     loaded = upgraded.get_job(job.id)
     assert loaded is not None and loaded.artifacts == {"lr_sweep.png": "s3://b/k"}
+
+
+def test_tenants_scope_listings_and_a_model_inherits_its_jobs_tenant(store: JobStore) -> None:
+    a, _ = store.create_job(JobParams(dataset_uri="s3://bucket/a"), tenant="team-a")
+    b, _ = store.create_job(JobParams(dataset_uri="s3://bucket/b"), tenant="team-b")
+    assert [j.id for j in store.list_jobs(tenant="team-a")] == [a.id]
+    assert {j.id for j in store.list_jobs()} == {a.id, b.id}  # no tenant: an admin's view
+    store.add_model(
+        ModelRecord(
+            id="m-a",
+            job_id=a.id,
+            artifact_uri="s3://x/m.pt",
+            arch="resnet18",
+            classes=["x"],
+            created_at=datetime.now(UTC),
+        )
+    )
+    assert [m.tenant for m in store.list_models()] == ["team-a"]
+    assert store.list_models(tenant="team-b") == []
+
+
+def test_a_launch_is_claimed_once(store: JobStore) -> None:
+    job, _ = store.create_job(JobParams(dataset_uri="s3://bucket/a"), tenant="team-a")
+    assert [j.id for j in store.unlaunched_jobs()] == [job.id]
+    assert store.claim_launch(job.id) and not store.claim_launch(job.id)
+    assert store.unlaunched_jobs() == [] and [j.id for j in store.launched_jobs()] == [job.id]
+    store.release_launch(job.id)
+    assert store.claim_launch(job.id)
+    store.cancel(job.id)
+    assert store.launched_jobs() == []
