@@ -58,7 +58,6 @@ def create_job(
     params: JobParams,
     response: Response,
     store: StoreDep,
-    launcher: LauncherDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     principal: PrincipalDep,
