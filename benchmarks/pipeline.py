@@ -15,8 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from core.s3 import s3_client
 from infra.local.sample_data import upload_folder
 from infra.local.stack import LocalStack, default_home
@@ -62,7 +60,7 @@ def main() -> None:
         "seed": args.seed,
     }
     started = time.monotonic()
-    with httpx.Client(base_url=stack.config.api_url, timeout=30) as api:
+    with stack.api_client() as api:
         job_id = api.post("/v1/jobs", json=request).raise_for_status().json()["id"]
         while (job := api.get(f"/v1/jobs/{job_id}").json())["status"] not in ("succeeded", "failed", "cancelled"):
             time.sleep(1)

@@ -95,6 +95,32 @@ class Settings(BaseSettings):
     # A job whose dataset has more undecodable files than this fraction fails in `validating`.
     max_bad_image_fraction: float = Field(default=0.1, ge=0, le=1)
 
+    # --- access control (service.auth, core.tenancy) ---
+    # Every /v1 request needs `Authorization: Bearer <key>`. `TRAINYARD_AUTH=off` is the explicit opt-out for
+    # a single-user machine: every caller is then an admin, and the API logs a WARNING at every start.
+    auth: bool = True
+    # A file holding one API key that the API registers as an admin key of tenant `bootstrap_tenant` at
+    # start-up (the local stack writes it, mode 0600, beside the Ray token). Unset: keys come only from
+    # `python -m service.admin keys create`.
+    bootstrap_key_file: Path | None = None
+    bootstrap_tenant: str = "admin"
+    # Quotas, per tenant (a tenant's own limits, set with `service.admin tenants set`, override these).
+    # 4 concurrent jobs: a burst from one user queues in the store instead of in Ray, where it would delay
+    # everyone's jobs in submission order.
+    max_concurrent_jobs: int = Field(default=4, ge=1)
+    # GPU workers held at once (num_workers of a use_gpu job); 8 = one 8-GPU node's worth of money per tenant.
+    max_gpu_workers: int = Field(default=8, ge=0)
+    # The s3://bucket/prefix datasets may come from (JSON list), for every tenant; a tenant's own list is
+    # checked as well. Empty: any bucket the service's credentials can read (the local default; set it on
+    # shared deployments so users cannot point the service's credentials at other buckets).
+    dataset_prefixes: list[str] = Field(default_factory=list)
+    # Per-job dataset limits, enforced while fetching and validating: a typo'd prefix (a whole bucket) or an
+    # absurd image fails early with a message instead of filling the disk or the memory.
+    max_dataset_objects: int = Field(default=200_000, ge=1)
+    max_dataset_bytes: int = Field(default=20 * 1024**3, ge=1)
+    # Pillow's own decompression-bomb threshold is ~89 MP; 50 MP (e.g. 8660 x 5773) is a big photo already.
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'trainyard.db'}"

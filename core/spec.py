@@ -140,3 +140,6 @@ class JobWaiting(BaseModel):
     waited_s: float
     resources: dict[str, float] = Field(description="the resources not yet placed, e.g. {'CPU': 2, 'GPU': 2}")
     workers: int = Field(description="how many workers (placement group bundles) wait")
+    reason: Literal["resources", "quota"] = Field(
+        default="resources", description="resources: nodes the cluster is starting; quota: the tenant's limits"
+    )

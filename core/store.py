@@ -56,6 +56,10 @@ jobs_table = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The tenant that owns the job (core.tenancy); NULL only for jobs stored before tenants existed.
+    sa.Column("tenant", sa.String(64), index=True),
+    # When the quota gate (service.dispatch) handed the job to Ray; NULL while it waits for its turn.
+    sa.Column("launched_at", sa.DateTime(timezone=True)),
 )
 
 events_table = sa.Table(
@@ -87,6 +91,29 @@ models_table = sa.Table(
     sa.Column("classes", sa.JSON, nullable=False),
     sa.Column("metrics", sa.JSON),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("tenant", sa.String(64), index=True),  # copied from its job
+)
+
+# Tenants and their API keys (core.tenancy). NULL limits mean "the settings' default".
+tenants_table = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("max_concurrent_jobs", sa.Integer),
+    sa.Column("max_gpu_workers", sa.Integer),
+    sa.Column("dataset_prefixes", sa.JSON),  # list of s3://bucket/prefix this tenant may train on
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+api_keys_table = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant", sa.String(64), sa.ForeignKey("tenants.name"), nullable=False, index=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("admin", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
 )
 
 
@@ -118,6 +145,8 @@ class JobRecord(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime
+    tenant: str | None = None
+    launched_at: datetime | None = None
 
 
 class EventRecord(BaseModel):
@@ -142,6 +171,7 @@ class ModelRecord(BaseModel):
     classes: list[str]
     metrics: dict[str, Any] | None = None
     created_at: datetime
+    tenant: str | None = None
 
 
 class IdempotencyConflict(Exception):
@@ -209,9 +239,16 @@ class JobStore:
 
     # --- jobs -------------------------------------------------------------------------------------
 
-    def create_job(self, params: JobParams, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
-        """Insert a queued job. Returns (job, created); a repeated Idempotency-Key returns the first job."""
+    def create_job(
+        self, params: JobParams, idempotency_key: str | None = None, tenant: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """Insert a queued job. Returns (job, created); a repeated Idempotency-Key returns the first job.
+
+        Idempotency keys are scoped to the tenant: two tenants choosing the same key get two jobs.
+        """
         digest = request_hash(params)
+        if idempotency_key and tenant is not None:
+            idempotency_key = f"{tenant}:{idempotency_key}"
         if idempotency_key:
             existing = self._by_idempotency_key(idempotency_key)
             if existing is not None:
@@ -234,6 +271,7 @@ class JobStore:
                         request_hash=digest,
                         created_at=now,
                         updated_at=now,
+                        tenant=tenant,
                     )
                 )
                 self._event(conn, job_id, "queued", "job accepted")
@@ -261,9 +299,16 @@ class JobStore:
             row = conn.execute(sa.select(jobs_table).where(jobs_table.c.id == job_id)).first()
         return None if row is None else self._job(row._mapping)
 
-    def list_jobs(self, status: JobStatus | None = None, limit: int = 50, before: str | None = None) -> list[JobRecord]:
-        """Newest first. `before` is a job id (the cursor): only jobs created before it are returned."""
+    def list_jobs(
+        self, status: JobStatus | None = None, limit: int = 50, before: str | None = None, tenant: str | None = None
+    ) -> list[JobRecord]:
+        """Newest first. `before` is a job id (the cursor): only jobs created before it are returned.
+
+        `tenant`: only that tenant's jobs; None lists every tenant's (an admin's view).
+        """
         query = sa.select(jobs_table).order_by(jobs_table.c.created_at.desc(), jobs_table.c.id.desc())
+        if tenant is not None:
+            query = query.where(jobs_table.c.tenant == tenant)
         if status is not None:
             query = query.where(jobs_table.c.status == status.value)
         if before is not None:
@@ -285,6 +330,50 @@ class JobStore:
                 sa.select(jobs_table).where(jobs_table.c.status.in_([JobStatus.queued, JobStatus.running]))
             ).all()
         return [self._job(r._mapping) for r in rows]
+
+    def unlaunched_jobs(self) -> list[JobRecord]:
+        """Queued jobs not yet handed to Ray, oldest first: what the quota gate chooses from."""
+        query = (
+            sa.select(jobs_table)
+            .where(jobs_table.c.status == JobStatus.queued.value, jobs_table.c.launched_at.is_(None))
+            .order_by(jobs_table.c.created_at, jobs_table.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._job(r._mapping) for r in rows]
+
+    def launched_jobs(self) -> list[JobRecord]:
+        """Jobs holding a quota slot: handed to Ray (queued there or running) and not finished."""
+        query = sa.select(jobs_table).where(
+            jobs_table.c.status.in_([JobStatus.queued.value, JobStatus.running.value]),
+            sa.or_(jobs_table.c.launched_at.is_not(None), jobs_table.c.status == JobStatus.running.value),
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._job(r._mapping) for r in rows]
+
+    def claim_launch(self, job_id: str) -> bool:
+        """Atomically mark a queued job as handed to Ray; False if another process (or pass) claimed it first."""
+        with self._tx() as conn:
+            result = conn.execute(
+                jobs_table.update()
+                .where(
+                    jobs_table.c.id == job_id,
+                    jobs_table.c.status == JobStatus.queued.value,
+                    jobs_table.c.launched_at.is_(None),
+                )
+                .values(launched_at=_now(), waiting=None, updated_at=_now())
+            )
+        return result.rowcount == 1
+
+    def release_launch(self, job_id: str) -> None:
+        """Undo a claim whose submission did not reach Ray: the job waits for its turn again."""
+        with self._tx() as conn:
+            conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id, jobs_table.c.status == JobStatus.queued.value)
+                .values(launched_at=None)
+            )
 
     def count_by_status(self) -> dict[JobStatus, int]:
         """Jobs per status (every status present, zeros included): one GROUP BY, cheap enough per scrape."""
@@ -425,6 +514,7 @@ class JobStore:
                     finished_at=None,
                     claimed_by=None,
                     claimed_at=None,
+                    launched_at=None,  # it waits for its tenant's quota again (service.dispatch)
                     attempt=jobs_table.c.attempt + 1,
                     updated_at=_now(),
                 )
@@ -498,17 +588,27 @@ class JobStore:
     # --- models -------------------------------------------------------------------------------------
 
     def add_model(self, model: ModelRecord) -> None:
+        """Insert a model; it belongs to its job's tenant unless the record names one."""
         with self._tx() as conn:
-            conn.execute(models_table.insert().values(**model.model_dump()))
+            values = model.model_dump()
+            if values["tenant"] is None:
+                values["tenant"] = conn.execute(
+                    sa.select(jobs_table.c.tenant).where(jobs_table.c.id == model.job_id)
+                ).scalar()
+            conn.execute(models_table.insert().values(**values))
 
     def get_model(self, model_id: str) -> ModelRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(models_table).where(models_table.c.id == model_id)).first()
         return None if row is None else self._model(row._mapping)
 
-    def list_models(self) -> list[ModelRecord]:
+    def list_models(self, tenant: str | None = None) -> list[ModelRecord]:
+        """Newest first; `tenant`: only that tenant's models, None: every tenant's (an admin's view)."""
+        query = sa.select(models_table).order_by(models_table.c.created_at.desc())
+        if tenant is not None:
+            query = query.where(models_table.c.tenant == tenant)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(models_table).order_by(models_table.c.created_at.desc())).all()
+            rows = conn.execute(query).all()
         return [self._model(r._mapping) for r in rows]
 
     # --- row mapping --------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from jobs.features import Features, compute_features
 from jobs.plots import confusion_matrix_png, lr_sweep_png, training_curves_png
 from jobs.resources import check_cluster_fits, task_cpus, worker_bundle
 from jobs.stages.evaluate import Evaluation, evaluate_model, load_checkpoint_model
-from jobs.stages.fetch import fetch_dataset
+from jobs.stages.fetch import DatasetLimits, fetch_dataset
 from jobs.stages.fine_tune import BestCheckpoint, fine_tune
 from jobs.stages.lr_sweep import lr_range_test
 from jobs.stages.publish import artifact_location, publish_model
@@ -128,7 +128,10 @@ class Driver:
     def run(self) -> None:
         p = self.params
         with self.stage(Phase.fetching):
-            fetched = fetch_dataset(self.s3, p.dataset_uri, self.settings.resolved_cache_dir)
+            limits = DatasetLimits(
+                max_objects=self.settings.max_dataset_objects, max_bytes=self.settings.max_dataset_bytes
+            )
+            fetched = fetch_dataset(self.s3, p.dataset_uri, self.settings.resolved_cache_dir, limits)
             self.store.add_event(
                 self.job_id,
                 "fetched",
@@ -138,7 +141,12 @@ class Driver:
 
         with self.stage(Phase.validating):
             dataset = validate_dataset(
-                fetched.root, p.dataset_uri, self.settings.max_bad_image_fraction, p.valid_pct, p.seed
+                fetched.root,
+                p.dataset_uri,
+                self.settings.max_bad_image_fraction,
+                p.valid_pct,
+                p.seed,
+                max_image_pixels=self.settings.max_image_pixels,
             )
             self.store.set_result(self.job_id, "dataset", dataset.summary.model_dump(mode="json"))
             splits = "; ".join(f"{name}: {s.images} from {s.source}" for name, s in dataset.summary.splits.items())

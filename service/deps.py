@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from core.s3 import s3_client
 from core.settings import Settings
 from core.store import JobStore
+from service.dispatch import Dispatcher
 from service.launcher import Launcher
 from service.metrics import Metrics
 
@@ -47,3 +48,10 @@ LauncherDep = Annotated[Launcher, Depends(get_launcher)]
 HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 S3Dep = Annotated[Any, Depends(get_s3)]
+
+
+def get_dispatcher(request: Request) -> Dispatcher:
+    return cast(Dispatcher, request.app.state.dispatcher)
+
+
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]

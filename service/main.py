@@ -15,11 +15,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from core.migrate import require_head
 from core.settings import Settings, get_settings
 from core.store import JobStore
+from core.tenancy import Tenancy
+from service.auth import get_principal, register_bootstrap_key
+from service.dispatch import Dispatcher
 from service.errors import install_error_handlers
 from service.launcher import Launcher, RayLauncher
 from service.metrics import Metrics
@@ -60,7 +63,15 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
             timeout=httpx.Timeout(30.0, connect=5.0),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
         )
-        reconciler = Reconciler(store, app.state.launcher)
+        app.state.tenancy = Tenancy(store.engine)
+        await asyncio.to_thread(register_bootstrap_key, app.state.tenancy, settings)
+        if not settings.auth:
+            logger.warning(
+                "TRAINYARD_AUTH=off: every caller is an admin of every tenant; "
+                "turn auth on anywhere but a single-user machine"
+            )
+        app.state.dispatcher = Dispatcher(store, app.state.tenancy, app.state.launcher, settings)
+        reconciler = Reconciler(store, app.state.launcher, app.state.dispatcher)
         task = asyncio.create_task(_reconcile_forever(reconciler, settings.reconcile_interval_s), name="reconciler")
         logger.info("trainyard API ready (store: %s)", store.engine.url.render_as_string(hide_password=True))
         try:
@@ -83,6 +94,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
-    app.include_router(jobs.router)
-    app.include_router(models.router)
+    # Every /v1 route needs a key; which records a key may see is each route's check (service.auth).
+    app.include_router(jobs.router, dependencies=[Depends(get_principal)])
+    app.include_router(models.router, dependencies=[Depends(get_principal)])
     return app

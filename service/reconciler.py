@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 
+from core.settings import get_settings
 from core.spec import JobStatus
 from core.store import JobRecord, JobStore
+from core.tenancy import Tenancy
+from service.dispatch import Dispatcher
 from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
 from service.submission import submit_if_claimed
 
@@ -20,9 +23,11 @@ logger = logging.getLogger(__name__)
 class Reconciler:
     """Holds what one pass must remember for the next: whether Ray was already reported unreachable."""
 
-    def __init__(self, store: JobStore, launcher: Launcher) -> None:
+    def __init__(self, store: JobStore, launcher: Launcher, dispatcher: Dispatcher | None = None) -> None:
         self.store = store
         self.launcher = launcher
+        # Queued jobs not yet handed to Ray are the quota gate's (service.dispatch) to launch, in fair order.
+        self.dispatcher = dispatcher or Dispatcher(store, Tenancy(store.engine), launcher, get_settings())
         self._ray_down = False
 
     def run_once(self) -> None:
@@ -38,6 +43,10 @@ class Reconciler:
                     return  # Ray is unreachable: asking about the other jobs would only repeat that
             except Exception:
                 logger.exception("reconcile: job %s failed to reconcile", job.id)
+        try:
+            self.dispatcher.run_once()
+        except Exception:
+            logger.exception("reconcile: launching queued jobs failed")
 
     def _reconcile(self, job: JobRecord) -> bool:
         """Returns False when Ray could not be reached."""
@@ -48,7 +57,13 @@ class Reconciler:
             return False
         self._mark_ray_up()
         where = job.phase.value if job.phase else "start-up"
+        unlaunched = job.status is JobStatus.queued and job.launched_at is None
         match state:
+            case RayJobState.missing if unlaunched:
+                pass  # waiting for its turn: the dispatcher launches it
+            case RayJobState.pending | RayJobState.running if unlaunched:
+                # Submitted before launches were recorded (an older release): it holds its quota slot.
+                self.store.claim_launch(job.id)
             case RayJobState.missing if job.status is JobStatus.queued:
                 try:
                     submitted = submit_if_claimed(self.store, self.launcher, job.id, job.attempt)

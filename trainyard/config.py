@@ -6,12 +6,14 @@
 3. a TOML file: ``$TRAINYARD_CONFIG``, else ``~/.config/trainyard/config.toml``, with the same keys in lower
    case and without the prefix (``url = "https://…"``, ``api_key = "…"``);
 4. the local stack, when ``<stack home>/stack.json`` exists (``$TRAINYARD_HOME``, else ``./.trainyard``):
-   its API and S3 URLs, and its local S3 key when boto3's usual chain finds no credentials;
+   its API and S3 URLs, its admin API key (``<stack home>/api-key``), and its local S3 key when boto3's
+   usual chain finds no credentials;
 5. defaults: the local stack's default API URL, and the upload bucket ``trainyard-uploads``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -55,11 +57,15 @@ class _LocalStackSource(PydanticBaseSettingsSource):
             stack = StackConfig(**{**data, "home": Path(data["home"])})
         except (OSError, ValueError, TypeError, KeyError):
             return {}
-        return {
+        found: dict[str, Any] = {
             "url": stack.api_url,
             "s3_endpoint_url": stack.s3_url,
             "local_s3_key": LOCAL_S3_KEY,
         }
+        # A stack from before auth, or a key file this user may not read: no key from here.
+        with contextlib.suppress(OSError):
+            found["api_key"] = stack.api_key_file.read_text().strip() or None
+        return found
 
 
 class ClientConfig(BaseSettings):

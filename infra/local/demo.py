@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "num_workers": 2,
     }
-    with httpx.Client(base_url=stack.config.api_url, timeout=30) as api:
+    with stack.api_client() as api:
         response = api.post("/v1/jobs", json=request)
         if response.status_code != 202:
             print(f"The API refused the job: {response.status_code} {response.text}", file=sys.stderr)

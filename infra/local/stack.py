@@ -117,6 +117,11 @@ class StackConfig:
         return self.home / "ray-auth-token"
 
     @property
+    def api_key_file(self) -> Path:
+        """The stack's admin API key (mode 0600), registered by the API at start-up (bootstrap_key_file)."""
+        return self.home / "api-key"
+
+    @property
     def ray_temp_dir(self) -> Path:
         # Ray's unix socket paths must stay under ~107 characters, so not under `home`.
         return Path("/tmp") / f"trainyard-ray-{self.gcs_port}"
@@ -140,6 +145,30 @@ class LocalStack:
         self.config = config
         self.config.home.mkdir(parents=True, exist_ok=True)
         self._ensure_ray_token()
+        self._ensure_api_key()
+
+    def _ensure_api_key(self) -> None:
+        # Auth is on by default: the stack's first start makes one admin key, kept like the Ray token. The API
+        # registers it at every start (TRAINYARD_BOOTSTRAP_KEY_FILE), so a purged store gets it back too.
+        path = self.config.api_key_file
+        if not path.exists():
+            from core.tenancy import new_key
+
+            path.touch(mode=0o600)
+            path.write_text(new_key())
+
+    @property
+    def api_key(self) -> str:
+        self._ensure_api_key()  # `purge` deletes the home folder, key file included
+        return self.config.api_key_file.read_text().strip()
+
+    def api_headers(self) -> dict[str, str]:
+        """What a client of this stack's API sends: its admin key as a bearer token."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def api_client(self, timeout: float = 30) -> httpx.Client:
+        """An HTTP client on this stack's API carrying its admin key (close it, or use it in a `with`)."""
+        return httpx.Client(base_url=self.config.api_url, headers=self.api_headers(), timeout=timeout)
 
     def _ensure_ray_token(self) -> None:
         # Ray binds some ports on every interface even with a loopback node address: token authentication
@@ -171,6 +200,9 @@ class LocalStack:
             RAY_USAGE_STATS_ENABLED="0",
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN_PATH=str(c.ray_token_file),
+            # The API registers this admin key; the SDK, the CLI and the demo send it.
+            TRAINYARD_BOOTSTRAP_KEY_FILE=str(c.api_key_file),
+            TRAINYARD_API_KEY=self.api_key,
             # glibc malloc tuned for torch on few cores: one arena, no trimming or mmap churn. Measured on
             # 2 cores: a training step 240 -> 143 ms/image. Set here, every Ray process inherits it.
             MALLOC_ARENA_MAX="1",
@@ -507,6 +539,7 @@ class LocalStack:
         return "\n".join(
             [
                 f"  API            {c.api_url}   (docs: {c.api_url}/docs)",
+                f'  API admin key  {c.api_key_file}   (curl -H "Authorization: Bearer $(cat {c.api_key_file})" …)',
                 f"  Ray dashboard  {c.dashboard_url}",
                 f"  Ray Serve      {c.serve_url}",
                 f"  S3 (local)     {c.s3_url}   (key/secret: {LOCAL_S3_KEY})",

@@ -28,6 +28,13 @@ MANIFEST = ".trainyard-manifest.json"
 DOWNLOAD_THREADS = 16
 
 
+class DatasetLimits(BaseModel):
+    """Per-job bounds on what one dataset may hold (settings `max_dataset_objects`, `max_dataset_bytes`)."""
+
+    max_objects: int
+    max_bytes: int
+
+
 class FetchResult(BaseModel):
     root: Path
     objects: int
@@ -64,10 +71,25 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _list_objects(s3: Any, location: S3Location) -> list[dict[str, Any]]:
+def _too_many(location: S3Location, limit: int) -> StageError:
+    return StageError(
+        "dataset_too_large",
+        f"{location.uri} holds more than {limit} objects, the limit per job (TRAINYARD_MAX_DATASET_OBJECTS); "
+        "point dataset_uri at a smaller prefix, or ask the operator to raise the limit",
+    )
+
+
+def _list_objects(s3: Any, location: S3Location, max_objects: int | None = None) -> list[dict[str, Any]]:
+    """Every object under the prefix; stops listing as soon as there are more than `max_objects`."""
     try:
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=location.prefix)
-        return [obj for page in pages for obj in page.get("Contents", [])]
+        objects: list[dict[str, Any]] = []
+        for page in pages:
+            objects.extend(page.get("Contents", []))
+            if max_objects is not None and len(objects) > max_objects:
+                # A typo'd prefix can be a whole bucket: do not list millions of keys to say no.
+                raise _too_many(location, max_objects)
+        return objects
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code == "NoSuchBucket":
@@ -86,10 +108,24 @@ def _list_objects(s3: Any, location: S3Location) -> list[dict[str, Any]]:
         ) from None
 
 
-def fetch_dataset(s3: Any, uri: str, cache_dir: Path) -> FetchResult:
+def _check_size(location: S3Location, objects: list[dict[str, Any]], limits: DatasetLimits) -> None:
+    total = sum(int(obj.get("Size", 0)) for obj in objects)
+    if total > limits.max_bytes:
+        raise StageError(
+            "dataset_too_large",
+            f"{location.uri} holds {total / 1e9:.2f} GB, more than the limit of {limits.max_bytes / 1e9:.2f} GB per "
+            "job (TRAINYARD_MAX_DATASET_BYTES); point dataset_uri at a smaller prefix, shrink the images, or ask "
+            "the operator to raise the limit",
+        )
+
+
+def fetch_dataset(s3: Any, uri: str, cache_dir: Path, limits: DatasetLimits | None = None) -> FetchResult:
+    """Download the dataset under `uri` into the cache; with `limits`, refuse one too large before downloading."""
     started = time.monotonic()
     location = S3Location.parse(uri)
-    objects = _list_objects(s3, location)
+    objects = _list_objects(s3, location, limits.max_objects if limits else None)
+    if limits is not None:
+        _check_size(location, objects, limits)
     if not objects:
         raise StageError(
             "empty_dataset",

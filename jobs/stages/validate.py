@@ -69,6 +69,31 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
+def _pixels(path: Path) -> tuple[int, int] | None:
+    """The image's size from its header (nothing decoded), or None when it is not a readable image."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # unreadable files are _check_image's to report
+        return None
+
+
+def _check_dimensions(root: Path, paths: list[str], uri: str, max_pixels: int) -> None:
+    too_large = []
+    for rel in paths:
+        size = _pixels(root / rel)
+        if size is not None and size[0] * size[1] > max_pixels:
+            too_large.append(f"{rel} ({size[0]}x{size[1]})")
+    if too_large:
+        listed = "; ".join(too_large[:10]) + (" …" if len(too_large) > 10 else "")
+        raise StageError(
+            "image_too_large",
+            f"{len(too_large)} image(s) in {uri} exceed {max_pixels:,} pixels, the limit per image "
+            f"(TRAINYARD_MAX_IMAGE_PIXELS): {listed}; resize them (training uses image_size pixels anyway), "
+            "or ask the operator to raise the limit",
+        )
+
+
 def carve_validation(
     items: list[Item], classes: list[str], valid_pct: float, seed: int, source: str
 ) -> tuple[list[Item], list[Item]]:
@@ -104,9 +129,19 @@ def _lines(candidates: list[Candidate]) -> str:
 
 
 def validate_dataset(
-    root: Path, uri: str, max_bad_fraction: float, valid_pct: float = 0.2, seed: int = 0
+    root: Path,
+    uri: str,
+    max_bad_fraction: float,
+    valid_pct: float = 0.2,
+    seed: int = 0,
+    max_image_pixels: int | None = None,
 ) -> ValidatedDataset:
+    """With `max_image_pixels`, an image larger than that (read from its header) fails the job before decoding."""
     found: FoundLayout = find_layout(root, uri)
+    if max_image_pixels is not None:
+        # Checked before any decode: a decompression bomb must not be expanded to find out it is one.
+        paths = [c.path for candidates in found.splits.values() for c in candidates]
+        _check_dimensions(root, paths, uri, max_image_pixels)
     classes = found.classes
     label_of = {name: index for index, name in enumerate(classes)}
 

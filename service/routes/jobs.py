@@ -13,13 +13,15 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from core.settings import Settings
 from core.spec import JobParams, JobStatus, S3Location
 from core.store import IdempotencyConflict, JobRecord, JobStore
-from service.deps import LauncherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
+from service.auth import Principal, PrincipalDep, TenancyDep
+from service.dataset_access import check_dataset_access
+from service.deps import DispatcherDep, LauncherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
+from service.dispatch import Dispatcher, limits_for
 from service.errors import ApiError, artifact_not_found, job_not_found
-from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
+from service.launcher import LauncherUnavailable, RayJobState, ray_submission_id
 from service.report import render_report
 from service.schemas import EventList, EventPublic, JobList, JobPublic
 from service.sse import job_event_stream
-from service.submission import submit_if_claimed
 
 logger = logging.getLogger(__name__)
 
@@ -40,21 +42,23 @@ def _public(job: JobRecord, store: JobStore, settings: Settings) -> JobPublic:
     return JobPublic.build(job, store.epochs(job.id), settings.public_url)
 
 
-def _get_job(store: JobStore, job_id: str) -> JobRecord:
+def _get_job(store: JobStore, job_id: str, principal: Principal) -> JobRecord:
     job = store.get_job(job_id)
-    if job is None:
+    # Another tenant's job answers exactly like a missing one: ids cannot be probed across tenants.
+    if job is None or not principal.owns(job.tenant):
         raise job_not_found(job_id)
     return job
 
 
-def _submit(store: JobStore, launcher: Launcher, job_id: str, attempt: int = 1) -> None:
-    # The job is already safe in the store; whatever happens here, the reconciler submits it later.
+def _launch(dispatcher: Dispatcher, store: JobStore, job: JobRecord, principal: Principal) -> JobRecord:
+    """Hand the queued job to the quota gate; returns it as it stands (waiting for its turn, or launched)."""
+    # The job is already safe in the store; whatever happens here, the reconciler launches it later.
     try:
-        submit_if_claimed(store, launcher, job_id, attempt)
-    except LauncherUnavailable as e:
-        logger.warning("job %s stays queued until Ray answers: %s", job_id, e)
+        if job.id not in dispatcher.run_once():
+            return _get_job(store, job.id, principal)  # it waits for its turn: show why
     except Exception:
-        logger.exception("submitting job %s failed; it stays queued and will be retried", job_id)
+        logger.exception("launching job %s failed; it stays queued and will be retried", job.id)
+    return job
 
 
 # Sync routes: FastAPI runs them in its thread pool, where blocking store and launcher calls are fine.
@@ -65,13 +69,26 @@ def create_job(
     params: JobParams,
     response: Response,
     store: StoreDep,
-    launcher: LauncherDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    principal: PrincipalDep,
+    tenancy: TenancyDep,
+    dispatcher: DispatcherDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
+    tenant = tenancy.get_tenant(principal.tenant)
+    check_dataset_access(params, settings.dataset_prefixes, tenant)
+    gpu_limit = limits_for(settings, tenancy)(principal.tenant).max_gpu_workers
+    if params.use_gpu and params.num_workers > gpu_limit:
+        raise ApiError(
+            400,
+            "over_quota",
+            f"num_workers: {params.num_workers} GPU workers exceed tenant {principal.tenant!r}'s limit of "
+            f"{gpu_limit} (max_gpu_workers), so the job could never start; ask for num_workers <= {gpu_limit}",
+            "num_workers",
+        )
     try:
-        job, created = store.create_job(params, idempotency_key)
+        job, created = store.create_job(params, idempotency_key, tenant=principal.tenant)
     except IdempotencyConflict:
         raise ApiError(
             409,
@@ -83,7 +100,7 @@ def create_job(
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if created:
         metrics.jobs_submitted.inc()
-        _submit(store, launcher, job.id)
+        job = _launch(dispatcher, store, job, principal)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     return _public(job, store, settings)
@@ -93,31 +110,35 @@ def create_job(
 def list_jobs(
     store: StoreDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     status: Annotated[JobStatus | None, Query(description="only jobs with this status")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64, description="next_cursor from the previous page")] = None,
 ) -> JobList:
-    if cursor is not None and store.get_job(cursor) is None:
+    cursor_job = store.get_job(cursor) if cursor is not None else None
+    if cursor is not None and (cursor_job is None or not principal.owns(cursor_job.tenant)):
         raise ApiError(
             422,
             "validation_error",
             f"cursor: unknown cursor {cursor!r}; pass the next_cursor of the previous page, or omit it for the first",
             "cursor",
         )
-    jobs = store.list_jobs(status, limit, before=cursor)
+    jobs = store.list_jobs(status, limit, before=cursor, tenant=principal.scope)
     # A full page may be followed by more; an empty next page is the price of not counting.
     next_cursor = jobs[-1].id if len(jobs) == limit else None
     return JobList(jobs=[_public(job, store, settings) for job in jobs], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", summary="One job, with its progress and results")
-def get_job(job_id: str, store: StoreDep, settings: SettingsDep) -> JobPublic:
-    return _public(_get_job(store, job_id), store, settings)
+def get_job(job_id: str, store: StoreDep, settings: SettingsDep, principal: PrincipalDep) -> JobPublic:
+    return _public(_get_job(store, job_id, principal), store, settings)
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a job (idempotent)")
-def cancel_job(job_id: str, store: StoreDep, launcher: LauncherDep, settings: SettingsDep) -> JobPublic:
-    job = _get_job(store, job_id)
+def cancel_job(
+    job_id: str, store: StoreDep, launcher: LauncherDep, settings: SettingsDep, principal: PrincipalDep
+) -> JobPublic:
+    job = _get_job(store, job_id, principal)
     # Only the request that actually cancels stops the driver; a repeat or a finished job changes nothing.
     if not job.status.terminal and store.cancel(job_id):
         try:
@@ -126,7 +147,7 @@ def cancel_job(job_id: str, store: StoreDep, launcher: LauncherDep, settings: Se
             logger.warning("job %s is cancelled, but its driver could not be stopped now: %s", job_id, e)
         except Exception:
             logger.exception("job %s is cancelled, but stopping its driver failed", job_id)
-        job = _get_job(store, job_id)
+        job = _get_job(store, job_id, principal)
     return _public(job, store, settings)
 
 
@@ -135,8 +156,15 @@ _ENDED = {RayJobState.failed, RayJobState.stopped, RayJobState.succeeded, RayJob
 
 
 @router.post("/{job_id}/retry", status_code=202, summary="Run a failed or cancelled job again from its last checkpoint")
-def retry_job(job_id: str, store: StoreDep, launcher: LauncherDep, settings: SettingsDep) -> JobPublic:
-    job = _get_job(store, job_id)
+def retry_job(
+    job_id: str,
+    store: StoreDep,
+    launcher: LauncherDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    dispatcher: DispatcherDep,
+) -> JobPublic:
+    job = _get_job(store, job_id, principal)
     if job.status not in (JobStatus.failed, JobStatus.cancelled):
         raise ApiError(
             409,
@@ -163,8 +191,7 @@ def retry_job(job_id: str, store: StoreDep, launcher: LauncherDep, settings: Set
     retried = store.retry(job_id)
     if retried is None:  # another request retried (or changed) it first
         raise ApiError(409, "job_not_retryable", f"job {job_id!r} was retried by another request", "job_id")
-    _submit(store, launcher, retried.id, retried.attempt)
-    return _public(retried, store, settings)
+    return _public(_launch(dispatcher, store, retried, principal), store, settings)
 
 
 @router.get(
@@ -177,11 +204,12 @@ def job_events(
     job_id: str,
     request: Request,
     store: StoreDep,
+    principal: PrincipalDep,
     after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
     stream: Annotated[bool, Query(description="keep the connection open and push events as they happen")] = False,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, include_in_schema=False)] = None,
 ) -> EventList | StreamingResponse:
-    _get_job(store, job_id)
+    _get_job(store, job_id, principal)
     if stream:
         # An EventSource that reconnects says where it stopped in Last-Event-ID.
         start = max(after, last_event_id or 0)
@@ -202,8 +230,8 @@ _CONTENT_TYPES = {
 
 
 @router.get("/{job_id}/artifacts/{name}", summary="One of the job's files: lr_sweep.png, training_curves.png, …")
-def job_artifact(job_id: str, name: str, store: StoreDep, s3: S3Dep) -> Response:
-    job = _get_job(store, job_id)
+def job_artifact(job_id: str, name: str, store: StoreDep, s3: S3Dep, principal: PrincipalDep) -> Response:
+    job = _get_job(store, job_id, principal)
     artifacts = job.artifacts or {}
     if name not in artifacts:
         raise artifact_not_found(job_id, name, list(artifacts))
@@ -233,8 +261,8 @@ def job_artifact(job_id: str, name: str, store: StoreDep, s3: S3Dep) -> Response
     summary="A self-contained HTML report: dataset, LR sweep, training curves, confusion matrix, hardest images",
     response_class=HTMLResponse,
 )
-def job_report(job_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep) -> HTMLResponse:
-    job = _get_job(store, job_id)
+def job_report(job_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep, principal: PrincipalDep) -> HTMLResponse:
+    job = _get_job(store, job_id, principal)
     html = render_report(job, store.epochs(job.id), settings.public_url, s3)
     # A running job's report changes with every epoch: never serve a stale copy.
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})

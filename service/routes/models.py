@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from core.settings import Settings
 from core.store import JobStore, ModelRecord
+from service.auth import Principal, PrincipalDep
 from service.deps import HttpClientDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.errors import error_response, model_not_found
 from service.metrics import Metrics
@@ -54,17 +55,22 @@ async def _gone(model: ModelRecord, s3: Any, settings: Settings) -> Response | N
     return error_response(410, why.code, f"model {model.id!r} is listed but cannot answer: {why.message}", "model_id")
 
 
+def _get_model(store: JobStore, model_id: str, principal: Principal) -> ModelRecord:
+    model = store.get_model(model_id)
+    # Another tenant's model answers exactly like a missing one.
+    if model is None or not principal.owns(model.tenant):
+        raise model_not_found(model_id)
+    return model
+
+
 @router.get("", summary="Deployed models, newest first, each checked against the artifact store")
-def list_models(store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelList:
-    return ModelList(models=[_public(m, s3, settings) for m in store.list_models()])
+def list_models(store: StoreDep, settings: SettingsDep, s3: S3Dep, principal: PrincipalDep) -> ModelList:
+    return ModelList(models=[_public(m, s3, settings) for m in store.list_models(tenant=principal.scope)])
 
 
 @router.get("/{model_id}", summary="One deployed model")
-def get_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelPublic:
-    model = store.get_model(model_id)
-    if model is None:
-        raise model_not_found(model_id)
-    return _public(model, s3, settings)
+def get_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep, principal: PrincipalDep) -> ModelPublic:
+    return _public(_get_model(store, model_id, principal), s3, settings)
 
 
 _IMAGE_BODY: dict[str, Any] = {
@@ -117,10 +123,11 @@ async def predict(
     http: HttpClientDep,
     metrics: MetricsDep,
     s3: S3Dep,
+    principal: PrincipalDep,
     top_k: TopK = 5,
     tta: Tta = False,
 ) -> Response:
-    model = await _known_model(store, model_id)
+    model = await _known_model(store, model_id, principal)
     image, content_type = await read_image(request, settings.max_image_bytes)
     call = _ServeCall(model, "predict", "/classify", {"top_k": top_k, "tta": str(tta).lower()}, image, content_type)
     return await call.send(settings, http, metrics, s3)
@@ -140,21 +147,19 @@ async def predict_batch(
     http: HttpClientDep,
     metrics: MetricsDep,
     s3: S3Dep,
+    principal: PrincipalDep,
     top_k: TopK = 5,
     tta: Tta = False,
 ) -> Response:
-    model = await _known_model(store, model_id)
+    model = await _known_model(store, model_id, principal)
     form, content_type = await read_images_form(request, settings.max_image_bytes, settings.max_batch_images)
     params = {"top_k": top_k, "tta": str(tta).lower()}
     call = _ServeCall(model, "predict:batch", "/classify/batch", params, form, content_type)
     return await call.send(settings, http, metrics, s3)
 
 
-async def _known_model(store: JobStore, model_id: str) -> ModelRecord:
-    model: ModelRecord | None = await asyncio.to_thread(store.get_model, model_id)
-    if model is None:
-        raise model_not_found(model_id)
-    return model
+async def _known_model(store: JobStore, model_id: str, principal: Principal) -> ModelRecord:
+    return await asyncio.to_thread(_get_model, store, model_id, principal)
 
 
 @dataclass

@@ -138,3 +138,33 @@ def test_retry_queues_a_failed_job_as_its_next_attempt_keeping_its_history(store
     assert store.epochs(job.id) == [{"epoch": 1}]
     assert [e.kind for e in store.events(job.id)][-2:] == ["failed", "retry"]
     assert store.claim_submission(job.id, "api-a", lease_s=60)  # the new attempt can be submitted
+
+
+def test_tenants_scope_listings_and_a_model_inherits_its_jobs_tenant(store: JobStore) -> None:
+    a, _ = store.create_job(JobParams(dataset_uri="s3://bucket/a"), tenant="team-a")
+    b, _ = store.create_job(JobParams(dataset_uri="s3://bucket/b"), tenant="team-b")
+    assert [j.id for j in store.list_jobs(tenant="team-a")] == [a.id]
+    assert {j.id for j in store.list_jobs()} == {a.id, b.id}  # no tenant: an admin's view
+    store.add_model(
+        ModelRecord(
+            id="m-a",
+            job_id=a.id,
+            artifact_uri="s3://x/m.pt",
+            arch="resnet18",
+            classes=["x"],
+            created_at=datetime.now(UTC),
+        )
+    )
+    assert [m.tenant for m in store.list_models()] == ["team-a"]
+    assert store.list_models(tenant="team-b") == []
+
+
+def test_a_launch_is_claimed_once(store: JobStore) -> None:
+    job, _ = store.create_job(JobParams(dataset_uri="s3://bucket/a"), tenant="team-a")
+    assert [j.id for j in store.unlaunched_jobs()] == [job.id]
+    assert store.claim_launch(job.id) and not store.claim_launch(job.id)
+    assert store.unlaunched_jobs() == [] and [j.id for j in store.launched_jobs()] == [job.id]
+    store.release_launch(job.id)
+    assert store.claim_launch(job.id)
+    store.cancel(job.id)
+    assert store.launched_jobs() == []

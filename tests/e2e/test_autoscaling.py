@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 
 from core.settings import NodeType
@@ -77,7 +76,7 @@ def run(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     data = make_shapes(tmp_path_factory.mktemp("data") / "shapes", train_per_class=4, valid_per_class=2, size=40)
     upload_folder(s3, data, "autoscaling", "shapes")
     seen: dict[str, Any] = {"waiting": [], "gpu_nodes_before": _gpu_nodes(stack), "most_gpu_nodes": 0}
-    with httpx.Client(base_url=stack.config.api_url, timeout=30) as api:
+    with stack.api_client() as api:
         job_id = api.post("/v1/jobs", json=REQUEST).json()["id"]
         too_big = api.post("/v1/jobs", json=REQUEST | {"num_workers": 3}).json()["id"]
         deadline = time.monotonic() + 300

@@ -32,7 +32,7 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "build" / "report.png"
 @pytest.fixture(scope="module")
 def api(ray_stack: LocalStack) -> Iterator[httpx.Client]:
     ray_stack.start_api()
-    with httpx.Client(base_url=ray_stack.config.api_url, timeout=30) as client:
+    with ray_stack.api_client() as client:
         yield client
     ray_stack.stop_api()
 
@@ -119,7 +119,7 @@ def test_labels_csv_trains_on_a_reported_automatic_split(jobs: dict[str, dict[st
 
 def test_report_opens_in_headless_chromium(jobs: dict[str, dict[str, Any]], ray_stack: LocalStack) -> None:
     job = jobs["tutorial"]
-    page = visit(f"{ray_stack.config.api_url}/v1/jobs/{job['id']}/report", SCREENSHOT)
+    page = visit(f"{ray_stack.config.api_url}/v1/jobs/{job['id']}/report", SCREENSHOT, headers=ray_stack.api_headers())
     assert page.status == 200
     assert job["id"] in page.title or (job["name"] or "") in page.title
     assert page.console_errors == [] and page.failed_requests == []

@@ -67,7 +67,7 @@ def finished(cluster: tuple[LocalStack, list[WorkerNode]], tmp_path_factory: pyt
     )
     data = make_shapes(tmp_path_factory.mktemp("data") / "shapes", train_per_class=8, valid_per_class=4, size=40)
     upload_folder(s3, data, "multi-node", "shapes")
-    with httpx.Client(base_url=stack.config.api_url, timeout=30) as api:
+    with stack.api_client() as api:
         submitted = api.post("/v1/jobs", json=REQUEST)
         assert submitted.status_code == 202, submitted.text
         job = _wait(api, submitted.json()["id"], timeout=400)

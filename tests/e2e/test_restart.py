@@ -67,7 +67,7 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="module")
 def api(own_stack: LocalStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=own_stack.config.api_url, timeout=30) as client:
+    with own_stack.api_client() as client:
         yield client
 
 

@@ -38,7 +38,7 @@ def api_stack(ray_stack: LocalStack) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="module")
 def api(api_stack: LocalStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_stack.config.api_url, timeout=30) as client:
+    with api_stack.api_client() as client:
         yield client
 
 

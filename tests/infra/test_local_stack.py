@@ -86,3 +86,37 @@ def test_pyarrow_sees_a_checkpoint_folder_as_a_directory(stack: LocalStack, s3: 
     assert fs.get_file_info("arrow-dirs/ckpt/checkpoint_1").type == pyarrow.fs.FileType.Directory
     fs.delete_dir("arrow-dirs/ckpt/checkpoint_1")
     assert fs.get_file_info("arrow-dirs/ckpt/checkpoint_1").type == pyarrow.fs.FileType.NotFound
+
+
+def test_the_stack_makes_an_admin_key_that_its_api_the_sdk_and_the_cli_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainyard import Client
+    from trainyard.config import ClientConfig
+
+    home = tmp_path / "home"
+    stack = LocalStack(StackConfig.with_free_ports(home))
+    key_file = stack.config.api_key_file
+    assert key_file.stat().st_mode & 0o777 == 0o600  # like the Ray token beside it
+    assert key_file.parent == stack.config.ray_token_file.parent
+    key = key_file.read_text().strip()
+    assert key.startswith("ty_") and LocalStack(stack.config).api_key == key  # made once, kept
+    assert stack.env()["TRAINYARD_API_KEY"] == key
+
+    stack.save()
+    stack.start_api()
+    try:
+        with stack.api_client() as api:
+            assert api.get("/v1/jobs").status_code == 200
+            assert api.get("/v1/jobs", headers={"Authorization": ""}).status_code == 401
+        # A client that knows only the stack's home finds the key there, as `trainyard` does after `up`.
+        for name in ("TRAINYARD_API_KEY", "TRAINYARD_URL"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("TRAINYARD_HOME", str(home))
+        monkeypatch.setenv("TRAINYARD_CONFIG", str(tmp_path / "no-config.toml"))
+        config = ClientConfig.resolve()
+        assert config.api_key is not None and config.api_key.get_secret_value() == key
+        with Client() as client:
+            assert client.list_jobs().jobs == []
+    finally:
+        stack.stop_api()

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from jobs.errors import StageError
-from jobs.stages.fetch import fetch_dataset, safe_relative_path
+from jobs.stages.fetch import DatasetLimits, fetch_dataset, safe_relative_path
 
 
 def _put(s3: Any, bucket: str, files: dict[str, bytes]) -> None:
@@ -76,3 +76,17 @@ def test_empty_prefix_names_the_uri(s3: Any, cache_dir: Path) -> None:
         fetch_dataset(s3, "s3://fetch-c/ds", cache_dir)
     assert error.value.code == "empty_dataset"
     assert "s3://fetch-c/ds/" in error.value.message
+
+
+def test_a_dataset_over_the_object_or_byte_limit_fails_before_downloading(s3: Any, cache_dir: Path) -> None:
+    _put(s3, "fetch-limits", {f"ds/train/a/{i}.png": b"x" * 100 for i in range(5)})
+    with pytest.raises(StageError) as too_many:
+        fetch_dataset(s3, "s3://fetch-limits/ds", cache_dir, DatasetLimits(max_objects=4, max_bytes=10**9))
+    assert too_many.value.code == "dataset_too_large"
+    assert "more than 4 objects" in too_many.value.message and "TRAINYARD_MAX_DATASET_OBJECTS" in too_many.value.message
+    with pytest.raises(StageError) as too_big:
+        fetch_dataset(s3, "s3://fetch-limits/ds", cache_dir, DatasetLimits(max_objects=5, max_bytes=499))
+    assert "TRAINYARD_MAX_DATASET_BYTES" in too_big.value.message and "dataset_uri" in too_big.value.message
+    assert not any(cache_dir.rglob("*.png"))  # refused before a single download
+    within = fetch_dataset(s3, "s3://fetch-limits/ds", cache_dir, DatasetLimits(max_objects=5, max_bytes=500))
+    assert within.downloaded == 5

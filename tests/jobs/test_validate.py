@@ -61,3 +61,16 @@ def test_layout_errors_say_what_to_fix(tmp_path: Path, mutate, code: str) -> Non
         validate_dataset(root, "s3://b/p", max_bad_fraction=0.1)
     assert error.value.code == code
     assert "s3://b/p" in error.value.message
+
+
+def test_an_image_over_the_pixel_limit_fails_naming_it_before_decoding(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = make_shapes(tmp_path, train_per_class=3, valid_per_class=2, size=32)
+    Image.new("RGB", (400, 300)).save(root / "train" / "circle" / "huge.png")
+    with pytest.raises(StageError) as error:
+        validate_dataset(root, "s3://b/p", max_bad_fraction=0.1, max_image_pixels=100_000)
+    assert error.value.code == "image_too_large"
+    assert "train/circle/huge.png (400x300)" in error.value.message
+    assert "100,000 pixels" in error.value.message and "TRAINYARD_MAX_IMAGE_PIXELS" in error.value.message
+    assert len(validate_dataset(root, "s3://b/p", 0.1, max_image_pixels=120_000).train) == 10

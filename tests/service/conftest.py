@@ -21,6 +21,7 @@ from service_testkit import Api, ApiFactory, listening_socket, make_settings, se
 
 from core.migrate import migrate
 from core.store import JobStore
+from core.tenancy import Tenancy
 from service.main import create_app
 
 
@@ -44,16 +45,21 @@ def make_api(tmp_path: Path, closed_port: int) -> Iterator[ApiFactory]:
             public_url = "http://{}:{}".format(*sock.getsockname())
             settings = make_settings(tmp_path / f"api{next(count)}", closed_port, public_url=public_url, **overrides)
             migrate(settings.resolved_database_url)  # what the stack and the chart do before the API starts
+            store = JobStore.from_url(settings.resolved_database_url)
+            stack.callback(store.engine.dispose)
+            # `http` carries an admin key, so tests written before auth existed keep working unchanged.
+            _, admin_key = Tenancy(store.engine).create_key("admin", admin=True)
             app = create_app(settings, launcher)
             if app_hook is not None:
                 app_hook(app)
             url = stack.enter_context(serve(app, sock))
-            http = stack.enter_context(httpx.Client(base_url=url, timeout=30))
+            headers = {"Authorization": f"Bearer {admin_key}"}
+            http = stack.enter_context(httpx.Client(base_url=url, headers=headers, timeout=30))
             # uvicorn reports "started" once it listens; /healthz answering is what the tests rely on.
             assert http.get("/healthz").status_code == 200
-            store = JobStore.from_url(settings.resolved_database_url)
-            stack.callback(store.engine.dispose)
-            return Api(url=url, http=http, settings=settings, store=store)
+            api = Api(url=url, http=http, settings=settings, store=store, admin_key=admin_key)
+            stack.callback(lambda: [client.close() for client in api.clients])
+            return api
 
         yield start
 

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from core.settings import Settings
 from core.store import JobStore
+from core.tenancy import Tenancy
 from service.launcher import LauncherUnavailable, RayJobState
 
 STARTUP_TIMEOUT_S = 20.0
@@ -87,6 +88,23 @@ class Api:
     http: httpx.Client
     settings: Settings
     store: JobStore  # a second connection to the API's SQLite file, as a job driver would hold
+    admin_key: str = ""  # the key `http` sends: an admin of tenant "admin"
+    clients: list[httpx.Client] = field(default_factory=list)  # closed by the fixture
+
+    def new_key(self, tenant: str, admin: bool = False) -> str:
+        """A fresh API key for `tenant` (created if new)."""
+        return Tenancy(self.store.engine).create_key(tenant, admin)[1]
+
+    def client(self, key: str | None) -> httpx.Client:
+        """An HTTP client on this API sending `key` as its bearer token (None: no Authorization header)."""
+        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+        client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        self.clients.append(client)
+        return client
+
+    def tenant_client(self, tenant: str) -> httpx.Client:
+        """An HTTP client holding a new (non-admin) key of `tenant`."""
+        return self.client(self.new_key(tenant))
 
     def create_job(self, **params: Any) -> dict[str, Any]:
         response = self.http.post("/v1/jobs", json={"dataset_uri": "s3://bucket/pets", **params})

@@ -16,6 +16,7 @@ import pytest
 
 from core.migrate import migrate
 from core.store import JobStore
+from core.tenancy import Tenancy
 from service.main import create_app
 from tests.service.service_testkit import FakeLauncher, listening_socket, make_settings, serve
 
@@ -39,20 +40,23 @@ class LiveApi:
     url: str
     store: JobStore
     launcher: FakeLauncher  # the Ray side as the API sees it
+    api_key: str  # an admin key, also in TRAINYARD_API_KEY for the SDK and the CLI
 
 
 @pytest.fixture
-def live_api(tmp_path: Path, client_env: Path) -> Iterator[LiveApi]:
+def live_api(tmp_path: Path, client_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveApi]:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))  # Ray and Serve "live" here: bound, never listening
         sock = listening_socket()
         public_url = "http://{}:{}".format(*sock.getsockname())
         settings = make_settings(tmp_path / "api", closed.getsockname()[1], public_url=public_url)
         migrate(settings.resolved_database_url)
+        store = JobStore.from_url(settings.resolved_database_url)
+        _, api_key = Tenancy(store.engine).create_key("admin", admin=True)
+        monkeypatch.setenv("TRAINYARD_API_KEY", api_key)
         launcher = FakeLauncher()
         with serve(create_app(settings, launcher), sock) as url:
-            store = JobStore.from_url(settings.resolved_database_url)
             try:
-                yield LiveApi(url=url, store=store, launcher=launcher)
+                yield LiveApi(url=url, store=store, launcher=launcher, api_key=api_key)
             finally:
                 store.engine.dispose()

@@ -141,3 +141,16 @@ def test_ctrl_c_while_waiting_exits_130_and_the_job_keeps_running(live_api: Live
     assert waiting.returncode == ExitCode.INTERRUPTED
     assert f"trainyard wait {job['id']}" in out and "Traceback" not in out + err
     assert json.loads(_trainyard(live_api, "status", job["id"], "--json").stdout)["status"] == "queued"
+
+
+def test_report_open_shows_a_downloaded_copy_since_a_browser_cannot_send_the_key(
+    live_api: LiveApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = json.loads(_trainyard(live_api, "submit", "s3://bucket/pets", "--name", "for-the-browser", "--json").stdout)
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    result = _trainyard(live_api, "report", job["id"], "--open", "--json")
+    assert result.exit_code == 0, result.output
+    [uri] = opened
+    assert uri.startswith("file://") and uri.endswith(f"trainyard-report-{job['id']}.html")
+    assert "for-the-browser" in Path(json.loads(result.stdout)["saved"]).read_text()

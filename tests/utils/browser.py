@@ -39,8 +39,13 @@ def chromium_path() -> str:
     return path
 
 
-def visit(url: str, screenshot: Path, width: int = 1366, height: int = 900) -> PageVisit:
-    """Open `url` at a laptop's screen size, wait until it has loaded, save a full-page screenshot."""
+def visit(
+    url: str, screenshot: Path, width: int = 1366, height: int = 900, headers: dict[str, str] | None = None
+) -> PageVisit:
+    """Open `url` at a laptop's screen size, wait until it has loaded, save a full-page screenshot.
+
+    `headers` go with every request of the page (the API's `Authorization`).
+    """
     errors: list[str] = []
     failed: list[str] = []
 
@@ -58,6 +63,8 @@ def visit(url: str, screenshot: Path, width: int = 1366, height: int = 900) -> P
             viewport={"width": width, "height": height},
         )
         try:
+            if headers:
+                context.set_extra_http_headers(headers)
             page = context.new_page()
             page.on("console", on_console)
             page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))

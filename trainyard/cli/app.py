@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import webbrowser
 from pathlib import Path
 from typing import Annotated, Any
@@ -304,11 +305,14 @@ def report(
     job = client.get_job(job_id)  # a clear "no such job" before anything else
     url = client.report_url(job.id)
     saved: str | None = None
+    if open_browser and save is None and client.config.api_key is not None:
+        # A browser cannot send the API key: open a downloaded copy (the page is self-contained) instead.
+        save = Path(tempfile.gettempdir()) / f"trainyard-report-{job.id}.html"
     if save is not None:
         save.write_text(client.report(job.id), encoding="utf-8")
         saved = str(save)
     if open_browser:
-        webbrowser.open(url)
+        webbrowser.open(save.resolve().as_uri() if save is not None else url)
     if state.json:
         print_json({"job_id": job.id, "url": url, "saved": saved})
         return
