@@ -43,6 +43,8 @@ def start_api(database_url: str, submissions: Path, home: Path) -> tuple[subproc
         "TRAINYARD_DATABASE_URL": database_url,
         "TRAINYARD_RECONCILE_INTERVAL_S": str(INTERVAL_S),
         "TRAINYARD_TEST_SUBMISSIONS": str(submissions),
+        # Every job at once: this test is about the claim, not the quota gate that paces a tenant's launches.
+        "TRAINYARD_MAX_CONCURRENT_JOBS": str(JOBS),
     }
     argv = [sys.executable, "-m", "uvicorn", "--factory", "tests.utils.recording_launcher:create_app",
             "--host", LOOPBACK, "--port", str(port), "--no-access-log"]  # fmt: skip
