@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from core.artifact import ARTIFACT_NAME
-from core.cost import Work, WorkUsage, job_cost
+from core.cost import JobCost, Work, WorkUsage, job_cost
 from core.s3 import s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, phase_progress
@@ -68,8 +68,9 @@ class Driver:
         self.attempt = job.attempt
         self.recorded_lr = (job.lr_sweep or {}).get("chosen_lr")
         self.phase: Phase | None = None
-        self.artifacts: dict[str, str] = {}
-        self.usage: list[WorkUsage] = []
+        # A retried job keeps what its earlier attempts made and spent: their files and their Ray work's cost.
+        self.artifacts: dict[str, str] = dict(job.artifacts or {})
+        self.usage: list[WorkUsage] = JobCost.model_validate(job.cost).usage if job.cost else []
 
     # --- bookkeeping -------------------------------------------------------------------------------
 

@@ -112,6 +112,8 @@ def test_a_killed_driver_fails_the_job_and_a_retry_resumes_from_its_checkpoint(a
     after = [e["data"]["epoch"] for e in events if e["kind"] == "epoch" and e["id"] > resumed["id"]]
     assert after == list(range(last_checkpointed + 1, FREEZE_EPOCHS + EPOCHS + 1)), "resumed, not restarted"
     assert [e["kind"] for e in events].count("retry") == 1
+    # The resumed attempt skipped the feature task: its cost still counts the first attempt's run of it.
+    assert "features" in {u["work"] for u in done["cost"]["usage"]}
 
     succeeded_retry = api.post(f"/v1/jobs/{job_id}/retry")
     assert succeeded_retry.status_code == 409 and succeeded_retry.json()["error"]["code"] == "job_not_retryable"
