@@ -19,11 +19,12 @@ import ray
 
 from core.artifact import ARTIFACT_NAME
 from core.cost import Work, WorkUsage, job_cost
-from core.s3 import s3_client
+from core.s3 import S3_UNREACHABLE, s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, phase_progress
 from core.store import JobStore, ModelRecord
 from jobs.errors import JobCancelled, StageError
+from jobs.failures import storage_unavailable
 from jobs.features import Features, compute_features
 from jobs.plots import confusion_matrix_png, lr_sweep_png, training_curves_png
 from jobs.resources import check_cluster_fits, task_cpus, worker_bundle
@@ -64,6 +65,7 @@ class Driver:
             raise JobCancelled  # the job became terminal (cancelled) while we were working
         self.phase = phase
         started = time.monotonic()
+        time.sleep(self.settings.fault_delays.get(phase.value, 0.0))  # fault-injection tests only; 0 otherwise
         yield
         log.info("%s finished in %.1fs", phase.value, time.monotonic() - started)
 
@@ -290,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     except StageError as exc:
         log.warning("job %s failed in %s: %s", driver.job_id, driver.phase, exc.message)
         store.fail(driver.job_id, exc.code, exc.message, driver.phase)
+    except S3_UNREACHABLE as exc:  # an S3 call outside fetch (artifacts, publish, a Ray task's reads) ran out of tries
+        log.exception("job %s: S3 did not answer in %s", driver.job_id, driver.phase)
+        phase = driver.phase.value if driver.phase else "start-up"
+        error = storage_unavailable(f"the job was in {phase}", exc)
+        store.fail(driver.job_id, error.code, error.message, driver.phase)
     except Exception:
         log.exception("job %s hit an internal error in %s", driver.job_id, driver.phase)
         phase = driver.phase.value if driver.phase else "start-up"

@@ -57,6 +57,7 @@ class TrainLoopConfig(BaseModel):
     seed: int
     head_state: bytes | None = None  # the head trained on cached features, if any
     epoch_offset: int = 0  # epochs already run on features, so epoch numbers continue
+    batch_delay_s: float = 0.0  # fault-injection tests only (Settings.fault_delays["worker_batch"])
 
 
 def shard_indices(n: int, rank: int, world: int, seed: int) -> list[int]:
@@ -94,6 +95,7 @@ def evaluate_shard(
         loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         count += len(labels)
+        time.sleep(cfg.batch_delay_s)
     loss_sum, correct, count = _sum_across_ranks(loss_sum, correct, count)
     return {"valid_loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "valid_count": count}
 
@@ -187,6 +189,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             scheduler.step()
             loss_sum += loss.item() * len(labels)
             seen += len(labels)
+            time.sleep(cfg.batch_delay_s)
         train_loss_sum, train_count = _sum_across_ranks(loss_sum, seen)
         metrics: dict[str, Any] = evaluate_shard(module, valid_data, valid_shard, cfg, device)
         metrics |= {

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import httpx
@@ -104,8 +105,9 @@ async def predict(
         raise model_not_found(model_id)
     image, content_type = await read_image(request, settings.max_image_bytes)
     began = time.perf_counter()
-    try:
-        answer = await http.post(
+
+    async def classify() -> httpx.Response:
+        return await http.post(
             f"{settings.serve_url.rstrip('/')}/classify",
             params={"top_k": top_k},
             content=image,
@@ -113,6 +115,9 @@ async def predict(
             headers={"serve_multiplexed_model_id": model_id, "content-type": content_type},
             timeout=PREDICT_TIMEOUT_S,
         )
+
+    try:
+        answer = await _retry_once_if_serve_failed(classify)
     except httpx.TransportError as e:
         metrics.predict_seconds.labels("unavailable").observe(time.perf_counter() - began)
         logger.warning("predict %s: the model server is not reachable (%s)", model_id, type(e).__name__)
@@ -125,6 +130,32 @@ async def predict(
             outcome, response = "client_error", gone
     metrics.predict_seconds.labels(outcome).observe(time.perf_counter() - began)
     return response
+
+
+# --- when the model server itself fails -----------------------------------------------------------------------
+# A replica that dies (killed, out of memory) fails the requests it held with Serve's own 500 (plain text, not
+# the classifier's JSON error) or a dropped connection, and Serve starts a replacement. A prediction changes
+# nothing, so it is safe to send again: the API retries once after a short pause (Serve holds the retry until a
+# live replica takes it). What still fails is relayed as before (`_relay`): 503 with Retry-After when Serve is
+# unreachable or not ready, 502 when it keeps failing (a bug, not a restart).
+SERVE_RETRY_DELAY_S = 0.5
+
+
+def _serve_failed(answer: httpx.Response) -> bool:
+    return answer.status_code >= 500 and not _has_error_shape(answer.content)
+
+
+async def _retry_once_if_serve_failed(classify: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    try:
+        answer = await classify()
+    except httpx.TransportError as e:
+        logger.warning("predict: the model server dropped the request (%s); retrying once", type(e).__name__)
+    else:
+        if not _serve_failed(answer):
+            return answer
+        logger.warning("predict: the model server failed (%s); retrying once", answer.status_code)
+    await asyncio.sleep(SERVE_RETRY_DELAY_S)
+    return await classify()
 
 
 def _unavailable(message: str) -> Response:
