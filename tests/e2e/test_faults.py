@@ -14,15 +14,19 @@ epoch row, a phase), never by a fixed sleep.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import torch
 
 from core.store import EventRecord, JobStore
 from infra.local.sample_data import make_shapes, upload_folder
@@ -30,7 +34,8 @@ from infra.local.stack import LocalStack, StackConfig
 from tests.utils.jobs import poll, store_of, submit, wait_event, wait_job, wait_phase
 from tests.utils.ray_state import alive_actors, held_resources, ray_job_status, ray_jobs_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Generous limits: on a 2-core machine shared with other test runs a job takes minutes instead of one.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 # Seconds each Ray Train batch sleeps (3 batches per epoch here: an epoch lasts ~3 s), and phases the driver
 # holds at their start (fetching is otherwise over in milliseconds).
@@ -45,6 +50,8 @@ JOB: dict[str, Any] = {
     "lr": 0.01,
     "deploy": False,
 }
+# Fewer S3 tries than the default 8, so a test that keeps S3 down waits ~15 s (at most 31 s) per request, not a minute.
+S3_MAX_ATTEMPTS = 6
 DATASET = "s3://faults/shapes"
 TRAIN_WORKER = "RayTrainWorker"
 
@@ -56,6 +63,7 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         "TRAINYARD_FAULT_DELAYS": json.dumps(FAULT_DELAYS),
         # The API's reconciler notices a dead or missing driver within this (the default is 10 s).
         "TRAINYARD_RECONCILE_INTERVAL_S": "2",
+        "TRAINYARD_S3_MAX_ATTEMPTS": str(S3_MAX_ATTEMPTS),
     }
     stack = LocalStack(config)
     try:
@@ -167,7 +175,7 @@ def cancelled(fault_stack: LocalStack, api: httpx.Client, store: JobStore) -> di
                 outcome[phase] = {"id": job_id, "was": now, "response": response.status_code, "job": response.json()}
         return len(outcome) == len(jobs)
 
-    poll(cancel_those_in_their_phase, 600, "every job reaching the phase it is cancelled in", interval=0.1)
+    poll(cancel_those_in_their_phase, 1200, "every job reaching the phase it is cancelled in", interval=0.1)
     held = held_resources(fault_stack, timeout=120)
     for result in outcome.values():
         result["ray_status"] = _ray_job_ended(fault_stack, result["id"])
@@ -246,3 +254,124 @@ def test_an_api_killed_in_each_phase_loses_duplicates_and_strands_nothing(
     assert [(e["epoch"], e["stage"]) for e in job["metrics"]] == [(1, "frozen"), (2, "unfrozen"), (3, "unfrozen")]
     models = [m for m in api.get("/v1/models").json()["models"] if m["job_id"] == job["id"]]
     assert [m["id"] for m in models] == [job["model"]["id"]]
+
+
+# --- row 5: a Serve replica killed ----------------------------------------------------------------------------
+
+REPLICA = "ServeReplica:trainyard:ClassifierServer"
+
+
+def test_a_killed_serve_replica_is_replaced_and_no_request_gets_a_5xx_but_503(
+    through_api_kills: dict[str, Any], fault_stack: LocalStack, tmp_path: Path
+) -> None:
+    model_id = through_api_kills["job"]["model"]["id"]
+    data = make_shapes(tmp_path, train_per_class=0, valid_per_class=1, size=32, seed=7)
+    image = next((data / "valid" / "circle").iterdir()).read_bytes()
+    answers: list[tuple[float, int, str | None]] = []
+    stop = threading.Event()
+
+    def client() -> None:  # predicting without pause, as a busy client would, through the API
+        with httpx.Client(base_url=fault_stack.config.api_url, timeout=120) as http:
+            while not stop.is_set():
+                response = http.post(f"/v1/models/{model_id}/predict", content=image)
+                answers.append((time.monotonic(), response.status_code, response.headers.get("retry-after")))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        poll(lambda: sum(code == 200 for _, code, _ in answers) >= 3, 300, "predictions before the kill")
+        [replica] = alive_actors(fault_stack, REPLICA)
+        os.kill(replica["pid"], signal.SIGKILL)
+        killed_at = time.monotonic()
+        replacement = poll(
+            lambda: [a for a in alive_actors(fault_stack, REPLICA) if a["pid"] != replica["pid"]] or None,
+            300,
+            "a replacement replica",
+        )
+        poll(lambda: sum(code == 200 and at > killed_at for at, code, _ in answers) >= 5, 300, "predictions after")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=150)
+    codes = [code for _, code, _ in answers]
+    assert set(codes) <= {200, 503}, f"answers while a replica died: {sorted(set(codes))}"
+    assert all(retry_after for _, code, retry_after in answers if code == 503), "a 503 without Retry-After"
+    assert replacement[0]["pid"] != replica["pid"]
+    print(f"replica killed: {len(codes)} predictions, {codes.count(503)} answered 503 (Retry-After), none lost")
+
+
+# --- row 4: the S3 server stopped -----------------------------------------------------------------------------
+
+
+def _stop_s3(stack: LocalStack) -> float:
+    os.kill(stack.config.pids.pop("s3"), signal.SIGKILL)
+    stack.save()
+    return time.monotonic()
+
+
+def test_s3_down_during_fetch_fails_the_job_naming_s3_after_bounded_retries(
+    fault_stack: LocalStack, api: httpx.Client, store: JobStore
+) -> None:
+    job_id = submit(api, DATASET, **JOB)
+    wait_phase(store, job_id, ("fetching",))
+    stopped = _stop_s3(fault_stack)
+    try:
+        job = wait_job(api, job_id, timeout=300)
+        gave_up_after = time.monotonic() - stopped
+    finally:
+        fault_stack.start_s3()
+    assert job["status"] == "failed"
+    assert (job["error"]["code"], job["error"]["phase"]) == ("storage_unavailable", "fetching")
+    assert "object store (S3" in job["error"]["message"] and DATASET in job["error"]["message"]
+    assert f"after {S3_MAX_ATTEMPTS} tries" in job["error"]["message"]
+    assert gave_up_after < 150, f"gave up only after {gave_up_after:.0f}s"
+    print(f"S3 down during fetch: the job failed {gave_up_after:.1f}s after S3 stopped")
+
+
+def test_s3_back_within_the_retries_during_fetch_lets_the_job_go_on(
+    fault_stack: LocalStack, api: httpx.Client, store: JobStore
+) -> None:
+    job_id = submit(api, DATASET, **JOB)
+    wait_phase(store, job_id, ("fetching",))
+    _stop_s3(fault_stack)
+    time.sleep(FAULT_DELAYS["fetching"] + 2)  # the driver's first listing meets the outage; 2 s of retries
+    fault_stack.start_s3()
+    fetched = wait_event(store, job_id, lambda e: e.kind == "fetched", what="the fetch finishing")
+    assert fetched.data is not None and fetched.data["objects"] == 18
+    # Fetch was the point; the rest of this job is the other tests' business.
+    assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("restored", [True, False], ids=["restored", "stays_down"])
+def test_s3_down_while_checkpointing_resumes_or_fails_naming_s3_never_keeps_a_partial_checkpoint(
+    restored: bool, fault_stack: LocalStack, api: httpx.Client, store: JobStore
+) -> None:
+    job_id = submit(api, DATASET, **JOB)
+    wait_event(store, job_id, _epoch_reported(2), what="unfrozen epoch 2")
+    stopped = _stop_s3(fault_stack)  # epoch 3 runs for a few seconds, then its checkpoint upload meets the outage
+    try:
+        if restored:
+            wait_event(store, job_id, lambda e: e.kind == "worker_failed", timeout=300, what="the failed upload")
+            fault_stack.start_s3()
+        job = wait_job(api, job_id, timeout=600)
+        ended_after = time.monotonic() - stopped
+    finally:
+        fault_stack.start_s3()
+    reported = [e["checkpoint_uri"] for e in job["metrics"] if e.get("checkpoint_uri")]
+    reported += [e.data["uri"] for e in _events(store, job_id, "checkpoint") if e.data]
+    if restored:
+        assert job["status"] == "succeeded", job["error"]
+        assert [(e["epoch"], e["stage"]) for e in job["metrics"]] == [(1, "frozen"), (2, "unfrozen"), (3, "unfrozen")]
+        assert job["best"]["checkpoint_uri"] in reported
+        location = job["best"]["checkpoint_uri"].removeprefix("s3://").split("/", 1)
+        body = fault_stack.s3_client().get_object(Bucket=location[0], Key=location[1])["Body"].read()
+        assert set(torch.load(io.BytesIO(body), weights_only=True)) >= {"model", "epoch"}  # whole, loadable
+    else:
+        assert job["status"] == "failed"
+        assert (job["error"]["code"], job["error"]["phase"]) == ("storage_unavailable", "training")
+        assert "S3" in job["error"]["message"]
+        assert job["best"] is None
+        assert ended_after < 300, f"gave up only after {ended_after:.0f}s"
+    print(f"S3 down while checkpointing ({'restored' if restored else 'stays down'}): {job['status']} "
+          f"{ended_after:.1f}s after S3 stopped")  # fmt: skip

@@ -47,7 +47,7 @@ def get_job(api: httpx.Client, job_id: str) -> dict[str, Any] | None:
     return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
 
 
-def wait_job(api: httpx.Client, job_id: str, until: tuple[str, ...] = TERMINAL, timeout: float = 420) -> dict[str, Any]:
+def wait_job(api: httpx.Client, job_id: str, until: tuple[str, ...] = TERMINAL, timeout: float = 900) -> dict[str, Any]:
     """Poll the API until the job's status or phase is one of `until`; rides out API restarts."""
 
     def reached() -> dict[str, Any] | None:
@@ -61,7 +61,7 @@ def store_of(database_url: str) -> JobStore:
     return JobStore.from_url(database_url)
 
 
-def wait_phase(store: JobStore, job_id: str, phases: tuple[str, ...], timeout: float = 300) -> str:
+def wait_phase(store: JobStore, job_id: str, phases: tuple[str, ...], timeout: float = 600) -> str:
     """Wait (on the store) until the job is in one of `phases` or has ended; returns the phase or end status."""
 
     def reached() -> str | None:
@@ -75,7 +75,7 @@ def wait_phase(store: JobStore, job_id: str, phases: tuple[str, ...], timeout: f
 
 
 def wait_event(
-    store: JobStore, job_id: str, match: Callable[[EventRecord], bool], timeout: float = 300, what: str = "event"
+    store: JobStore, job_id: str, match: Callable[[EventRecord], bool], timeout: float = 600, what: str = "event"
 ) -> EventRecord:
     """Wait until the job's event log holds an event that `match`es; fails early if the job ends first."""
 
