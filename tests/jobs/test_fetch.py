@@ -76,3 +76,24 @@ def test_empty_prefix_names_the_uri(s3: Any, cache_dir: Path) -> None:
         fetch_dataset(s3, "s3://fetch-c/ds", cache_dir)
     assert error.value.code == "empty_dataset"
     assert "s3://fetch-c/ds/" in error.value.message
+
+
+def test_an_s3_that_does_not_answer_fails_the_fetch_naming_s3(cache_dir: Path) -> None:
+    import boto3
+
+    from core.s3 import client_config
+    from infra.local.stack import LOOPBACK, free_port
+
+    # Nothing listens on a freshly freed port: every try is refused, as when the S3 server is down.
+    unreachable = boto3.client(
+        "s3",
+        endpoint_url=f"http://{LOOPBACK}:{free_port()}",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+        config=client_config(compatible_server=True, max_attempts=2),
+    )
+    with pytest.raises(StageError) as failed:
+        fetch_dataset(unreachable, "s3://somewhere/ds", cache_dir)
+    assert failed.value.code == "storage_unavailable"
+    assert "the object store (S3" in failed.value.message and "listing s3://somewhere/ds" in failed.value.message
