@@ -9,6 +9,7 @@ Rank 0 checkpoints model, optimizer and schedule every epoch, so a restarted wor
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import tempfile
@@ -106,6 +107,21 @@ def _save_checkpoint(state: dict[str, Any], metrics: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
+def _record_start(cfg: TrainLoopConfig, world: int, epoch: int, resumed: bool) -> None:
+    """Say in the job's event log that the workers run, and from where: after a worker died, this is the proof
+    of where training resumed. Best effort: a store that does not answer must not stop training."""
+    from core.store import JobStore
+
+    how = f"resuming at epoch {epoch} from the last checkpoint" if resumed else f"starting at epoch {epoch}"
+    try:
+        store = JobStore.from_url(get_settings().resolved_database_url)
+        data = {"epoch": epoch, "resumed": resumed}
+        store.add_event(cfg.job_id, "training_started", f"{world} training workers running, {how}", data)
+        store.engine.dispose()
+    except Exception:
+        logging.getLogger("trainyard.train").warning("could not record the training start", exc_info=True)
+
+
 def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     # When this rank began to hold its resources (wall clock, compared with the driver's): its share of the cost.
     started_at = time.time()
@@ -163,7 +179,9 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         first_epoch = state["epoch"] + 1
-    elif cfg.head_state is not None:
+    if rank == 0:
+        _record_start(cfg, world, cfg.epoch_offset + first_epoch, resumed=checkpoint is not None)
+    if checkpoint is None and cfg.head_state is not None:
         # The head-only model is a candidate too: if unfreezing hurts, the best checkpoint is this one.
         baseline: dict[str, Any] = evaluate_shard(module, valid_data, valid_shard, cfg, device)
         baseline |= {"epoch": cfg.epoch_offset, "stage": "frozen", "baseline": True, "rank": rank}

@@ -122,8 +122,8 @@ def test_a_killed_train_worker_resumes_from_the_last_checkpoint(
     stage: str, fault_stack: LocalStack, api: httpx.Client, store: JobStore
 ) -> None:
     job_id = submit(api, DATASET, **JOB)
-    if stage == "head_only":
-        wait_phase(store, job_id, ("training",))
+    if stage == "head_only":  # the workers run and evaluate the head-only model before anything is checkpointed
+        wait_event(store, job_id, lambda e: e.kind == "training_started", what="the training workers running")
     elif stage == "first_unfrozen":
         wait_event(store, job_id, _is_baseline_checkpoint, what="the head-only checkpoint")
     else:
@@ -138,6 +138,10 @@ def test_a_killed_train_worker_resumes_from_the_last_checkpoint(
         f"the kill landed elsewhere than {stage}: {failures[0].message}"
     )
     assert "died (killed by signal 9)" in failures[0].message, failures[0].message
+    # The restarted workers resumed where the last checkpoint left off (the head-only one has epoch 1).
+    starts = [e.data for e in _events(store, job_id, "training_started")]
+    resumed_at = 2 if WORKER_KILLS[stage] is None else WORKER_KILLS[stage] + 1
+    assert starts == [{"epoch": 2, "resumed": False}, {"epoch": resumed_at, "resumed": stage != "head_only"}]
     # Every epoch reported once, in order: none repeated by the resumed run, none skipped.
     assert [(e["epoch"], e["stage"]) for e in job["metrics"]] == [(1, "frozen"), (2, "unfrozen"), (3, "unfrozen")]
     assert [e.data["epoch"] for e in _events(store, job_id, "epoch") if e.data] == [2, 3]
