@@ -140,7 +140,8 @@ def test_a_killed_train_worker_resumes_from_the_last_checkpoint(
     assert "died (killed by signal 9)" in failures[0].message, failures[0].message
     # The restarted workers resumed where the last checkpoint left off (the head-only one has epoch 1).
     starts = [e.data for e in _events(store, job_id, "training_started")]
-    resumed_at = 2 if WORKER_KILLS[stage] is None else WORKER_KILLS[stage] + 1
+    checkpointed = WORKER_KILLS[stage]
+    resumed_at = 2 if checkpointed is None else checkpointed + 1
     assert starts == [{"epoch": 2, "resumed": False}, {"epoch": resumed_at, "resumed": stage != "head_only"}]
     # Every epoch reported once, in order: none repeated by the resumed run, none skipped.
     assert [(e["epoch"], e["stage"]) for e in job["metrics"]] == [(1, "frozen"), (2, "unfrozen"), (3, "unfrozen")]
