@@ -193,25 +193,27 @@ class Driver:
             self.store.set_result(self.job_id, "artifacts", self.artifacts)
             self.store.add_event(self.job_id, "published", "model artifact written", {"uri": artifact_uri})
 
-        model_id = None
-        if p.deploy:
-            with self.stage(Phase.deploying):
-                model_id = self.job_id.replace("job-", "mdl-", 1)
-                from serving.deploy import deploy_model
+        if not p.deploy:
+            self.store.succeed(self.job_id, None)
+            return
+        with self.stage(Phase.deploying):
+            model_id = self.job_id.replace("job-", "mdl-", 1)
+            from serving.deploy import deploy_model
+            from serving.registry import delete_pointer
 
-                deploy_model(self.s3, self.settings, model_id, artifact_uri)
-                self.store.add_model(
-                    ModelRecord(
-                        id=model_id,
-                        job_id=self.job_id,
-                        artifact_uri=artifact_uri,
-                        arch=p.arch,
-                        classes=dataset.summary.classes,
-                        metrics=metrics,
-                        created_at=datetime.now(UTC),
-                    )
-                )
-        self.store.succeed(self.job_id, model_id)
+            deploy_model(self.s3, self.settings, model_id, artifact_uri)
+            record = ModelRecord(
+                id=model_id,
+                job_id=self.job_id,
+                artifact_uri=artifact_uri,
+                arch=p.arch,
+                classes=dataset.summary.classes,
+                metrics=metrics,
+                created_at=datetime.now(UTC),
+            )
+            if not self.store.succeed_with_model(self.job_id, record):
+                delete_pointer(self.s3, self.settings, model_id)  # cancelled while deploying: serve nothing
+                raise JobCancelled
 
     def _record_training(self, best: BestCheckpoint, finished_at: float) -> None:
         """The DDP record (each rank's samples and node) and what the ranks held, from the first epoch's report."""
