@@ -340,7 +340,9 @@ def test_s3_back_within_the_retries_during_fetch_lets_the_job_go_on(
     job_id = submit(api, DATASET, **JOB)
     wait_phase(store, job_id, ("fetching",))
     _stop_s3(fault_stack)
-    time.sleep(FAULT_DELAYS["fetching"] + 2)  # the driver's first listing meets the outage; 2 s of retries
+    # Back shortly after the driver's hold ends: its first listing meets the outage and a retry finds S3 again
+    # (boto3 backs off by a random 0-1, 0-2, 0-4 … s, so a retry after S3 is back is all but certain).
+    time.sleep(FAULT_DELAYS["fetching"] + 0.5)
     fault_stack.start_s3()
     fetched = wait_event(store, job_id, lambda e: e.kind == "fetched", what="the fetch finishing")
     assert fetched.data is not None and fetched.data["objects"] == 18
