@@ -58,20 +58,25 @@ def _causes(exc: BaseException) -> list[tuple[str, BaseException]]:
     return [("training", root)]
 
 
-_SIGNAL = re.compile(r"SIGKILL|signal 9|killed by signal (\d+)|SIG(TERM|SEGV|ABRT)")
-_OOM = re.compile(r"out of memory|OutOfMemoryError|OOM", re.IGNORECASE)
+_SIGNAL = re.compile(r"killed by signal (\d+)")
+# Ray's memory monitor kills a worker before the kernel would, and says so.
+_RAY_OOM = re.compile(r"OutOfMemoryError|running low on memory")
+# A worker process that vanished (SIGKILL, the kernel's OOM killer, a segfault): Ray only sees the pipe close.
+_VANISHED = re.compile(r"unexpectedly exits|died unexpectedly|SYSTEM_ERROR")
 
 
 def _death_reason(text: str) -> str:
-    """Why a worker process died, in a user's words, from what Ray wrote about it ("" when it says nothing)."""
-    if _OOM.search(text):
-        return "out of memory"
-    found = _SIGNAL.search(text)
-    if found is None:
-        return ""
-    if found.group(1):
+    """Why a worker process died, in a user's words, from what Ray wrote about it ("" when it says nothing).
+
+    Ray cannot see the signal of a process that vanished; it lists the usual causes, and so does this.
+    """
+    if found := _SIGNAL.search(text):
         return f"killed by signal {found.group(1)}"
-    return "killed by signal 9" if found.group(2) is None else f"killed by SIG{found.group(2)}"
+    if _RAY_OOM.search(text):
+        return "out of memory: Ray's memory monitor killed it"
+    if _VANISHED.search(text):
+        return "its process vanished: killed (SIGKILL, or the kernel's out-of-memory killer) or crashed"
+    return ""
 
 
 def worker_failure_summary(worker_exceptions: Mapping[int, BaseException]) -> str:
@@ -103,7 +108,7 @@ def training_failure(exc: BaseException, attempts: int) -> StageError:
             f"{tries}): {detail}. Check that the S3 endpoint is up, then submit the job again",
         )
     if _DIED_MARKERS.search(text):
-        reason = _death_reason(text) or "out of memory, or killed"
+        reason = _death_reason(text) or "killed, or out of memory"
         return StageError(
             "worker_died",
             f"a training worker died ({reason}; {where}, {tries}) and the retry failed too: {detail}",

@@ -19,6 +19,15 @@ SIGKILLED = ActorDiedError(
 )
 
 
+# What Ray 2.60 says of a Ray Train worker whose process was SIGKILLed (it cannot see the signal itself).
+VANISHED = ActorDiedError(
+    "The actor died unexpectedly before finishing this task.\n\tclass_name: RayTrainWorker\nThe actor is dead because "
+    "its worker process has died. Worker exit type: SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with "
+    "a connection error code 2. End of file. Some common causes include: (1) the process was killed by the OOM "
+    "killer due to high memory usage, (2) ray stop --force was called, or (3) the worker crashed unexpectedly"
+)
+
+
 class WorkerGroupError(Exception):
     def __init__(self, message: str, worker_failures: dict[int, BaseException]) -> None:
         super().__init__(message)
@@ -31,6 +40,13 @@ def test_a_killed_worker_is_named_with_its_rank_and_signal() -> None:
     assert (
         summary
         == "training worker rank 0 failed: ValueError: bad shape; training worker rank 1 died (killed by signal 9)"
+    )
+
+
+def test_a_worker_that_vanished_is_not_blamed_on_memory_alone() -> None:
+    assert worker_failure_summary({0: VANISHED}) == (
+        "training worker rank 0 died (its process vanished: killed (SIGKILL, or the kernel's out-of-memory killer) "
+        "or crashed)"
     )
 
 
