@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # None means AWS itself; the local stack points this at its S3-compatible server.
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    # Tries per S3 request (the first one included) before an unreachable or throttling S3 is reported as
+    # `storage_unavailable`: boto3 waits a jittered exponential backoff between tries (up to ~1, 2, 4, 8, 16 s,
+    # capped at 20 s), so 8 tries ride out an outage of several seconds and give up within about a minute.
+    s3_max_attempts: int = Field(default=8, ge=1, le=20)
     # Checkpoints, model artifacts and reports go under <artifact_uri>/jobs/<job id>/.
     artifact_uri: str = "s3://trainyard-artifacts"
     # Ray dashboard address: the Ray Jobs API the launcher submits to.
@@ -94,6 +98,11 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     # A job whose dataset has more undecodable files than this fraction fails in `validating`.
     max_bad_image_fraction: float = Field(default=0.1, ge=0, le=1)
+    # Fault-injection for tests only (empty in every real deployment): seconds to hold, keyed by where. A phase
+    # name ("fetching", "training", …) holds the driver at the start of that phase; "worker_batch" sleeps after
+    # each batch a Ray Train worker trains or validates. On tiny test data every stage takes well under a second,
+    # so a test that kills a process "during the first unfrozen epoch" needs that epoch to last long enough.
+    fault_delays: dict[str, float] = Field(default_factory=dict)
 
     # --- access control (service.auth, core.tenancy) ---
     # Every /v1 request needs `Authorization: Bearer <key>`. `TRAINYARD_AUTH=off` is the explicit opt-out for

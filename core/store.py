@@ -451,6 +451,17 @@ class JobStore:
                 self._event(conn, job_id, "succeeded", "job succeeded", {"model_id": model_id})
         return ok
 
+    def succeed_with_model(self, job_id: str, model: ModelRecord) -> bool:
+        """Mark the job succeeded and list its model, in one transaction: a job cancelled meanwhile gets neither,
+        so a cancel that lands while the model deploys never leaves a listed model behind."""
+        with self._tx() as conn:
+            values = {"status": JobStatus.succeeded.value, "phase": None, "progress": 1.0, "model_id": model.id}
+            ok = self._transition(conn, job_id, values | {"finished_at": _now()})
+            if ok:
+                conn.execute(models_table.insert().values(**model.model_dump()))
+                self._event(conn, job_id, "succeeded", "job succeeded", {"model_id": model.id})
+        return ok
+
     def fail(self, job_id: str, code: str, message: str, phase: Phase | None = None) -> bool:
         with self._tx() as conn:
             if phase is None:

@@ -21,11 +21,12 @@ from pydantic import BaseModel
 
 from core.artifact import ARTIFACT_NAME
 from core.cost import JobCost, Work, WorkUsage, job_cost
-from core.s3 import s3_client
+from core.s3 import S3_UNREACHABLE, s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, phase_progress
 from core.store import JobStore, ModelRecord
 from jobs.errors import JobCancelled, StageError
+from jobs.failures import storage_unavailable
 from jobs.features import Features, compute_features
 from jobs.plots import confusion_matrix_png, lr_sweep_png, training_curves_png
 from jobs.resources import check_cluster_fits, task_cpus, worker_bundle
@@ -80,6 +81,7 @@ class Driver:
             raise JobCancelled  # the job became terminal (cancelled) while we were working
         self.phase = phase
         started = time.monotonic()
+        time.sleep(self.settings.fault_delays.get(phase.value, 0.0))  # fault-injection tests only; 0 otherwise
         yield
         log.info("%s finished in %.1fs", phase.value, time.monotonic() - started)
 
@@ -221,25 +223,27 @@ class Driver:
             self.store.set_result(self.job_id, "artifacts", self.artifacts)
             self.store.add_event(self.job_id, "published", "model artifact written", {"uri": artifact_uri})
 
-        model_id = None
-        if p.deploy:
-            with self.stage(Phase.deploying):
-                model_id = self.job_id.replace("job-", "mdl-", 1)
-                from serving.deploy import deploy_model
+        if not p.deploy:
+            self.store.succeed(self.job_id, None)
+            return
+        with self.stage(Phase.deploying):
+            model_id = self.job_id.replace("job-", "mdl-", 1)
+            from serving.deploy import deploy_model
+            from serving.registry import delete_pointer
 
-                deploy_model(self.s3, self.settings, model_id, artifact_uri)
-                self.store.add_model(
-                    ModelRecord(
-                        id=model_id,
-                        job_id=self.job_id,
-                        artifact_uri=artifact_uri,
-                        arch=p.arch,
-                        classes=dataset.summary.classes,
-                        metrics=metrics,
-                        created_at=datetime.now(UTC),
-                    )
-                )
-        self.store.succeed(self.job_id, model_id)
+            deploy_model(self.s3, self.settings, model_id, artifact_uri)
+            record = ModelRecord(
+                id=model_id,
+                job_id=self.job_id,
+                artifact_uri=artifact_uri,
+                arch=p.arch,
+                classes=dataset.summary.classes,
+                metrics=metrics,
+                created_at=datetime.now(UTC),
+            )
+            if not self.store.succeed_with_model(self.job_id, record):
+                delete_pointer(self.s3, self.settings, model_id)  # cancelled while deploying: serve nothing
+                raise JobCancelled
 
     def _lr_sweep(self, dataset: ValidatedDataset) -> tuple[Features | None, float]:
         """The features for the head-only epochs (when any) and the learning rate: the user's, or the sweep's."""
@@ -367,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     except StageError as exc:
         log.warning("job %s failed in %s: %s", driver.job_id, driver.phase, exc.message)
         store.fail(driver.job_id, exc.code, exc.message, driver.phase)
+    except S3_UNREACHABLE as exc:  # an S3 call outside fetch (artifacts, publish, a Ray task's reads) ran out of tries
+        log.exception("job %s: S3 did not answer in %s", driver.job_id, driver.phase)
+        phase = driver.phase.value if driver.phase else "start-up"
+        error = storage_unavailable(f"the job was in {phase}", exc)
+        store.fail(driver.job_id, error.code, error.message, driver.phase)
     except Exception:
         log.exception("job %s hit an internal error in %s", driver.job_id, driver.phase)
         phase = driver.phase.value if driver.phase else "start-up"

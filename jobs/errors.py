@@ -11,6 +11,10 @@ class StageError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[type[StageError], tuple[str, str]]:
+        # Raised inside Ray tasks and Ray Train workers too: pickling must keep both arguments.
+        return (type(self), (self.code, self.message))
+
 
 class JobCancelled(Exception):
     """The job was cancelled while the driver was working on it."""

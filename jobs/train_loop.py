@@ -9,6 +9,7 @@ Rank 0 checkpoints model, optimizer and schedule every epoch, so a restarted wor
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import tempfile
@@ -57,6 +58,7 @@ class TrainLoopConfig(BaseModel):
     seed: int
     head_state: bytes | None = None  # the head trained on cached features, if any
     epoch_offset: int = 0  # epochs already run on features, so epoch numbers continue
+    batch_delay_s: float = 0.0  # fault-injection tests only (Settings.fault_delays["worker_batch"])
 
 
 def shard_indices(n: int, rank: int, world: int, seed: int) -> list[int]:
@@ -96,6 +98,7 @@ def evaluate_shard(
         loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         count += len(labels)
+        time.sleep(cfg.batch_delay_s)
     loss_sum, correct, count = _sum_across_ranks(loss_sum, correct, count, device=device)
     return {"valid_loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "valid_count": count}
 
@@ -104,6 +107,21 @@ def _save_checkpoint(state: dict[str, Any], metrics: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(state, Path(tmp) / CHECKPOINT_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _record_start(cfg: TrainLoopConfig, world: int, epoch: int, resumed: bool) -> None:
+    """Say in the job's event log that the workers run, and from where: after a worker died, this is the proof
+    of where training resumed. Best effort: a store that does not answer must not stop training."""
+    from core.store import JobStore
+
+    how = f"resuming at epoch {epoch} from the last checkpoint" if resumed else f"starting at epoch {epoch}"
+    try:
+        store = JobStore.from_url(get_settings().resolved_database_url)
+        data = {"epoch": epoch, "resumed": resumed}
+        store.add_event(cfg.job_id, "training_started", f"{world} training workers running, {how}", data)
+        store.engine.dispose()
+    except Exception:
+        logging.getLogger("trainyard.train").warning("could not record the training start", exc_info=True)
 
 
 def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
@@ -163,7 +181,9 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         first_epoch = state["epoch"] + 1
-    elif cfg.head_state is not None:
+    if rank == 0:
+        _record_start(cfg, world, cfg.epoch_offset + first_epoch, resumed=checkpoint is not None)
+    if checkpoint is None and cfg.head_state is not None:
         # The head-only model is a candidate too: if unfreezing hurts, the best checkpoint is this one.
         baseline: dict[str, Any] = evaluate_shard(module, valid_data, valid_shard, cfg, device)
         baseline |= {"epoch": cfg.epoch_offset, "stage": "frozen", "baseline": True, "rank": rank}
@@ -189,6 +209,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             scheduler.step()
             loss_sum += loss.item() * len(labels)
             seen += len(labels)
+            time.sleep(cfg.batch_delay_s)
         train_loss_sum, train_count = _sum_across_ranks(loss_sum, seen, device=device)
         metrics: dict[str, Any] = evaluate_shard(module, valid_data, valid_shard, cfg, device)
         metrics |= {

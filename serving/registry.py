@@ -46,6 +46,12 @@ def write_pointer(s3: Any, settings: Settings, pointer: ModelPointer) -> None:
     s3.put_object(Bucket=bucket, Key=key, Body=pointer.model_dump_json().encode(), ContentType="application/json")
 
 
+def delete_pointer(s3: Any, settings: Settings, model_id: str) -> None:
+    """Make `model_id` unservable (a deploy that lost a race with a cancel); deleting a missing pointer is fine."""
+    bucket, key = _pointer_location(settings, model_id)
+    s3.delete_object(Bucket=bucket, Key=key)
+
+
 def read_pointer(s3: Any, settings: Settings, model_id: str) -> ModelPointer:
     bucket, key = _pointer_location(settings, model_id)
     try:

@@ -17,11 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
+from core.s3 import S3_UNREACHABLE
 from core.spec import S3Location
 from jobs.errors import StageError
+from jobs.failures import storage_unavailable
 
 MANIFEST = ".trainyard-manifest.json"
 # Real S3 rewards parallel GETs; the local server is CPU-bound either way.
@@ -102,10 +104,10 @@ def _list_objects(s3: Any, location: S3Location, max_objects: int | None = None)
                 f"access to {location.uri} was denied; grant the service s3:ListBucket and s3:GetObject",
             ) from None
         raise StageError("s3_error", f"listing {location.uri} failed with S3 error {code or 'unknown'}") from None
-    except (EndpointConnectionError, BotoCoreError) as exc:
-        raise StageError(
-            "s3_unreachable", f"could not reach S3 to list {location.uri} ({type(exc).__name__})"
-        ) from None
+    except S3_UNREACHABLE as exc:
+        raise storage_unavailable(f"listing {location.uri}", exc) from None
+    except BotoCoreError as exc:
+        raise StageError("s3_error", f"listing {location.uri} failed ({type(exc).__name__}: {exc})") from None
 
 
 def _check_size(location: S3Location, objects: list[dict[str, Any]], limits: DatasetLimits) -> None:
@@ -164,6 +166,8 @@ def fetch_dataset(s3: Any, uri: str, cache_dir: Path, limits: DatasetLimits | No
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "unknown")
                 raise StageError("s3_error", f"downloading s3://{location.bucket}/{key} failed ({code})") from None
+            except S3_UNREACHABLE as exc:
+                raise storage_unavailable(f"downloading s3://{location.bucket}/{key}", exc) from None
             tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
             tmp.write_bytes(body)
             os.replace(tmp, target)

@@ -27,7 +27,7 @@ from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, S3Location, phase_progress
 from core.store import JobStore
 from jobs.errors import StageError
-from jobs.failures import training_failure
+from jobs.failures import training_failure, worker_failure_summary
 from jobs.features import Features
 from jobs.resources import worker_bundle
 from jobs.stages.validate import ValidatedDataset
@@ -128,6 +128,7 @@ class TrainingProgress(UserCallback):
         self.job_id = job_id
         self.total_epochs = total_epochs
         self._store: JobStore | None = None
+        self._checkpointed_epoch: int | None = None  # the last epoch a checkpoint was persisted for
 
     @property
     def store(self) -> JobStore:
@@ -136,11 +137,27 @@ class TrainingProgress(UserCallback):
         return self._store
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "total_epochs": self.total_epochs, "_store": None}
+        return {"job_id": self.job_id, "total_epochs": self.total_epochs, "_store": None, "_checkpointed_epoch": None}
+
+    def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+        """A worker failed: say who and why in the event log, and where training resumes (if it is retried)."""
+        resumes = (
+            f"epoch {self._checkpointed_epoch + 1}, from the checkpoint of epoch {self._checkpointed_epoch}"
+            if self._checkpointed_epoch is not None
+            else "the start of unfrozen training (no checkpoint yet)"
+        )
+        self.store.add_event(
+            self.job_id,
+            "worker_failed",
+            f"{worker_failure_summary(worker_exceptions)}; if a retry is left, training resumes at {resumes}",
+            {"ranks": sorted(worker_exceptions), "checkpointed_epoch": self._checkpointed_epoch},
+        )
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         lead = metrics[0]
         uri = f"s3://{checkpoint.path}/{CHECKPOINT_FILE}" if checkpoint is not None else None
+        if checkpoint is not None:
+            self._checkpointed_epoch = int(lead["epoch"])
         if lead.get("baseline"):
             self.store.add_event(
                 self.job_id, "checkpoint", "head-only model checkpointed", {"epoch": lead["epoch"], "uri": uri}
@@ -216,6 +233,7 @@ def fine_tune(
         seed=params.seed,
         head_state=head.state if head else None,
         epoch_offset=params.freeze_epochs,
+        batch_delay_s=settings.fault_delays.get("worker_batch", 0.0),
     )
     artifacts = S3Location.parse(settings.artifact_uri).child("jobs", job_id)
     resources = worker_bundle(params)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -177,13 +178,15 @@ class _ServeCall:
         began = time.perf_counter()
         model_id = self.model.id
         try:
-            answer = await http.post(
-                f"{settings.serve_url.rstrip('/')}{self.path}",
-                params=self.params,
-                content=self.content,
-                # Ray Serve routes the request to a replica that has this model loaded (model multiplexing).
-                headers={"serve_multiplexed_model_id": model_id, "content-type": self.content_type},
-                timeout=PREDICT_TIMEOUT_S,
+            answer = await _retry_once_if_serve_failed(
+                lambda: http.post(
+                    f"{settings.serve_url.rstrip('/')}{self.path}",
+                    params=self.params,
+                    content=self.content,
+                    # Ray Serve routes the request to a replica that has this model loaded (model multiplexing).
+                    headers={"serve_multiplexed_model_id": model_id, "content-type": self.content_type},
+                    timeout=PREDICT_TIMEOUT_S,
+                )
             )
         except httpx.TransportError as e:
             logger.warning("predict %s: the model server is not reachable (%s)", model_id, type(e).__name__)
@@ -217,6 +220,32 @@ def _with_total(content: bytes, began: float, metrics: Metrics, model_id: str) -
     timing["total"] = round((time.perf_counter() - began) * 1000, 2)
     metrics.observe_prediction(model_id, timing, body.get("batch_size"))
     return Response(json.dumps(body), status_code=200, media_type="application/json")
+
+
+# --- when the model server itself fails -----------------------------------------------------------------------
+# A replica that dies (killed, out of memory) fails the requests it held with Serve's own 500 (plain text, not
+# the classifier's JSON error) or a dropped connection, and Serve starts a replacement. A prediction changes
+# nothing, so it is safe to send again: the API retries once after a short pause (Serve holds the retry until a
+# live replica takes it). What still fails is relayed as before (`_relay`): 503 with Retry-After when Serve is
+# unreachable or not ready, 502 when it keeps failing (a bug, not a restart).
+SERVE_RETRY_DELAY_S = 0.5
+
+
+def _serve_failed(answer: httpx.Response) -> bool:
+    return answer.status_code >= 500 and not _has_error_shape(answer.content)
+
+
+async def _retry_once_if_serve_failed(classify: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    try:
+        answer = await classify()
+    except httpx.TransportError as e:
+        logger.warning("predict: the model server dropped the request (%s); retrying once", type(e).__name__)
+    else:
+        if not _serve_failed(answer):
+            return answer
+        logger.warning("predict: the model server failed (%s); retrying once", answer.status_code)
+    await asyncio.sleep(SERVE_RETRY_DELAY_S)
+    return await classify()
 
 
 def _unavailable(message: str) -> Response:

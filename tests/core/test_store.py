@@ -113,6 +113,32 @@ def test_results_epochs_and_models_round_trip(store: JobStore) -> None:
     assert [m.id for m in store.list_models()] == ["mdl-1"]
 
 
+def test_a_job_cancelled_while_its_model_deploys_lists_no_model(store: JobStore) -> None:
+    def model(job_id: str) -> ModelRecord:
+        return ModelRecord(
+            id=job_id.replace("job-", "mdl-", 1),
+            job_id=job_id,
+            artifact_uri="s3://a/m.pt",
+            arch="efficientnet_lite0",
+            classes=["a", "b"],
+            metrics={},
+            created_at=datetime.now(UTC),
+        )
+
+    cancelled, _ = store.create_job(params(name="cancelled"))
+    store.set_phase(cancelled.id, Phase.deploying, 0.95)
+    assert store.cancel(cancelled.id)
+    assert store.succeed_with_model(cancelled.id, model(cancelled.id)) is False
+    assert store.list_models() == [] and store.get_job(cancelled.id).status is JobStatus.cancelled  # type: ignore[union-attr]
+
+    deployed, _ = store.create_job(params(name="deployed"))
+    store.set_phase(deployed.id, Phase.deploying, 0.95)
+    assert store.succeed_with_model(deployed.id, model(deployed.id)) is True
+    job = store.get_job(deployed.id)
+    assert job is not None and job.status is JobStatus.succeeded and job.model_id == model(deployed.id).id
+    assert [m.job_id for m in store.list_models()] == [deployed.id]
+
+
 def test_one_claim_wins_until_released_or_its_lease_runs_out(store: JobStore) -> None:
     job, _ = store.create_job(params())
     assert store.claim_submission(job.id, "api-a", lease_s=60)

@@ -90,3 +90,24 @@ def test_a_dataset_over_the_object_or_byte_limit_fails_before_downloading(s3: An
     assert not any(cache_dir.rglob("*.png"))  # refused before a single download
     within = fetch_dataset(s3, "s3://fetch-limits/ds", cache_dir, DatasetLimits(max_objects=5, max_bytes=500))
     assert within.downloaded == 5
+
+
+def test_an_s3_that_does_not_answer_fails_the_fetch_naming_s3(cache_dir: Path) -> None:
+    import boto3
+
+    from core.s3 import client_config
+    from infra.local.stack import LOOPBACK, free_port
+
+    # Nothing listens on a freshly freed port: every try is refused, as when the S3 server is down.
+    unreachable = boto3.client(
+        "s3",
+        endpoint_url=f"http://{LOOPBACK}:{free_port()}",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+        config=client_config(compatible_server=True, max_attempts=2),
+    )
+    with pytest.raises(StageError) as failed:
+        fetch_dataset(unreachable, "s3://somewhere/ds", cache_dir)
+    assert failed.value.code == "storage_unavailable"
+    assert "the object store (S3" in failed.value.message and "listing s3://somewhere/ds" in failed.value.message

@@ -47,6 +47,7 @@ class FakeServe:
         self.status = 200
         self.body: bytes = json.dumps({"predictions": [{"label": "dog", "probability": 0.9}]}).encode()
         self.headers: dict[str, str] = {}
+        self.first_answers: list[tuple[int, bytes]] = []  # answered (status, body) in turn before `status`/`body`
         self.app = FastAPI()
         self.app.add_api_route("/classify", self.classify, methods=["POST"])
         self.app.add_api_route("/classify/batch", self.classify, methods=["POST"])
@@ -63,6 +64,10 @@ class FakeServe:
             }
         )
         return Response(self.body, status_code=self.status, media_type="application/json", headers=self.headers)
+        if self.first_answers:
+            status, body = self.first_answers.pop(0)
+            return Response(body, status_code=status, media_type="text/plain")
+        return Response(self.body, status_code=self.status, media_type="application/json")
 
 
 @pytest.fixture
@@ -166,7 +171,17 @@ def test_model_server_failures_are_not_leaked(served_api: Api, fake_serve: FakeS
     response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict", content=IMAGE)
     assert response.status_code == 502
     assert error_of(response)["code"] == "serving_error"
+    assert len(fake_serve.calls) == 2, "a failure of the model server itself is retried once before giving up"
     assert "Traceback" not in response.text and "secret" not in response.text
+
+
+def test_a_request_lost_with_a_dying_replica_is_retried_once(served_api: Api, fake_serve: FakeServe) -> None:
+    # What Serve's proxy answers for a request whose replica was killed under it: its own plain-text 500.
+    fake_serve.first_answers = [(500, b"ray.exceptions.ActorDiedError: The actor died unexpectedly")]
+    response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict", content=IMAGE)
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == [{"label": "dog", "probability": 0.9}]
+    assert len(fake_serve.calls) == 2
 
 
 def test_model_server_without_the_route_is_unavailable(served_api: Api, fake_serve: FakeServe) -> None:

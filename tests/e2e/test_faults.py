@@ -1,0 +1,388 @@
+"""The fault matrix: real processes killed at chosen moments of real jobs, and what must hold afterwards.
+
+Rows (issue 6): a Ray Train worker killed in each training stage; the API killed and restarted in each phase;
+the S3 server stopped during fetch and during checkpointing; a Serve replica killed; a cancel in each phase.
+Each kill is SIGKILL unless a row says otherwise, and each test asserts the job's final state, its epoch rows
+and events, and that nothing was lost or duplicated.
+
+The module runs its own stack (own ports and home), because it kills the stack's own processes. On tiny data
+every stage takes well under a second, too short to land a kill inside it, so the stack sets the test-only
+`TRAINYARD_FAULT_DELAYS`: each Ray Train batch sleeps `worker_batch` seconds (an epoch lasts a few seconds)
+and the driver holds a few phases at their start. Kills are triggered by the job's own records (an event, an
+epoch row, a phase), never by a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+
+from core.store import EventRecord, JobStore
+from infra.local.sample_data import make_shapes, upload_folder
+from infra.local.stack import LocalStack, StackConfig
+from tests.utils.jobs import poll, store_of, submit, wait_event, wait_job, wait_phase
+from tests.utils.ray_state import alive_actors, held_resources, ray_job_status, ray_jobs_for
+
+# Generous limits: on a 2-core machine shared with other test runs a job takes minutes instead of one.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+# Seconds each Ray Train batch sleeps (3 batches per epoch here: an epoch lasts ~3 s), and phases the driver
+# holds at their start (fetching is otherwise over in milliseconds).
+FAULT_DELAYS = {"worker_batch": 1.0, "fetching": 3.0}
+# 12 training and 6 validation images of 3 classes at 32 px; 1 head-only epoch, then 2 unfrozen on 2 DDP workers.
+JOB: dict[str, Any] = {
+    "epochs": 2,
+    "freeze_epochs": 1,
+    "batch_size": 4,
+    "image_size": 32,
+    "num_workers": 2,
+    "lr": 0.01,
+    "deploy": False,
+}
+# Fewer S3 tries than the default 8, so a test that keeps S3 down waits ~15 s (at most 31 s) per request, not a minute.
+S3_MAX_ATTEMPTS = 6
+DATASET = "s3://faults/shapes"
+TRAIN_WORKER = "RayTrainWorker"
+
+
+@pytest.fixture(scope="module")
+def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    config = StackConfig.with_free_ports(tmp_path_factory.mktemp("faults-home"))
+    config.env_overrides = {
+        "TRAINYARD_FAULT_DELAYS": json.dumps(FAULT_DELAYS),
+        # The API's reconciler notices a dead or missing driver within this (the default is 10 s).
+        "TRAINYARD_RECONCILE_INTERVAL_S": "2",
+        "TRAINYARD_S3_MAX_ATTEMPTS": str(S3_MAX_ATTEMPTS),
+    }
+    stack = LocalStack(config)
+    try:
+        stack.start_s3()
+        try:
+            stack.start_ray()
+        except RuntimeError:  # a raylet that missed Ray's fixed start-up deadline on a machine busy with other runs
+            stack.stop_ray()
+            stack.start_ray()
+        stack.start_api()
+        data = make_shapes(tmp_path_factory.mktemp("faults-data"), train_per_class=4, valid_per_class=2, size=32)
+        upload_folder(stack.s3_client(), data, "faults", "shapes")
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="module")
+def api(fault_stack: LocalStack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fault_stack.config.api_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def store(fault_stack: LocalStack) -> JobStore:
+    return store_of(fault_stack.database_url)
+
+
+def _events(store: JobStore, job_id: str, kind: str) -> list[EventRecord]:
+    return [e for e in store.events(job_id) if e.kind == kind]
+
+
+def _is_baseline_checkpoint(event: EventRecord) -> bool:
+    return event.kind == "checkpoint"
+
+
+def _epoch_reported(epoch: int) -> Any:
+    return lambda e: e.kind == "epoch" and e.data is not None and e.data["epoch"] == epoch
+
+
+def _kill_a_train_worker(stack: LocalStack) -> int:
+    pid = poll(lambda: [a["pid"] for a in alive_actors(stack, TRAIN_WORKER)] or None, 120, "a Ray Train worker")[-1]
+    os.kill(pid, signal.SIGKILL)
+    return int(pid)
+
+
+# --- row 1: a Ray Train worker killed -------------------------------------------------------------------------
+
+# Where the kill lands, and the last checkpointed epoch training must resume after (epoch 1 is the head-only one,
+# trained on cached features; its model is checkpointed by the workers before unfrozen training starts).
+WORKER_KILLS = {
+    "head_only": None,  # the workers are evaluating the head-only model: no checkpoint yet
+    "first_unfrozen": 1,  # epoch 2 runs; only the head-only checkpoint (no optimizer state) exists
+    "later_unfrozen": 2,  # epoch 3 runs; epoch 2's checkpoint exists
+}
+
+
+@pytest.mark.parametrize("stage", list(WORKER_KILLS))
+def test_a_killed_train_worker_resumes_from_the_last_checkpoint(
+    stage: str, fault_stack: LocalStack, api: httpx.Client, store: JobStore
+) -> None:
+    job_id = submit(api, DATASET, **JOB)
+    if stage == "head_only":  # the workers run and evaluate the head-only model before anything is checkpointed
+        wait_event(store, job_id, lambda e: e.kind == "training_started", what="the training workers running")
+    elif stage == "first_unfrozen":
+        wait_event(store, job_id, _is_baseline_checkpoint, what="the head-only checkpoint")
+    else:
+        wait_event(store, job_id, _epoch_reported(2), what="unfrozen epoch 2")
+    killed = _kill_a_train_worker(fault_stack)
+
+    job = wait_job(api, job_id)
+    assert job["status"] == "succeeded", job["error"]
+    failures = _events(store, job_id, "worker_failed")
+    assert len(failures) == 1, [e.message for e in failures]
+    assert failures[0].data is not None and failures[0].data["checkpointed_epoch"] == WORKER_KILLS[stage], (
+        f"the kill landed elsewhere than {stage}: {failures[0].message}"
+    )
+    assert f"rank {failures[0].data['ranks'][0]} died (its process vanished: killed" in failures[0].message
+    # The restarted workers resumed where the last checkpoint left off (the head-only one has epoch 1).
+    starts = [e.data for e in _events(store, job_id, "training_started")]
+    checkpointed = WORKER_KILLS[stage]
+    resumed_at = 2 if checkpointed is None else checkpointed + 1
+    assert starts == [{"epoch": 2, "resumed": False}, {"epoch": resumed_at, "resumed": stage != "head_only"}]
+    # Every epoch reported once, in order: none repeated by the resumed run, none skipped.
+    assert [(e["epoch"], e["stage"]) for e in job["metrics"]] == [(1, "frozen"), (2, "unfrozen"), (3, "unfrozen")]
+    assert [e.data["epoch"] for e in _events(store, job_id, "epoch") if e.data] == [2, 3]
+    assert len(_events(store, job_id, "checkpoint")) == 1  # the head-only model, checkpointed once
+    assert job["best"]["epoch"] in (1, 2, 3)
+    location = job["best"]["checkpoint_uri"].removeprefix("s3://").split("/", 1)
+    assert fault_stack.s3_client().head_object(Bucket=location[0], Key=location[1])["ContentLength"] > 100_000
+    assert killed not in {a["pid"] for a in alive_actors(fault_stack, TRAIN_WORKER)}
+    assert held_resources(fault_stack) == {}
+
+
+# --- row 6: cancel in each phase ------------------------------------------------------------------------------
+
+CANCEL_PHASES = ("queued", "fetching", "lr_sweep", "training", "evaluating")
+
+
+@pytest.fixture(scope="module")
+def cancelled(fault_stack: LocalStack, api: httpx.Client, store: JobStore) -> dict[str, dict[str, Any]]:
+    """One job per phase, all submitted at once (they share the cluster), each cancelled as it enters its phase.
+
+    Every job would deploy a model if it ran to the end, so a deployment left behind would show.
+    """
+    jobs = {phase: submit(api, DATASET, **JOB | {"deploy": True, "name": f"cancel-{phase}"}) for phase in CANCEL_PHASES}
+    outcome: dict[str, dict[str, Any]] = {}
+
+    def cancel_those_in_their_phase() -> bool:
+        for phase, job_id in jobs.items():
+            if phase in outcome:
+                continue
+            record = store.get_job(job_id)
+            assert record is not None
+            now = record.status.value if record.status.value == "queued" else (record.phase or record.status).value
+            if now == phase or record.status.terminal:
+                response = api.post(f"/v1/jobs/{job_id}/cancel")
+                outcome[phase] = {"id": job_id, "was": now, "response": response.status_code, "job": response.json()}
+        return len(outcome) == len(jobs)
+
+    poll(cancel_those_in_their_phase, 1200, "every job reaching the phase it is cancelled in", interval=0.1)
+    held = held_resources(fault_stack, timeout=120)
+    for result in outcome.values():
+        result["ray_status"] = _ray_job_ended(fault_stack, result["id"])
+        result["held"] = held
+    return outcome
+
+
+def _ray_job_ended(stack: LocalStack, job_id: str) -> str:
+    def ended() -> str | None:
+        status = ray_job_status(stack, job_id)
+        return status if status in ("STOPPED", "FAILED", "SUCCEEDED") else None
+
+    return poll(ended, 60, f"the Ray job of {job_id} ending")
+
+
+@pytest.mark.parametrize("phase", CANCEL_PHASES)
+def test_cancel_stops_the_ray_job_frees_its_resources_and_deploys_nothing(
+    phase: str, cancelled: dict[str, dict[str, Any]], fault_stack: LocalStack, api: httpx.Client, store: JobStore
+) -> None:
+    result = cancelled[phase]
+    assert result["was"] == phase, f"the job was {result['was']} when cancelled, not {phase}"
+    assert result["response"] == 200 and result["job"]["status"] == "cancelled"
+    assert result["ray_status"] == "STOPPED"
+    assert result["held"] == {}, "CPUs/GPUs still held after every cancelled job stopped"
+    assert not alive_actors(fault_stack, TRAIN_WORKER)
+    job = api.get(f"/v1/jobs/{result['id']}").json()
+    assert job["status"] == "cancelled" and job["model"] is None and job["error"] is None
+    model_id = result["id"].replace("job-", "mdl-", 1)
+    assert store.get_model(model_id) is None
+    pointers = fault_stack.s3_client().list_objects_v2(Bucket="trainyard-artifacts", Prefix=f"models/{model_id}")
+    assert pointers.get("KeyCount", 0) == 0, "a model pointer was written for a cancelled job"
+    kinds = [e.kind for e in store.events(result["id"])]
+    assert kinds.count("cancelled") == 1 and "succeeded" not in kinds and "failed" not in kinds
+    assert kinds[-1] == "cancelled", f"the job recorded {kinds[kinds.index('cancelled') + 1 :]} after its cancel"
+
+
+# --- row 3: the API killed and restarted in each phase --------------------------------------------------------
+
+API_KILL_PHASES = ("queued", "fetching", "training", "evaluating")
+
+
+def _kill_api(stack: LocalStack) -> None:
+    os.kill(stack.config.pids.pop("api"), signal.SIGKILL)
+    stack.save()
+
+
+@pytest.fixture(scope="module")
+def through_api_kills(fault_stack: LocalStack, api: httpx.Client, store: JobStore) -> dict[str, Any]:
+    """One deploying job; the API is SIGKILLed in each phase and restarted (a new process on the same store)."""
+    job_id = submit(api, DATASET, **JOB | {"deploy": True, "name": "api-kills"})
+    killed_in: list[str] = []
+    for phase in API_KILL_PHASES:
+        now = "queued" if phase == "queued" else wait_phase(store, job_id, (phase,))
+        _kill_api(fault_stack)
+        killed_in.append(now)
+        fault_stack.start_api()
+    job = wait_job(api, job_id)
+    # Two reconcile passes of the last API process: a finished job must stay as it is.
+    time.sleep(5)  # nothing to wait on: the point is that nothing happens
+    return {"job": job, "killed_in": killed_in, "after": api.get(f"/v1/jobs/{job_id}").json()}
+
+
+def test_an_api_killed_in_each_phase_loses_duplicates_and_strands_nothing(
+    through_api_kills: dict[str, Any], fault_stack: LocalStack, api: httpx.Client, store: JobStore
+) -> None:
+    job = through_api_kills["job"]
+    assert through_api_kills["killed_in"] == list(API_KILL_PHASES)
+    assert job["status"] == "succeeded", job["error"]
+    assert through_api_kills["after"]["status"] == "succeeded"
+    assert job["id"] in [j["id"] for j in api.get("/v1/jobs", params={"limit": 200}).json()["jobs"]]
+    assert len(ray_jobs_for(fault_stack, job["id"])) == 1, "the job was submitted to Ray more than once"
+    events = store.events(job["id"])
+    entered = [e.data["phase"] for e in events if e.kind == "phase" and e.data]
+    assert entered == ["fetching", "validating", "lr_sweep", "training", "evaluating", "publishing", "deploying"]
+    assert [e.kind for e in events].count("succeeded") == 1
+    assert [(e["epoch"], e["stage"]) for e in job["metrics"]] == [(1, "frozen"), (2, "unfrozen"), (3, "unfrozen")]
+    models = [m for m in api.get("/v1/models").json()["models"] if m["job_id"] == job["id"]]
+    assert [m["id"] for m in models] == [job["model"]["id"]]
+
+
+# --- row 5: a Serve replica killed ----------------------------------------------------------------------------
+
+REPLICA = "ServeReplica:trainyard:ClassifierServer"
+
+
+def test_a_killed_serve_replica_is_replaced_and_no_request_gets_a_5xx_but_503(
+    through_api_kills: dict[str, Any], fault_stack: LocalStack, tmp_path: Path
+) -> None:
+    model_id = through_api_kills["job"]["model"]["id"]
+    data = make_shapes(tmp_path, train_per_class=0, valid_per_class=1, size=32, seed=7)
+    image = next((data / "valid" / "circle").iterdir()).read_bytes()
+    answers: list[tuple[float, int, str | None]] = []
+    stop = threading.Event()
+
+    def client() -> None:  # predicting without pause, as a busy client would, through the API
+        with httpx.Client(base_url=fault_stack.config.api_url, timeout=120) as http:
+            while not stop.is_set():
+                response = http.post(f"/v1/models/{model_id}/predict", content=image)
+                answers.append((time.monotonic(), response.status_code, response.headers.get("retry-after")))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        poll(lambda: sum(code == 200 for _, code, _ in answers) >= 3, 300, "predictions before the kill")
+        [replica] = alive_actors(fault_stack, REPLICA)
+        os.kill(replica["pid"], signal.SIGKILL)
+        killed_at = time.monotonic()
+        replacement = poll(
+            lambda: [a for a in alive_actors(fault_stack, REPLICA) if a["pid"] != replica["pid"]] or None,
+            300,
+            "a replacement replica",
+        )
+        poll(lambda: sum(code == 200 and at > killed_at for at, code, _ in answers) >= 5, 300, "predictions after")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=150)
+    codes = [code for _, code, _ in answers]
+    assert set(codes) <= {200, 503}, f"answers while a replica died: {sorted(set(codes))}"
+    assert all(retry_after for _, code, retry_after in answers if code == 503), "a 503 without Retry-After"
+    assert replacement[0]["pid"] != replica["pid"]
+    print(f"replica killed: {len(codes)} predictions, {codes.count(503)} answered 503 (Retry-After), none lost")
+
+
+# --- row 4: the S3 server stopped -----------------------------------------------------------------------------
+
+
+def _stop_s3(stack: LocalStack) -> float:
+    os.kill(stack.config.pids.pop("s3"), signal.SIGKILL)
+    stack.save()
+    return time.monotonic()
+
+
+def test_s3_down_during_fetch_fails_the_job_naming_s3_after_bounded_retries(
+    fault_stack: LocalStack, api: httpx.Client, store: JobStore
+) -> None:
+    job_id = submit(api, DATASET, **JOB)
+    wait_phase(store, job_id, ("fetching",))
+    stopped = _stop_s3(fault_stack)
+    try:
+        job = wait_job(api, job_id, timeout=300)
+        gave_up_after = time.monotonic() - stopped
+    finally:
+        fault_stack.start_s3()
+    assert job["status"] == "failed"
+    assert (job["error"]["code"], job["error"]["phase"]) == ("storage_unavailable", "fetching")
+    assert "object store (S3" in job["error"]["message"] and DATASET in job["error"]["message"]
+    assert f"after {S3_MAX_ATTEMPTS} tries" in job["error"]["message"]
+    assert gave_up_after < 150, f"gave up only after {gave_up_after:.0f}s"
+    print(f"S3 down during fetch: the job failed {gave_up_after:.1f}s after S3 stopped")
+
+
+def test_s3_back_within_the_retries_during_fetch_lets_the_job_go_on(
+    fault_stack: LocalStack, api: httpx.Client, store: JobStore
+) -> None:
+    job_id = submit(api, DATASET, **JOB)
+    wait_phase(store, job_id, ("fetching",))
+    _stop_s3(fault_stack)
+    # Back shortly after the driver's hold ends: its first listing meets the outage and a retry finds S3 again
+    # (boto3 backs off by a random 0-1, 0-2, 0-4 … s, so a retry after S3 is back is all but certain).
+    time.sleep(FAULT_DELAYS["fetching"] + 0.5)
+    fault_stack.start_s3()
+    fetched = wait_event(store, job_id, lambda e: e.kind == "fetched", what="the fetch finishing")
+    assert fetched.data is not None and fetched.data["objects"] == 18
+    # Fetch was the point; the rest of this job is the other tests' business.
+    assert api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("restored", [True, False], ids=["restored", "stays_down"])
+def test_s3_down_while_checkpointing_resumes_or_fails_naming_s3_never_keeps_a_partial_checkpoint(
+    restored: bool, fault_stack: LocalStack, api: httpx.Client, store: JobStore
+) -> None:
+    job_id = submit(api, DATASET, **JOB)
+    wait_event(store, job_id, _epoch_reported(2), what="unfrozen epoch 2")
+    stopped = _stop_s3(fault_stack)  # epoch 3 runs for a few seconds, then its checkpoint upload meets the outage
+    try:
+        if restored:
+            wait_event(store, job_id, lambda e: e.kind == "worker_failed", timeout=300, what="the failed upload")
+            fault_stack.start_s3()
+        job = wait_job(api, job_id, timeout=600)
+        ended_after = time.monotonic() - stopped
+    finally:
+        fault_stack.start_s3()
+    reported = [e["checkpoint_uri"] for e in job["metrics"] if e.get("checkpoint_uri")]
+    reported += [e.data["uri"] for e in _events(store, job_id, "checkpoint") if e.data]
+    if restored:
+        assert job["status"] == "succeeded", job["error"]
+        assert [(e["epoch"], e["stage"]) for e in job["metrics"]] == [(1, "frozen"), (2, "unfrozen"), (3, "unfrozen")]
+        assert job["best"]["checkpoint_uri"] in reported
+        location = job["best"]["checkpoint_uri"].removeprefix("s3://").split("/", 1)
+        body = fault_stack.s3_client().get_object(Bucket=location[0], Key=location[1])["Body"].read()
+        assert set(torch.load(io.BytesIO(body), weights_only=True)) >= {"model", "epoch"}  # whole, loadable
+    else:
+        assert job["status"] == "failed"
+        assert (job["error"]["code"], job["error"]["phase"]) == ("storage_unavailable", "training")
+        assert "S3" in job["error"]["message"]
+        assert job["best"] is None
+        assert ended_after < 300, f"gave up only after {ended_after:.0f}s"
+    print(f"S3 down while checkpointing ({'restored' if restored else 'stays down'}): {job['status']} "
+          f"{ended_after:.1f}s after S3 stopped")  # fmt: skip

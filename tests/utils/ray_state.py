@@ -1,0 +1,85 @@
+"""What a test needs to know about a stack's Ray cluster: its actors' processes and its free resources."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+
+from infra.local.stack import LOOPBACK, LocalStack
+
+
+def alive_actors(stack: LocalStack, class_name: str) -> list[dict[str, Any]]:
+    """ALIVE actors of `class_name` (e.g. "RayTrainWorker", "ServeReplica:trainyard:Classifier"), with their pid,
+    from Ray's state API over the dashboard."""
+    token = stack.config.ray_token_file.read_text().strip()
+    response = httpx.get(
+        f"{stack.config.dashboard_url}/api/v0/actors",
+        params={
+            "detail": "1",
+            "limit": "1000",
+            "filter_keys": ["class_name", "state"],
+            "filter_predicates": ["=", "="],
+            "filter_values": [class_name, "ALIVE"],
+        },
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return [a for a in response.json()["data"]["result"]["result"] if a.get("pid")]
+
+
+_RESOURCES_FREED = """
+import json, sys, time
+import ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+deadline = time.monotonic() + float(sys.argv[2])
+while True:
+    total, free = ray.cluster_resources(), ray.available_resources()
+    held = {k: total[k] - free.get(k, 0.0) for k in ("CPU", "GPU") if total.get(k, 0.0) - free.get(k, 0.0) > 1e-6}
+    if not held or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+print(json.dumps({"total": total, "held": held}))
+"""
+
+
+def held_resources(stack: LocalStack, timeout: float = 60) -> dict[str, float]:
+    """CPUs/GPUs still held on the cluster once `timeout` passes or nothing is held (empty: all free).
+
+    Asked from a fresh driver process: this test process must not join the cluster (its own `ray.init` would
+    hold state between tests and outlive the stack).
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", _RESOURCES_FREED, f"{LOOPBACK}:{stack.config.gcs_port}", str(timeout)],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout + 60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    held: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])["held"]
+    return held
+
+
+def ray_job_status(stack: LocalStack, job_id: str) -> str:
+    """The Ray Job's status (PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED); its submission id is the job id."""
+    token = stack.config.ray_token_file.read_text().strip()
+    response = httpx.get(
+        f"{stack.config.dashboard_url}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    response.raise_for_status()
+    return str(response.json()["status"])
+
+
+def ray_jobs_for(stack: LocalStack, job_id: str) -> list[dict[str, Any]]:
+    """Every Ray Job submitted for this Trainyard job (there must be exactly one)."""
+    token = stack.config.ray_token_file.read_text().strip()
+    response = httpx.get(
+        f"{stack.config.dashboard_url}/api/jobs/", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    response.raise_for_status()
+    return [j for j in response.json() if (j.get("metadata") or {}).get("trainyard_job_id") == job_id]
