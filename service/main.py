@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from core.settings import Settings, get_settings
 from core.store import JobStore
+from service.body_limit import BodyLimitMiddleware
 from service.errors import install_error_handlers
 from service.launcher import Launcher, RayLauncher
 from service.metrics import Metrics
@@ -71,6 +72,10 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     app.state.settings = settings
     app.state.metrics = Metrics(lambda: getattr(app.state, "store", None))
     install_error_handlers(app)
+    # Added first, so it runs inside RequestMiddleware: its 413s get a request id and are counted.
+    app.add_middleware(
+        BodyLimitMiddleware, max_request_bytes=settings.max_request_bytes, max_image_bytes=settings.max_image_bytes
+    )
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(jobs.router)

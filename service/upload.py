@@ -12,7 +12,7 @@ from service.errors import ApiError
 
 # Multipart framing (boundaries, part headers) around the file; a form is refused only when it is clearly
 # larger than the image limit allows.
-_MULTIPART_OVERHEAD = 64 * 1024
+MULTIPART_OVERHEAD = 64 * 1024
 EMPTY_HINT = "send the image bytes as the request body or as multipart field 'file'"
 
 
@@ -29,7 +29,7 @@ async def read_image(request: Request, limit: int) -> tuple[bytes, str]:
     """Returns (image bytes, content type). Never buffers more than `limit` (plus multipart framing)."""
     content_type = request.headers.get("content-type", "")
     multipart = _is_multipart(content_type)
-    cap = limit + (_MULTIPART_OVERHEAD if multipart else 0)
+    cap = limit + (MULTIPART_OVERHEAD if multipart else 0)
     declared = request.headers.get("content-length", "")
     # Refuse before receiving anything when the client says up front that it is too big.
     if declared.isdigit() and int(declared) > cap:

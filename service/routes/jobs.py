@@ -14,7 +14,7 @@ from core.settings import Settings
 from core.spec import JobParams, JobStatus, S3Location
 from core.store import IdempotencyConflict, JobRecord, JobStore
 from service.deps import LauncherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
-from service.errors import ApiError, artifact_not_found, job_not_found
+from service.errors import ApiError, artifact_not_found, error_responses, job_not_found
 from service.launcher import Launcher, LauncherUnavailable
 from service.report import render_report
 from service.schemas import EventList, EventPublic, JobList, JobPublic
@@ -23,6 +23,9 @@ from service.sse import job_event_stream
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+# Event ids are the store's 64-bit integer keys; a larger `after` is a 422, not a database overflow (500).
+MAX_EVENT_ID = 2**63 - 1
 
 IdempotencyKey = Annotated[
     str | None,
@@ -59,7 +62,7 @@ def _submit(launcher: Launcher, job_id: str) -> None:
 # Sync routes: FastAPI runs them in its thread pool, where blocking store and launcher calls are fine.
 
 
-@router.post("", status_code=202, summary="Submit a training job")
+@router.post("", status_code=202, summary="Submit a training job", responses=error_responses(400, 409, 413))
 def create_job(
     params: JobParams,
     response: Response,
@@ -88,7 +91,7 @@ def create_job(
     return _public(job, store, settings)
 
 
-@router.get("", summary="List jobs, newest first")
+@router.get("", summary="List jobs, newest first", responses=error_responses())
 def list_jobs(
     store: StoreDep,
     settings: SettingsDep,
@@ -109,12 +112,12 @@ def list_jobs(
     return JobList(jobs=[_public(job, store, settings) for job in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", summary="One job, with its progress and results")
+@router.get("/{job_id}", summary="One job, with its progress and results", responses=error_responses(404))
 def get_job(job_id: str, store: StoreDep, settings: SettingsDep) -> JobPublic:
     return _public(_get_job(store, job_id), store, settings)
 
 
-@router.post("/{job_id}/cancel", summary="Cancel a job (idempotent)")
+@router.post("/{job_id}/cancel", summary="Cancel a job (idempotent)", responses=error_responses(404))
 def cancel_job(job_id: str, store: StoreDep, launcher: LauncherDep, settings: SettingsDep) -> JobPublic:
     job = _get_job(store, job_id)
     # Only the request that actually cancels stops the driver; a repeat or a finished job changes nothing.
@@ -133,15 +136,17 @@ def cancel_job(job_id: str, store: StoreDep, launcher: LauncherDep, settings: Se
     "/{job_id}/events",
     summary="The job's event log; with ?stream=true a Server-Sent-Events stream until the job ends",
     response_model=EventList,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(404)},
 )
 def job_events(
     job_id: str,
     request: Request,
     store: StoreDep,
-    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="only events with a larger id")] = 0,
     stream: Annotated[bool, Query(description="keep the connection open and push events as they happen")] = False,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, include_in_schema=False)] = None,
+    last_event_id: Annotated[
+        int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_EVENT_ID, include_in_schema=False)
+    ] = None,
 ) -> EventList | StreamingResponse:
     _get_job(store, job_id)
     if stream:
@@ -163,7 +168,14 @@ _CONTENT_TYPES = {
 }
 
 
-@router.get("/{job_id}/artifacts/{name}", summary="One of the job's files: lr_sweep.png, training_curves.png, …")
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    summary="One of the job's files: lr_sweep.png, training_curves.png, …",
+    responses={
+        200: {"content": {media_type: {} for media_type in sorted(set(_CONTENT_TYPES.values()))}},
+        **error_responses(404, 503),
+    },
+)
 def job_artifact(job_id: str, name: str, store: StoreDep, s3: S3Dep) -> Response:
     job = _get_job(store, job_id)
     artifacts = job.artifacts or {}
@@ -193,7 +205,8 @@ def job_artifact(job_id: str, name: str, store: StoreDep, s3: S3Dep) -> Response
 @router.get(
     "/{job_id}/report",
     summary="A self-contained HTML report: dataset, LR sweep, training curves, confusion matrix, hardest images",
-    response_class=HTMLResponse,
+    # Declared by content, not `response_class=HTMLResponse`, which would document the JSON 404 as HTML too.
+    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}, **error_responses(404)},
 )
 def job_report(job_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep) -> HTMLResponse:
     job = _get_job(store, job_id)

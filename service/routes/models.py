@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from core.settings import Settings
 from core.store import ModelRecord
 from service.deps import HttpClientDep, MetricsDep, S3Dep, SettingsDep, StoreDep
-from service.errors import error_response, model_not_found
+from service.errors import error_response, error_responses, model_not_found
 from service.schemas import ModelList, ModelPublic, PredictionList
 from service.upload import read_image
 from serving.registry import unavailable_reason
@@ -52,12 +52,14 @@ async def _gone(model: ModelRecord, s3: Any, settings: Settings) -> Response | N
     return error_response(410, why.code, f"model {model.id!r} is listed but cannot answer: {why.message}", "model_id")
 
 
-@router.get("", summary="Deployed models, newest first, each checked against the artifact store")
+@router.get(
+    "", summary="Deployed models, newest first, each checked against the artifact store", responses=error_responses()
+)
 def list_models(store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelList:
     return ModelList(models=[_public(m, s3, settings) for m in store.list_models()])
 
 
-@router.get("/{model_id}", summary="One deployed model")
+@router.get("/{model_id}", summary="One deployed model", responses=error_responses(404))
 def get_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelPublic:
     model = store.get_model(model_id)
     if model is None:
@@ -87,6 +89,7 @@ _IMAGE_BODY: dict[str, Any] = {
     "/{model_id}/predict",
     summary="Classify one image",
     response_model=PredictionList,
+    responses=error_responses(400, 404, 410, 413, 415, 502, 503),
     openapi_extra=_IMAGE_BODY,
 )
 async def predict(
