@@ -109,7 +109,10 @@ def list_jobs(
     jobs = store.list_jobs(status, limit, before=cursor)
     # A full page may be followed by more; an empty next page is the price of not counting.
     next_cursor = jobs[-1].id if len(jobs) == limit else None
-    return JobList(jobs=[_public(job, store, settings) for job in jobs], next_cursor=next_cursor)
+    # One query for the whole page's epochs, not one per job: it made a page of 20 five times a status read.
+    epochs = store.epochs_of([job.id for job in jobs])
+    public = [JobPublic.build(job, epochs[job.id], settings.public_url) for job in jobs]
+    return JobList(jobs=public, next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", summary="One job, with its progress and results", responses=error_responses(404))

@@ -119,3 +119,16 @@ def test_a_store_from_an_older_release_gains_new_columns(store: JobStore) -> Non
     upgraded.set_result(job.id, "artifacts", {"lr_sweep.png": "s3://b/k"})
     loaded = upgraded.get_job(job.id)
     assert loaded is not None and loaded.artifacts == {"lr_sweep.png": "s3://b/k"}
+
+
+def test_epochs_of_a_page_of_jobs_in_one_query(store: JobStore) -> None:
+    first, _ = store.create_job(JobParams(dataset_uri="s3://bucket/one"))
+    second, _ = store.create_job(JobParams(dataset_uri="s3://bucket/two"))
+    idle, _ = store.create_job(JobParams(dataset_uri="s3://bucket/three"))
+    for epoch in range(3):
+        store.add_epoch(first.id, {"epoch": epoch})
+        store.add_epoch(second.id, {"epoch": 10 + epoch})
+    found = store.epochs_of([first.id, second.id, idle.id])
+    assert found == {first.id: store.epochs(first.id), second.id: store.epochs(second.id), idle.id: []}
+    assert [e["epoch"] for e in found[second.id]] == [10, 11, 12]
+    assert store.epochs_of([]) == {}
