@@ -115,6 +115,7 @@ def _plan(operation: APIOperation, ids: dict[str, str]) -> list[tuple[Generation
     return runs
 
 
+@pytest.mark.slow  # about 2 minutes; CI still runs it
 def test_fuzz_the_api_from_its_openapi_schema(fuzzed_api: Api) -> None:
     api = fuzzed_api
     job_id, model_id = _finished_job_with_a_model(api)
