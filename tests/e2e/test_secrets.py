@@ -96,9 +96,9 @@ def test_no_secret_in_logs_records_or_answers(secret_stack: LocalStack) -> None:
         job = _wait_until_finished(http, job_id, timeout=240)
         # The job failed on S3's refusal, and says so in a user's words (that is what makes it a real test).
         assert job["status"] == "failed", job
-        for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/events", "/v1/jobs", "/v1/models", "/readyz",
-                     "/metrics", "/openapi.json", f"/v1/jobs/{job_id}/report"):  # fmt: skip
-            answers.append(http.get(path).text)
+        for route in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/events", "/v1/jobs", "/v1/models", "/readyz",
+                      "/metrics", "/openapi.json", f"/v1/jobs/{job_id}/report"):  # fmt: skip
+            answers.append(http.get(route).text)
 
     secrets = _secrets(stack)
     skip = _secret_stores(stack, secrets)
