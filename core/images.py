@@ -13,7 +13,8 @@ from torchvision.transforms.v2 import functional as F
 from core.backbones import Normalization
 
 # Refuse decompression bombs outright rather than warn (PIL's default only warns up to 2x this).
-Image.MAX_IMAGE_PIXELS = 64_000_000
+MAX_IMAGE_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 # Transparent pixels become this colour: a photo's usual backdrop, and what a browser shows them on.
 ALPHA_BACKGROUND = (255, 255, 255)
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     max_batch_images: int = Field(default=16, ge=1, le=128)
     # Largest image body accepted for prediction (bytes).
     max_image_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Largest request body that is not an image upload (bytes): a job's JSON parameters are a few hundred.
+    max_request_bytes: int = Field(default=64 * 1024, gt=0)
     # A job whose dataset has more undecodable files than this fraction fails in `validating`.
     max_bad_image_fraction: float = Field(default=0.1, ge=0, le=1)
     # Fault-injection for tests only (empty in every real deployment): seconds to hold, keyed by where. A phase

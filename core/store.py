@@ -562,6 +562,21 @@ class JobStore:
             ).all()
         return [r.metrics for r in rows]
 
+    def epochs_of(self, job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """`epochs` of many jobs in one query (a page of the job list), each job's in order; every id is a key."""
+        found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
+        if not found:
+            return found
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(epochs_table.c.job_id, epochs_table.c.metrics)
+                .where(epochs_table.c.job_id.in_(list(found)))
+                .order_by(epochs_table.c.id)
+            ).all()
+        for row in rows:
+            found[row.job_id].append(row.metrics)
+        return found
+
     def add_event(self, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         with self._tx() as conn:
             self._event(conn, job_id, kind, message, data)

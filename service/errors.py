@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # Pydantic error types whose constraint reads best as a comparison ("must be ≤ 100").
@@ -25,6 +25,8 @@ _COMPARISONS = {
     "less_than": ("lt", "<"),
     "greater_than": ("gt", ">"),
 }
+# FastAPI's HTTPException detail when reading or decoding the body fails before validation.
+_UNREADABLE_BODY = "There was an error parsing the body"
 # Short, stable codes for the statuses Starlette raises itself (unknown route, wrong method …).
 _STATUS_CODES = {
     400: "bad_request",
@@ -53,6 +55,47 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="stable and short: branch on it")
+    message: str = Field(description="what was wrong and how to fix it")
+    field: str | None = Field(description="the request field at fault (a body field, query parameter or header)")
+    details: list[ErrorDetail] | None = Field(default=None, description="422 only: every problem found")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorInfo
+
+
+# What each error status means, for the OpenAPI schema: clients (and the schema fuzzer) learn every status a
+# route can answer, and that each answers the same `ErrorBody`.
+_ERROR_MEANINGS = {
+    400: "the request cannot be accepted as sent (an unreadable body, a quota it can never fit); see the message",
+    401: "no API key, or an unknown or revoked one: send `Authorization: Bearer <key>`",
+    403: "the key may not use this dataset or weights location (outside the allow-list)",
+    404: "no such job, model or artifact",
+    409: "a conflict with an earlier request (an Idempotency-Key reused with another body)",
+    410: "the model is listed but its objects are gone",
+    413: "the request body is larger than the limit named in the message",
+    415: "the request body's content type is not accepted here",
+    422: "a parameter, header or body field is invalid; `field` names it and `details` lists every problem",
+    502: "the model server failed",
+    503: "a dependency (the artifact store, the model server) is unavailable; retry shortly",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route that can answer `statuses` (422 is added to every route: any input can fail)."""
+    return {status: {"model": ErrorBody, "description": _ERROR_MEANINGS[status]} for status in sorted({*statuses, 422})}
 
 
 def job_not_found(job_id: str) -> ApiError:
@@ -204,6 +247,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"no route {request.method} {request.url.path}; the API lives under /v1 (see /docs)"
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
+    elif exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+        # FastAPI's answer to a body it cannot decode at all (not UTF-8, a dropped upload): say what to send.
+        return error_response(
+            400,
+            "unreadable_body",
+            "the request body could not be read; send a UTF-8 JSON object with Content-Type: application/json",
+            "body",
+        )
     else:
         message = str(exc.detail)
     return error_response(exc.status_code, code, message, headers=exc.headers)

@@ -22,8 +22,9 @@ from core.settings import Settings, get_settings
 from core.store import JobStore
 from core.tenancy import Tenancy
 from service.auth import get_principal, register_bootstrap_key
+from service.body_limit import BodyLimitMiddleware
 from service.dispatch import Dispatcher
-from service.errors import install_error_handlers
+from service.errors import error_responses, install_error_handlers
 from service.launcher import Launcher, RayLauncher
 from service.metrics import Metrics
 from service.middleware import RequestMiddleware
@@ -92,9 +93,16 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     app.state.settings = settings
     app.state.metrics = Metrics(lambda: getattr(app.state, "store", None))
     install_error_handlers(app)
+    # Added first, so it runs inside RequestMiddleware: its 413s get a request id and are counted.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_request_bytes=settings.max_request_bytes,
+        max_image_bytes=settings.max_image_bytes,
+        max_batch_images=settings.max_batch_images,
+    )
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     # Every /v1 route needs a key; which records a key may see is each route's check (service.auth).
-    app.include_router(jobs.router, dependencies=[Depends(get_principal)])
-    app.include_router(models.router, dependencies=[Depends(get_principal)])
+    for router in (jobs.router, models.router):
+        app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401))
     return app

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from core.cost import JobCost
 from core.spec import JobParams, JobStatus, JobWaiting, Phase
 from core.store import EventRecord, JobError, JobRecord, ModelRecord
+from service.errors import ErrorInfo
 
 
 def predict_url(public_url: str, model_id: str) -> str:
@@ -167,4 +168,11 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: str
+    checks: dict[str, str]
+
+
+class NotReady(BaseModel):
+    """GET /readyz's 503: the standard error, plus the state of each dependency."""
+
+    error: ErrorInfo
     checks: dict[str, str]

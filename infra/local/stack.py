@@ -523,7 +523,11 @@ class LocalStack:
 
     def save(self) -> None:
         data = asdict(self.config) | {"home": str(self.config.home)}
-        self.state_file.write_text(json.dumps(data, indent=2))
+        # Owner-only, like the Ray token: `env_overrides` may carry credentials (an S3 key pair, a database URL).
+        fd = os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=2))
+        self.state_file.chmod(0o600)  # a file written by an older version keeps its mode otherwise
 
     @classmethod
     def load(cls, home: Path) -> LocalStack:

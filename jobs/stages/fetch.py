@@ -46,18 +46,24 @@ class FetchResult(BaseModel):
     seconds: float
 
 
+# S3 keys may hold parts of any length; most filesystems refuse names over 255 bytes (NAME_MAX), and the
+# download's temporary name adds a few more.
+MAX_NAME_BYTES = 200
+
+
 def dataset_cache_dir(cache_dir: Path, location: S3Location) -> Path:
     digest = hashlib.sha256(location.uri.encode()).hexdigest()[:16]
     return cache_dir / "datasets" / digest
 
 
 def safe_relative_path(key: str, prefix: str) -> PurePosixPath | None:
-    """The key's path below the prefix, or None if it is not a plain relative path (.., absolute, empty parts)."""
+    """The key's path below the prefix, or None if it is not a plain relative path (.., absolute, empty parts)
+    or has a part too long to be a file name here."""
     rel = key[len(prefix) :]
     if not rel or rel.endswith("/") or "\\" in rel or "\x00" in rel:
         return None
     parts = rel.split("/")
-    if any(part in ("", ".", "..") for part in parts):
+    if any(part in ("", ".", "..") or len(part.encode()) > MAX_NAME_BYTES for part in parts):
         return None
     return PurePosixPath(*parts)
 

@@ -11,12 +11,14 @@ because a dataset that is mostly broken is a mistake the user wants to hear abou
 from __future__ import annotations
 
 import random
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
 from PIL import Image
 from pydantic import BaseModel
 
+from core.images import MAX_IMAGE_PIXELS
 from jobs.errors import StageError
 from jobs.layouts import IMAGE_SUFFIXES, Candidate, FoundLayout, Layout, find_layout
 
@@ -60,10 +62,21 @@ def _check_image(path: Path) -> str | None:
     """None if the file decodes as an image, else why not."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return f"not an image file (suffix {path.suffix or 'none'!r})"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    too_large = f"too large to decode (over {MAX_IMAGE_PIXELS:,} pixels)"
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", (64, 64))  # JPEG: decode at reduced scale, enough to prove it is intact
-            image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only
+                # Checked before decoding: a few KB of PNG can claim gigapixels (a decompression bomb), and
+                # PIL alone only warns up to twice its limit.
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    return f"{too_large}: {image.width}×{image.height}"
+                image.draft("RGB", (64, 64))  # JPEG: decode at reduced scale, enough to prove it is intact
+                image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return too_large
     except Exception as exc:  # PIL raises a zoo of types for corrupt files
         return f"cannot be decoded ({type(exc).__name__})"
     return None

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from service.deps import LauncherDep, MetricsDep, StoreDep
 from service.errors import error_body
-from service.schemas import Health, Readiness
+from service.schemas import Health, NotReady, Readiness
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ async def healthz() -> Health:
     "/readyz",
     summary="Readiness: the job store and Ray both answer",
     response_model=Readiness,
-    responses={503: {"description": "a dependency is down; `checks` names it"}},
+    responses={503: {"model": NotReady, "description": "a dependency is down; `checks` names it"}},
 )
 async def readyz(store: StoreDep, launcher: LauncherDep) -> JSONResponse:
     checks: dict[str, str] = {}

@@ -17,7 +17,7 @@ from service.auth import Principal, PrincipalDep, TenancyDep
 from service.dataset_access import check_dataset_access
 from service.deps import DispatcherDep, LauncherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.dispatch import Dispatcher, limits_for
-from service.errors import ApiError, artifact_not_found, job_not_found
+from service.errors import ApiError, artifact_not_found, error_responses, job_not_found
 from service.launcher import LauncherUnavailable, RayJobState, ray_submission_id
 from service.report import render_report
 from service.schemas import EventList, EventPublic, JobList, JobPublic
@@ -26,6 +26,9 @@ from service.sse import job_event_stream
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+# Event ids are the store's 64-bit integer keys; a larger `after` is a 422, not a database overflow (500).
+MAX_EVENT_ID = 2**63 - 1
 
 IdempotencyKey = Annotated[
     str | None,
@@ -64,7 +67,7 @@ def _launch(dispatcher: Dispatcher, store: JobStore, job: JobRecord, principal: 
 # Sync routes: FastAPI runs them in its thread pool, where blocking store and launcher calls are fine.
 
 
-@router.post("", status_code=202, summary="Submit a training job")
+@router.post("", status_code=202, summary="Submit a training job", responses=error_responses(400, 403, 409, 413))
 def create_job(
     params: JobParams,
     response: Response,
@@ -106,7 +109,7 @@ def create_job(
     return _public(job, store, settings)
 
 
-@router.get("", summary="List jobs, newest first")
+@router.get("", summary="List jobs, newest first", responses=error_responses())
 def list_jobs(
     store: StoreDep,
     settings: SettingsDep,
@@ -126,15 +129,18 @@ def list_jobs(
     jobs = store.list_jobs(status, limit, before=cursor, tenant=principal.scope)
     # A full page may be followed by more; an empty next page is the price of not counting.
     next_cursor = jobs[-1].id if len(jobs) == limit else None
-    return JobList(jobs=[_public(job, store, settings) for job in jobs], next_cursor=next_cursor)
+    # One query for the whole page's epochs, not one per job: it made a page of 20 five times a status read.
+    epochs = store.epochs_of([job.id for job in jobs])
+    public = [JobPublic.build(job, epochs[job.id], settings.public_url) for job in jobs]
+    return JobList(jobs=public, next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", summary="One job, with its progress and results")
+@router.get("/{job_id}", summary="One job, with its progress and results", responses=error_responses(404))
 def get_job(job_id: str, store: StoreDep, settings: SettingsDep, principal: PrincipalDep) -> JobPublic:
     return _public(_get_job(store, job_id, principal), store, settings)
 
 
-@router.post("/{job_id}/cancel", summary="Cancel a job (idempotent)")
+@router.post("/{job_id}/cancel", summary="Cancel a job (idempotent)", responses=error_responses(404))
 def cancel_job(
     job_id: str, store: StoreDep, launcher: LauncherDep, settings: SettingsDep, principal: PrincipalDep
 ) -> JobPublic:
@@ -198,16 +204,18 @@ def retry_job(
     "/{job_id}/events",
     summary="The job's event log; with ?stream=true a Server-Sent-Events stream until the job ends",
     response_model=EventList,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(404)},
 )
 def job_events(
     job_id: str,
     request: Request,
     store: StoreDep,
     principal: PrincipalDep,
-    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="only events with a larger id")] = 0,
     stream: Annotated[bool, Query(description="keep the connection open and push events as they happen")] = False,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, include_in_schema=False)] = None,
+    last_event_id: Annotated[
+        int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_EVENT_ID, include_in_schema=False)
+    ] = None,
 ) -> EventList | StreamingResponse:
     _get_job(store, job_id, principal)
     if stream:
@@ -229,7 +237,14 @@ _CONTENT_TYPES = {
 }
 
 
-@router.get("/{job_id}/artifacts/{name}", summary="One of the job's files: lr_sweep.png, training_curves.png, …")
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    summary="One of the job's files: lr_sweep.png, training_curves.png, …",
+    responses={
+        200: {"content": {media_type: {} for media_type in sorted(set(_CONTENT_TYPES.values()))}},
+        **error_responses(404, 503),
+    },
+)
 def job_artifact(job_id: str, name: str, store: StoreDep, s3: S3Dep, principal: PrincipalDep) -> Response:
     job = _get_job(store, job_id, principal)
     artifacts = job.artifacts or {}
@@ -259,7 +274,8 @@ def job_artifact(job_id: str, name: str, store: StoreDep, s3: S3Dep, principal: 
 @router.get(
     "/{job_id}/report",
     summary="A self-contained HTML report: dataset, LR sweep, training curves, confusion matrix, hardest images",
-    response_class=HTMLResponse,
+    # Declared by content, not `response_class=HTMLResponse`, which would document the JSON 404 as HTML too.
+    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}, **error_responses(404)},
 )
 def job_report(job_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep, principal: PrincipalDep) -> HTMLResponse:
     job = _get_job(store, job_id, principal)

@@ -18,7 +18,7 @@ from core.settings import Settings
 from core.store import JobStore, ModelRecord
 from service.auth import Principal, PrincipalDep
 from service.deps import HttpClientDep, MetricsDep, S3Dep, SettingsDep, StoreDep
-from service.errors import error_response, model_not_found
+from service.errors import error_response, error_responses, model_not_found
 from service.metrics import Metrics
 from service.schemas import BatchPredictionList, ModelList, ModelPublic, PredictionList
 from service.upload import read_image, read_images_form
@@ -64,12 +64,14 @@ def _get_model(store: JobStore, model_id: str, principal: Principal) -> ModelRec
     return model
 
 
-@router.get("", summary="Deployed models, newest first, each checked against the artifact store")
+@router.get(
+    "", summary="Deployed models, newest first, each checked against the artifact store", responses=error_responses()
+)
 def list_models(store: StoreDep, settings: SettingsDep, s3: S3Dep, principal: PrincipalDep) -> ModelList:
     return ModelList(models=[_public(m, s3, settings) for m in store.list_models(tenant=principal.scope)])
 
 
-@router.get("/{model_id}", summary="One deployed model")
+@router.get("/{model_id}", summary="One deployed model", responses=error_responses(404))
 def get_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep, principal: PrincipalDep) -> ModelPublic:
     return _public(_get_model(store, model_id, principal), s3, settings)
 
@@ -114,6 +116,7 @@ Tta = Annotated[bool, Query(description="test-time augmentation: average over th
     "/{model_id}/predict",
     summary="Classify one image",
     response_model=PredictionList,
+    responses=error_responses(400, 404, 410, 413, 415, 502, 503),
     openapi_extra=_IMAGE_BODY,
 )
 async def predict(
@@ -138,6 +141,7 @@ async def predict(
     "/{model_id}/predict:batch",
     summary="Classify several images in one request",
     response_model=BatchPredictionList,
+    responses=error_responses(400, 404, 410, 413, 415, 502, 503),
     openapi_extra=_BATCH_BODY,
 )
 async def predict_batch(

@@ -194,3 +194,16 @@ def test_a_launch_is_claimed_once(store: JobStore) -> None:
     assert store.claim_launch(job.id)
     store.cancel(job.id)
     assert store.launched_jobs() == []
+
+
+def test_epochs_of_a_page_of_jobs_in_one_query(store: JobStore) -> None:
+    first, _ = store.create_job(JobParams(dataset_uri="s3://bucket/one"))
+    second, _ = store.create_job(JobParams(dataset_uri="s3://bucket/two"))
+    idle, _ = store.create_job(JobParams(dataset_uri="s3://bucket/three"))
+    for epoch in range(3):
+        store.add_epoch(first.id, {"epoch": epoch})
+        store.add_epoch(second.id, {"epoch": 10 + epoch})
+    found = store.epochs_of([first.id, second.id, idle.id])
+    assert found == {first.id: store.epochs(first.id), second.id: store.epochs(second.id), idle.id: []}
+    assert [e["epoch"] for e in found[second.id]] == [10, 11, 12]
+    assert store.epochs_of([]) == {}

@@ -1,0 +1,240 @@
+"""Load on the API: concurrent clients submitting, polling and listing jobs, over HTTP on loopback.
+
+    .venv/bin/python -m benchmarks.api_load                       # starts its own API, 50 clients, 60 s
+    .venv/bin/python -m benchmarks.api_load --url http://127.0.0.1:8000 --clients 50 --seconds 60
+
+Without `--url` it starts the API in a second process (uvicorn, a SQLite store in a temporary folder) with a
+launcher that accepts every job and never runs it, as a Ray cluster with no free resources would: the
+numbers are the API's and its store's, not Ray's. With `--url` it loads that API (e.g. the local stack's,
+whose Ray head queues the jobs). `Authorization: Bearer $TRAINYARD_API_KEY` is sent when the key is set.
+
+Each client loops until the time is up: submit a job, then poll its status `--polls` times and list the
+newest jobs once, pausing `--think` seconds between requests (the SDK's `wait` polls once a second). Prints
+requests/s, p50/p99/max per route and the errors; writes benchmarks/results/api_load-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from trainyard.config import ClientConfig
+
+RESULTS = Path(__file__).parent / "results"
+ROUTES = ("POST /v1/jobs", "GET /v1/jobs/{id}", "GET /v1/jobs")
+
+
+class RouteStats(BaseModel):
+    requests: int
+    errors: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class LoadResult(BaseModel):
+    url: str
+    clients: int
+    seconds: float
+    think_s: float
+    requests: int
+    errors: int
+    per_second: float
+    routes: dict[str, RouteStats]
+    error_samples: list[str]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.errors: dict[str, int] = defaultdict(int)
+        self.samples: list[str] = []
+
+    async def call(self, client: httpx.AsyncClient, route: str, method: str, path: str, **kw: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            response = await client.request(method, path, **kw)
+            ok = response.status_code < 400
+            detail = f"{response.status_code} {response.text[:200]}"
+        except httpx.HTTPError as e:
+            ok, response, detail = False, None, f"{type(e).__name__}: {e}"
+        self.latencies[route].append(time.perf_counter() - began)
+        if not ok:
+            self.errors[route] += 1
+            if len(self.samples) < 10:
+                self.samples.append(f"{route}: {detail}")
+            return None
+        return response.json() if response is not None else None
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))] if sorted_values else 0.0
+
+
+async def _client(n: int, http: httpx.AsyncClient, rec: _Recorder, deadline: float, polls: int, think: float) -> None:
+    # Spread the first requests over one think period, as real clients would not start in lockstep.
+    await asyncio.sleep(think * n / 50)
+    while time.monotonic() < deadline:
+        body = {"dataset_uri": "s3://load-test/pets", "name": f"load-{n}", "epochs": 1}
+        job = await rec.call(http, ROUTES[0], "POST", "/v1/jobs", json=body)
+        for _ in range(polls):
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(think)
+            if job is not None:
+                await rec.call(http, ROUTES[1], "GET", f"/v1/jobs/{job['id']}")
+        await asyncio.sleep(think)
+        await rec.call(http, ROUTES[2], "GET", "/v1/jobs", params={"limit": 20})
+
+
+async def load(url: str, clients: int, seconds: float, polls: int, think: float) -> LoadResult:
+    headers = {}
+    api_key = ClientConfig.resolve(url=url).api_key  # TRAINYARD_API_KEY, or the client config file
+    if api_key is not None:
+        headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
+    rec = _Recorder()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as http:
+        began = time.monotonic()
+        deadline = began + seconds
+        await asyncio.gather(*(_client(n, http, rec, deadline, polls, think) for n in range(clients)))
+        elapsed = time.monotonic() - began
+    routes = {}
+    for route in ROUTES:
+        values = sorted(rec.latencies[route])
+        routes[route] = RouteStats(
+            requests=len(values),
+            errors=rec.errors[route],
+            per_second=round(len(values) / elapsed, 1),
+            p50_ms=round(_percentile(values, 0.50) * 1000, 1),
+            p99_ms=round(_percentile(values, 0.99) * 1000, 1),
+            max_ms=round((values[-1] if values else 0.0) * 1000, 1),
+        )
+    total = sum(r.requests for r in routes.values())
+    return LoadResult(
+        url=url,
+        clients=clients,
+        seconds=round(elapsed, 1),
+        think_s=think,
+        requests=total,
+        errors=sum(r.errors for r in routes.values()),
+        per_second=round(total / elapsed, 1),
+        routes=routes,
+        error_samples=rec.samples,
+    )
+
+
+# --- the API under test, when the benchmark starts its own ----------------------------------------------
+
+
+class HoldingLauncher:
+    """Accepts every job and never runs it: the jobs stay queued, as on a cluster with no free resources."""
+
+    def submit(self, job_id: str) -> None:
+        pass
+
+    def stop(self, job_id: str) -> None:
+        pass
+
+    def state(self, job_id: str) -> Any:
+        from service.launcher import RayJobState
+
+        return RayJobState.pending
+
+    def ping(self) -> bool:
+        return True
+
+
+def _serve_api(home: Path, port: int) -> None:
+    import uvicorn
+
+    from core.settings import Settings
+    from service.main import create_app
+
+    settings = Settings(home=home, database_url=f"sqlite:///{home / 'trainyard.db'}")
+    app = create_app(settings, launcher=HoldingLauncher())
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_api(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    code = (
+        f"from benchmarks.api_load import _serve_api; from pathlib import Path; _serve_api(Path({str(home)!r}), {port})"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "TRAINYARD_HOME": str(home)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the API exited during start-up; see its output above"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the API did not answer /healthz within 60 s")
+
+
+def _print(result: LoadResult) -> None:
+    print(
+        f"{result.clients} clients, {result.seconds} s, think {result.think_s} s: "
+        f"{result.requests} requests, {result.per_second} req/s, {result.errors} errors"
+    )
+    print(f"{'route':<20}{'requests':>9}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}")
+    for route, s in result.routes.items():
+        print(f"{route:<20}{s.requests:>9}{s.per_second:>8}{s.p50_ms:>9}{s.p99_ms:>9}{s.max_ms:>9}{s.errors:>8}")
+    for sample in result.error_samples:
+        print(f"  error: {sample}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="an API to load; default: start one with a launcher that never runs jobs")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--polls", type=int, default=5, help="status reads per submitted job")
+    parser.add_argument("--think", type=float, default=1.0, help="seconds each client waits between requests")
+    parser.add_argument("--out", type=Path, help="where to write the JSON; default benchmarks/results/")
+    args = parser.parse_args()
+
+    process = None
+    with tempfile.TemporaryDirectory(prefix="trainyard-load-") as home:
+        if args.url is None:
+            process, url = _start_api(Path(home))
+        else:
+            url = args.url
+        try:
+            result = asyncio.run(load(url, args.clients, args.seconds, args.polls, args.think))
+        finally:
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+    _print(result)
+    out = args.out or RESULTS / f"api_load-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.model_dump_json(indent=2))
+    print(f"\nwritten {out}")
+
+
+if __name__ == "__main__":
+    main()
