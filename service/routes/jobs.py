@@ -161,7 +161,12 @@ def cancel_job(
 _ENDED = {RayJobState.failed, RayJobState.stopped, RayJobState.succeeded, RayJobState.missing}
 
 
-@router.post("/{job_id}/retry", status_code=202, summary="Run a failed or cancelled job again from its last checkpoint")
+@router.post(
+    "/{job_id}/retry",
+    status_code=202,
+    summary="Run a failed or cancelled job again from its last checkpoint",
+    responses=error_responses(404, 409, 503),
+)
 def retry_job(
     job_id: str,
     store: StoreDep,
