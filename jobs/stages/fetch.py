@@ -35,6 +35,8 @@ class FetchResult(BaseModel):
     bytes_downloaded: int
     unsafe_keys: list[str]
     seconds: float
+    # sha256 over every (relative path, ETag) fetched: changes whenever any object does (the feature cache's key).
+    etags_digest: str = ""
 
 
 def dataset_cache_dir(cache_dir: Path, location: S3Location) -> Path:
@@ -151,4 +153,5 @@ def fetch_dataset(s3: Any, uri: str, cache_dir: Path) -> FetchResult:
         bytes_downloaded=sum(sizes),
         unsafe_keys=unsafe[:20],
         seconds=round(time.monotonic() - started, 3),
+        etags_digest=hashlib.sha256(json.dumps(sorted(manifest.items())).encode()).hexdigest(),
     )
