@@ -76,3 +76,11 @@ def test_empty_prefix_names_the_uri(s3: Any, cache_dir: Path) -> None:
         fetch_dataset(s3, "s3://fetch-c/ds", cache_dir)
     assert error.value.code == "empty_dataset"
     assert "s3://fetch-c/ds/" in error.value.message
+
+
+def test_etags_digest_changes_only_when_an_object_does(s3: Any, cache_dir: Path) -> None:
+    _put(s3, "fetch-digest", {"ds/train/a/1.png": b"one", "ds/train/b/2.png": b"two"})
+    first = fetch_dataset(s3, "s3://fetch-digest/ds", cache_dir)
+    assert fetch_dataset(s3, "s3://fetch-digest/ds", cache_dir).etags_digest == first.etags_digest
+    s3.put_object(Bucket="fetch-digest", Key="ds/train/b/2.png", Body=b"changed")
+    assert fetch_dataset(s3, "s3://fetch-digest/ds", cache_dir).etags_digest != first.etags_digest
