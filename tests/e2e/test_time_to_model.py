@@ -67,11 +67,11 @@ def jobs(stack: LocalStack, api: httpx.Client, tmp_path_factory: pytest.TempPath
     easy = make_shapes(root / "easy", train_per_class=24, valid_per_class=12, size=64, seed=7)
     upload_folder(s3, easy, "ttm", "easy")
     # The same images but one: a new ETag anywhere in the dataset must miss the cache.
-    changed = root / "changed"
-    shutil.copytree(easy, changed)
-    victim = next((changed / "train" / "circle").iterdir())
+    changed_dir = root / "changed"
+    shutil.copytree(easy, changed_dir)
+    victim = next((changed_dir / "train" / "circle").iterdir())
     Image.new("RGB", (64, 64), (200, 10, 10)).save(victim)
-    upload_folder(s3, changed, "ttm", "changed")
+    upload_folder(s3, changed_dir, "ttm", "changed")
     hard = make_shapes(root / "hard", train_per_class=16, valid_per_class=8, size=32, seed=8)
     upload_folder(s3, hard, "ttm", "hard")
 
