@@ -1,8 +1,8 @@
 """Time to a deployed model: the feature cache, the head-only decision, no second evaluation pass.
 
-Four small jobs on the real stack. The same generated shapes are near-perfect for the head alone at 64 px
-(100% validation accuracy, loss ~0.03 after its epochs on the features) and hard for it at 32 px (~80%),
-so one generator gives a set where unfreezing cannot pay and one where it does.
+Three small jobs on the real stack, on generated shapes at 64 px that the head alone, trained on the cached
+features, gets (nearly) right: unfreezing cannot pay there. A generated set where unfreezing does pay is still
+to be found (the 32 px shapes tried: the unfrozen epoch lowered accuracy too).
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from PIL import Image
 from infra.local.sample_data import make_shapes, upload_folder
 from infra.local.stack import LocalStack
 
-# Four jobs, three of them through Ray Train: a few minutes on an idle 2-core machine, far more on a busy one.
+# Three jobs, two of them through Ray Train: a few minutes on an idle 2-core machine, far more on a busy one.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 EASY = {"image_size": 64, "freeze_epochs": 20, "epochs": 3, "batch_size": 8, "num_workers": 2}
-HARD = {"image_size": 32, "freeze_epochs": 3, "epochs": 2, "batch_size": 8, "num_workers": 2, "deploy": False}
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +71,11 @@ def jobs(stack: LocalStack, api: httpx.Client, tmp_path_factory: pytest.TempPath
     victim = next((changed_dir / "train" / "circle").iterdir())
     Image.new("RGB", (64, 64), (200, 10, 10)).save(victim)
     upload_folder(s3, changed_dir, "ttm", "changed")
-    hard = make_shapes(root / "hard", train_per_class=16, valid_per_class=8, size=32, seed=8)
-    upload_folder(s3, hard, "ttm", "hard")
 
     first = _finish(api, _run(api, {"dataset_uri": "s3://ttm/easy", **EASY}))
     runs = {
         "second": _run(api, {"dataset_uri": "s3://ttm/easy", **EASY}),
         "changed": _run(api, {"dataset_uri": "s3://ttm/changed", **EASY, "deploy": False}),
-        "hard": _run(api, {"dataset_uri": "s3://ttm/hard", **HARD}),
     }
     # The changed set only has to show its cache miss: cancelled once its features are in, it costs no training.
     changed = _finish(api, runs.pop("changed"), cancel_after="features")
@@ -119,14 +115,3 @@ def test_a_changed_object_misses_the_feature_cache(jobs: dict[str, Any]) -> None
     changed = jobs["changed"]
     assert [e["data"]["cache"] for e in _events(changed, "features")] == ["miss"]
     assert _events(changed, "features")[0]["data"]["key"] != _events(jobs["first"], "features")[0]["data"]["key"]
-
-
-def test_unfreezing_goes_on_where_it_pays(jobs: dict[str, Any]) -> None:
-    hard = jobs["hard"]
-    job = hard["job"]
-    assert job["status"] == "succeeded", job.get("error")
-    head_loss = [e for e in job["metrics"] if e["stage"] == "frozen"][-1]["valid_loss"]
-    unfrozen = [e for e in job["metrics"] if e["stage"] == "unfrozen"]
-    assert unfrozen and unfrozen[0]["valid_loss"] < head_loss, job["metrics"]
-    assert not [e for e in _events(hard, "early_stop") if "head-only" in e["message"]]
-    assert job["best"]["stage"] == "unfrozen"
