@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.pipeline --dataset ../shared/datasets/cats-vs-whales --image-size 224
 
 Prints a table and writes benchmarks/results/pipeline-<dataset>-<time>.json. Not a test: numbers vary
-with the machine's load, so compare runs made side by side.
+with the machine's load, so compare runs made side by side. `--runs 2` POSTs the same job twice, one after
+the other: the second shows what the dataset and feature caches save.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=int, default=1, help="POST the same job this many times, one after another")
     args = parser.parse_args()
 
     stack = LocalStack.load(args.home.resolve())
@@ -59,6 +61,12 @@ def main() -> None:
         "num_workers": args.num_workers,
         "seed": args.seed,
     }
+    for run in range(1, args.runs + 1):
+        print(f"\nrun {run} of {args.runs}")
+        _run_once(stack, name, request)
+
+
+def _run_once(stack: LocalStack, name: str, request: dict[str, Any]) -> None:
     started = time.monotonic()
     with stack.api_client() as api:
         job_id = api.post("/v1/jobs", json=request).raise_for_status().json()["id"]
@@ -82,6 +90,8 @@ def main() -> None:
         "epochs": job["metrics"],
         "best": job["best"],
         "accuracy": job["evaluation"]["accuracy"],
+        "features_cache": [e["data"]["cache"] for e in events if e["kind"] == "features"],
+        "events": [{"at": e["at"], "kind": e["kind"], "message": e["message"]} for e in events],
     }
     print(f"\n{name}: {job['evaluation']['accuracy']:.2%} validation accuracy, {wall:.0f}s from POST to deployed")
     print(f"{'phase':<12}{'seconds':>9}")

@@ -119,6 +119,14 @@ class JobParams(BaseModel):
     batch_size: int = Field(default=32, ge=1, le=1024, description="per-worker batch size")
     image_size: int = Field(default=224, ge=32, le=1024, description="training and serving resolution (px)")
     num_workers: int = Field(default=2, ge=1, le=256, description="Ray Train workers (one per GPU)")
+    patience: int | None = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="early stopping: unfrozen training stops after this many epochs without a lower validation "
+        "loss, and first has to beat the head-only model on a short trial or the job keeps the head-only model; "
+        "null: run every epoch",
+    )
     use_gpu: bool = False
     deploy: bool = Field(default=True, description="deploy the best model behind Ray Serve")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)

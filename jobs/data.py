@@ -1,4 +1,9 @@
-"""Datasets and transforms for training and evaluation, read from the local dataset cache."""
+"""Datasets and transforms for training and evaluation, read from the local dataset cache.
+
+Each image is decoded and resized once per process: training images to `PRESIZE_MARGIN` x the training
+size (room for the random crops, as fastai's presizing), validation images to their final centre crop.
+The uint8 results stay in memory up to `cache_bytes`, so later epochs only augment and compute.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
+from torchvision.transforms.v2 import functional as F
 
 from core.images import eval_tensor, to_rgb
+
+# Training images are kept at 1.5x the training size: random crops of a third of the area still upsample
+# little, at 2.25x the memory of the final size (fastai presizes to ~2x).
+PRESIZE_MARGIN = 1.5
 
 
 def load_rgb(path: Path, image_size: int) -> Image.Image:
@@ -24,7 +34,6 @@ def train_transform(image_size: int) -> T.Compose:
     # fastai's default recipe, in spirit: random crops of at least a third of the image, flips, mild colour.
     return T.Compose(
         [
-            T.PILToTensor(),
             T.RandomResizedCrop(image_size, scale=(0.35, 1.0), antialias=True),
             T.RandomHorizontalFlip(),
             T.ColorJitter(brightness=0.2, contrast=0.2),
@@ -32,20 +41,55 @@ def train_transform(image_size: int) -> T.Compose:
     )
 
 
-class ImageItems(Dataset[tuple[torch.Tensor, int]]):
-    """(uint8 CHW image, label) pairs; normalisation happens on the batch, on the training device."""
+def presized_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
+    """uint8 CHW with the short side at PRESIZE_MARGIN x the training size (never upscaled)."""
+    tensor = F.pil_to_tensor(image)
+    short = min(tensor.shape[-2:])
+    target = round(image_size * PRESIZE_MARGIN)
+    return F.resize(tensor, [target], antialias=True) if short > target else tensor
 
-    def __init__(self, root: Path, paths: Sequence[str], labels: Sequence[int], image_size: int, train: bool) -> None:
+
+class ImageItems(Dataset[tuple[torch.Tensor, int]]):
+    """(uint8 CHW image, label) pairs; normalisation happens on the batch, on the training device.
+
+    `cache_bytes` > 0 keeps each decoded image (presized, or the final eval crop) in memory until that many
+    bytes are held: a worker with DataLoader worker processes gets a copy per process, so use it with none.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        paths: Sequence[str],
+        labels: Sequence[int],
+        image_size: int,
+        train: bool,
+        cache_bytes: int = 0,
+    ) -> None:
         self.root = root
         self.paths = list(paths)
         self.labels = list(labels)
         self.image_size = image_size
         self.transform = train_transform(image_size) if train else None
+        self.cache_bytes = cache_bytes
+        self.cached: dict[int, torch.Tensor] = {}
+        self.held = 0
+        self.decodes = 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def _decoded(self, index: int) -> torch.Tensor:
+        if (hit := self.cached.get(index)) is not None:
+            return hit
         image = load_rgb(self.root / self.paths[index], self.image_size)
-        tensor = self.transform(image) if self.transform else eval_tensor(image, self.image_size)
-        return tensor, self.labels[index]
+        self.decodes += 1
+        tensor = presized_tensor(image, self.image_size) if self.transform else eval_tensor(image, self.image_size)
+        size = tensor.numel() * tensor.element_size()
+        if self.held + size <= self.cache_bytes:
+            self.cached[index] = tensor
+            self.held += size
+        return tensor
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        tensor = self._decoded(index)
+        return self.transform(tensor) if self.transform else tensor, self.labels[index]

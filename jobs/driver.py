@@ -27,10 +27,17 @@ from core.spec import JobParams, Phase, phase_progress
 from core.store import JobStore, ModelRecord
 from jobs.errors import JobCancelled, StageError
 from jobs.failures import storage_unavailable
+from jobs.feature_cache import cache_location, feature_key, load_features, save_features
 from jobs.features import Features, compute_features
 from jobs.plots import confusion_matrix_png, lr_sweep_png, training_curves_png
 from jobs.resources import check_cluster_fits, task_cpus, worker_bundle
-from jobs.stages.evaluate import Evaluation, evaluate_model, load_checkpoint_model
+from jobs.stages.evaluate import (
+    Evaluation,
+    evaluate_model,
+    evaluation_from_logits,
+    load_checkpoint_model,
+    load_predictions,
+)
 from jobs.stages.fetch import DatasetLimits, fetch_dataset
 from jobs.stages.fine_tune import BestCheckpoint, fine_tune
 from jobs.stages.lr_sweep import lr_range_test
@@ -126,6 +133,45 @@ class Driver:
         )
         return result  # type: ignore[no-any-return]
 
+    def _features(self, etags_digest: str, dataset: ValidatedDataset) -> Features:
+        """The backbone features from the S3 cache, or computed on a worker node and cached for the next job."""
+        p = self.params
+        weights = resolve_weights(p.arch, p.weights_uri, self.s3, self.settings.resolved_cache_dir)
+        key = feature_key(etags_digest, p.arch, weights, p.image_size, dataset.train, dataset.valid)
+        location = cache_location(self.settings.artifact_uri, key)
+        started = time.monotonic()
+        features = load_features(self.s3, location)
+        if features is not None:
+            self.store.add_event(
+                self.job_id,
+                "features",
+                f"backbone features read from the cache in {time.monotonic() - started:.1f}s: no extraction",
+                {"cache": "hit", "key": key, "seconds": round(time.monotonic() - started, 3)},
+            )
+            return features
+        features = self._remote("features", _features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
+        save_features(self.s3, location, features)
+        self.store.add_event(
+            self.job_id,
+            "features",
+            f"backbone features extracted at {features.images_per_second} img/s and cached",
+            {"cache": "miss", "key": key, "seconds": round(time.monotonic() - started, 3)},
+        )
+        return features
+
+    def _evaluate(self, dataset: ValidatedDataset, best: BestCheckpoint) -> Evaluation:
+        """From the validation logits saved with the best checkpoint; a pass over images only for a test split."""
+        if best.predictions_uri is None or dataset.test:
+            return self._remote("evaluation", _evaluate_task, self.params, dataset, best)  # type: ignore[no-any-return]
+        logits = load_predictions(self.s3, best.predictions_uri)
+        self.store.add_event(
+            self.job_id,
+            "evaluated",
+            "scored from the validation predictions saved with the best checkpoint: no second pass",
+            {"predictions_uri": best.predictions_uri},
+        )
+        return evaluation_from_logits(logits, dataset.valid, dataset.summary.classes)
+
     # --- the pipeline ------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -183,7 +229,7 @@ class Driver:
             if resume is not None:  # the previous attempt chose it, and its checkpoints were trained with it
                 lr = resume.lr
             else:
-                features, lr = self._lr_sweep(dataset)
+                features, lr = self._lr_sweep(fetched.etags_digest, dataset)
 
         with self.stage(Phase.training):
             if resume is not None:
@@ -201,7 +247,7 @@ class Driver:
             self._record_training(best, finished_at)
 
         with self.stage(Phase.evaluating):
-            evaluation: Evaluation = self._remote("evaluation", _evaluate_task, p, dataset, best)
+            evaluation = self._evaluate(dataset, best)
             location = artifact_location(self.settings, self.job_id)
             evaluation.most_wrong = attach_thumbnails(self.s3, location, fetched.root, evaluation.most_wrong)
             evaluation.least_certain = attach_thumbnails(self.s3, location, fetched.root, evaluation.least_certain)
@@ -245,12 +291,12 @@ class Driver:
                 delete_pointer(self.s3, self.settings, model_id)  # cancelled while deploying: serve nothing
                 raise JobCancelled
 
-    def _lr_sweep(self, dataset: ValidatedDataset) -> tuple[Features | None, float]:
+    def _lr_sweep(self, etags_digest: str, dataset: ValidatedDataset) -> tuple[Features | None, float]:
         """The features for the head-only epochs (when any) and the learning rate: the user's, or the sweep's."""
         p = self.params
         features: Features | None = None
         if p.lr is None or p.freeze_epochs > 0:  # only the sweep and the head-only epochs need features
-            features = self._remote("features", _features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
+            features = self._features(etags_digest, dataset)
         if p.lr is None:
             assert features is not None
             sweep = lr_range_test(

@@ -3,7 +3,14 @@
 Every worker reads its own disjoint shard of the training set each epoch (a seeded permutation split by
 rank, cut to equal length so every rank runs the same number of steps), validates on its slice of the
 validation set, and the exact global metrics come from an all-reduce of sums: no padded duplicates.
-Rank 0 checkpoints model, optimizer and schedule every epoch, so a restarted worker group resumes.
+Rank 0 checkpoints model, optimizer and schedule every epoch, so a restarted worker group resumes, and
+saves that epoch's validation logits beside it: the job's final evaluation reads them instead of running
+the validation set through the model once more.
+
+Unfreezing has to pay: when a head-only model exists, a short trial (the first `trial_images` training
+images of the first unfrozen epoch, or the whole epoch when it is shorter) must lower the validation loss
+below the head-only model's, or training stops there and the job keeps the head-only model. After that,
+early stopping ends training once the validation loss has not improved for `patience` epochs.
 """
 
 from __future__ import annotations
@@ -36,6 +43,11 @@ from jobs.usage import this_node
 from jobs.weights import resolve_weights
 
 CHECKPOINT_FILE = "model.pt"
+PREDICTIONS_FILE = "predictions.pt"  # {"valid_logits": float tensor [n_valid, classes]}, in validation order
+# Decoded-image memory per worker and split: ~1,000 presized 224 px training images, ~3,300 validation crops.
+DECODED_CACHE_BYTES = 512 << 20
+# A validation loss must fall by more than this to count as an improvement (early stopping, the trial).
+MIN_DELTA = 0.01
 # Shards are reported (for the job's DDP record) only while they are small enough to keep in metrics.
 MAX_REPORTED_SHARD = 2000
 
@@ -59,6 +71,28 @@ class TrainLoopConfig(BaseModel):
     head_state: bytes | None = None  # the head trained on cached features, if any
     epoch_offset: int = 0  # epochs already run on features, so epoch numbers continue
     batch_delay_s: float = 0.0  # fault-injection tests only (Settings.fault_delays["worker_batch"])
+    baseline_valid_loss: float | None = None  # the head-only model's, measured on the cached features
+    patience: int | None = None  # None: run every epoch, no trial
+    trial_images: int = 512
+
+
+class EarlyStopping(BaseModel):
+    """Validation-loss bookkeeping shared by every rank (the losses are all-reduced, so all ranks agree)."""
+
+    best_loss: float = math.inf
+    bad_epochs: int = 0
+
+    def improved(self, valid_loss: float) -> bool:
+        if valid_loss < self.best_loss - MIN_DELTA:
+            self.best_loss, self.bad_epochs = valid_loss, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+
+def trial_steps(train_images: int, world: int, batch_size: int, steps_per_epoch: int, trial_images: int) -> int:
+    """Steps of the first unfrozen epoch after which the trial validates (all of them: at the epoch's end)."""
+    return min(steps_per_epoch, max(1, math.ceil(min(trial_images, train_images) / (batch_size * world))))
 
 
 def shard_indices(n: int, rank: int, world: int, seed: int) -> list[int]:
@@ -87,25 +121,42 @@ def _batch(images: torch.Tensor, arch: str, device: torch.device) -> torch.Tenso
 @torch.no_grad()
 def evaluate_shard(
     model: nn.Module, data: ImageItems, indices: list[int], cfg: TrainLoopConfig, device: torch.device
-) -> dict[str, float]:
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Global validation metrics, and this shard's logits (in `indices` order)."""
     model.eval()
     loss_sum, correct, count = 0.0, 0.0, 0.0
+    chunks = []
     loader = DataLoader(Subset(data, indices), batch_size=cfg.batch_size * 2, shuffle=False)
     for images, labels in loader:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(_batch(images, cfg.arch, device))
+            logits = model(_batch(images, cfg.arch, device)).float()
         labels = labels.to(device)
-        loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
+        loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         count += len(labels)
+        chunks.append(logits.cpu())
         time.sleep(cfg.batch_delay_s)
     loss_sum, correct, count = _sum_across_ranks(loss_sum, correct, count, device=device)
-    return {"valid_loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "valid_count": count}
+    metrics = {"valid_loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "valid_count": count}
+    return metrics, torch.cat(chunks) if chunks else torch.zeros(0, len(cfg.classes))
 
 
-def _save_checkpoint(state: dict[str, Any], metrics: dict[str, Any]) -> None:
+def gather_logits(indices: list[int], logits: torch.Tensor, total: int) -> torch.Tensor:
+    """Every rank's validation logits put back in validation order (all ranks get them; rank 0 saves them)."""
+    shards: list[Any] = [(indices, logits)]
+    if dist.is_available() and dist.is_initialized():
+        shards = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, (indices, logits))
+    out = torch.zeros(total, logits.shape[1] if logits.ndim == 2 else 0)
+    for shard_indices_, shard_logits in shards:
+        out[shard_indices_] = shard_logits
+    return out
+
+
+def _save_checkpoint(state: dict[str, Any], metrics: dict[str, Any], valid_logits: torch.Tensor) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(state, Path(tmp) / CHECKPOINT_FILE)
+        torch.save({"valid_logits": valid_logits}, Path(tmp) / PREDICTIONS_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -147,8 +198,13 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device, wraps in DDP when world > 1
     module: Classifier = ddp_model.module if hasattr(ddp_model, "module") else ddp_model  # type: ignore[assignment]
 
-    train_data = ImageItems(root, [i.path for i in cfg.train], [i.label for i in cfg.train], cfg.image_size, True)
-    valid_data = ImageItems(root, [i.path for i in cfg.valid], [i.label for i in cfg.valid], cfg.image_size, False)
+    # Decoded once, kept as uint8 for the later epochs (the loader runs in this process: one copy per worker).
+    train_data = ImageItems(
+        root, [i.path for i in cfg.train], [i.label for i in cfg.train], cfg.image_size, True, DECODED_CACHE_BYTES
+    )
+    valid_data = ImageItems(
+        root, [i.path for i in cfg.valid], [i.label for i in cfg.valid], cfg.image_size, False, DECODED_CACHE_BYTES
+    )
     valid_shard = list(range(rank, len(valid_data), world))
     per_rank = len(train_data) // world
     steps_per_epoch = max(1, math.ceil(per_rank / cfg.batch_size))
@@ -170,27 +226,24 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     )
 
     first_epoch = 1
+    stopping = EarlyStopping(best_loss=cfg.baseline_valid_loss if cfg.baseline_valid_loss is not None else math.inf)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # a restarted worker group: resume where the last checkpoint left off
         with checkpoint.as_directory() as path:
             state = torch.load(Path(path) / CHECKPOINT_FILE, map_location=device, weights_only=True)
         module.load_state_dict(state["model"])
-        # The head-only checkpoint (epoch 0) has no optimizer or schedule yet: a worker lost during the first
-        # unfrozen epoch restarts that epoch from the head-only weights with fresh ones.
-        if "optimizer" in state:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if "early_stopping" in state:
+            stopping = EarlyStopping.model_validate(state["early_stopping"])
         first_epoch = state["epoch"] + 1
     if rank == 0:
         _record_start(cfg, world, cfg.epoch_offset + first_epoch, resumed=checkpoint is not None)
-    if checkpoint is None and cfg.head_state is not None:
-        # The head-only model is a candidate too: if unfreezing hurts, the best checkpoint is this one.
-        baseline: dict[str, Any] = evaluate_shard(module, valid_data, valid_shard, cfg, device)
-        baseline |= {"epoch": cfg.epoch_offset, "stage": "frozen", "baseline": True, "rank": rank}
-        if rank == 0:
-            _save_checkpoint({"model": module.state_dict(), "epoch": 0}, baseline)
-        else:
-            ray.train.report(baseline)
+    # A worker lost during the first unfrozen epoch leaves no checkpoint: the group restarts that epoch from
+    # the head-only weights (head_state). The head-only model itself was checkpointed by the driver.
+    trial_at = None
+    if first_epoch == 1 and cfg.patience is not None and cfg.baseline_valid_loss is not None:
+        trial_at = trial_steps(len(train_data), world, cfg.batch_size, steps_per_epoch, cfg.trial_images)
 
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(first_epoch, cfg.epochs + 1):
@@ -199,7 +252,11 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
         loader = DataLoader(Subset(train_data, shard), batch_size=cfg.batch_size, shuffle=False)
         ddp_model.train()
         loss_sum, seen = 0.0, 0
-        for images, labels in loader:
+        for step, (images, labels) in enumerate(loader, start=1):
+            if epoch == 1 and trial_at is not None and step == trial_at + 1:
+                if not _trial_pays(module, valid_data, valid_shard, cfg, device, stopping, rank, step - 1):
+                    return
+                ddp_model.train()
             labels = labels.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = loss_fn(ddp_model(_batch(images, cfg.arch, device)).float(), labels)
@@ -211,7 +268,9 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             seen += len(labels)
             time.sleep(cfg.batch_delay_s)
         train_loss_sum, train_count = _sum_across_ranks(loss_sum, seen, device=device)
-        metrics: dict[str, Any] = evaluate_shard(module, valid_data, valid_shard, cfg, device)
+        scores, shard_logits = evaluate_shard(module, valid_data, valid_shard, cfg, device)
+        metrics: dict[str, Any] = dict(scores)
+        valid_logits = gather_logits(valid_shard, shard_logits, len(valid_data))
         metrics |= {
             "epoch": cfg.epoch_offset + epoch,
             "stage": "unfrozen",
@@ -226,13 +285,53 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             metrics |= {"node_id": node_id, "node_type": node_type, "started_at": started_at}
             if len(shard) <= MAX_REPORTED_SHARD:
                 metrics["shard"] = shard
+        stop_reason = None
+        if cfg.patience is not None:
+            improved = stopping.improved(metrics["valid_loss"])
+            if epoch == 1 and trial_at == steps_per_epoch and not improved:
+                stop_reason = "unfreezing did not lower the validation loss below the head-only model's"
+            elif stopping.bad_epochs >= cfg.patience and epoch < cfg.epochs:
+                stop_reason = f"the validation loss did not improve for {stopping.bad_epochs} epoch(s)"
+        if stop_reason:
+            metrics["stop_reason"] = stop_reason
         state = {
             "model": module.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": epoch,
+            "early_stopping": stopping.model_dump(),
         }
         if rank == 0:
-            _save_checkpoint(state, metrics)
+            _save_checkpoint(state, metrics, valid_logits)
         else:
             ray.train.report(metrics)
+        if stop_reason:
+            return
+
+
+def _trial_pays(
+    module: nn.Module,
+    valid_data: ImageItems,
+    valid_shard: list[int],
+    cfg: TrainLoopConfig,
+    device: torch.device,
+    stopping: EarlyStopping,
+    rank: int,
+    steps: int,
+) -> bool:
+    """Validate mid-way through the first unfrozen epoch; report the verdict (every rank reports)."""
+    metrics, _ = evaluate_shard(module, valid_data, valid_shard, cfg, device)
+    pays = stopping.improved(metrics["valid_loss"])
+    stopping.bad_epochs = 0  # the trial is not an epoch: patience counts whole epochs after it
+    ray.train.report(
+        metrics
+        | {
+            "trial": True,
+            "pays": pays,
+            "steps": steps,
+            "epoch": cfg.epoch_offset + 1,
+            "stage": "unfrozen",
+            "rank": rank,
+        }
+    )
+    return pays

@@ -92,6 +92,25 @@ def evaluate_model(
     test: list[Item] | None = None,
 ) -> Evaluation:
     logits = _logits(model, root, valid, arch, image_size)
+    test_scores = None
+    if test:
+        test_logits = _logits(model, root, test, arch, image_size)
+        test_scores = _scores(test_logits, torch.tensor([i.label for i in test]), classes)
+    return evaluation_from_logits(logits, valid, classes, test_scores)
+
+
+def load_predictions(s3: Any, predictions_uri: str) -> torch.Tensor:
+    """The validation logits a checkpoint was saved with (see `jobs.train_loop.PREDICTIONS_FILE`)."""
+    location = S3Location.parse(predictions_uri)
+    data = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+    logits: torch.Tensor = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["valid_logits"]
+    return logits
+
+
+def evaluation_from_logits(
+    logits: torch.Tensor, valid: list[Item], classes: list[str], test_scores: Scores | None = None
+) -> Evaluation:
+    """The evaluation from validation logits already computed (at the checkpoint's own validation pass)."""
     labels = torch.tensor([i.label for i in valid])
     losses = nn.functional.cross_entropy(logits, labels, reduction="none")
     probs = logits.softmax(1)
@@ -108,10 +127,6 @@ def evaluate_model(
 
     wrong = [i for i in losses.argsort(descending=True).tolist() if predicted[i] != labels[i]][:MOST_WRONG]
     unsure = top_probability.argsort().tolist()[:LEAST_CERTAIN]
-    test_scores = None
-    if test:
-        test_logits = _logits(model, root, test, arch, image_size)
-        test_scores = _scores(test_logits, torch.tensor([i.label for i in test]), classes)
     return Evaluation(
         **_scores(logits, labels, classes).model_dump(),
         classes=classes,

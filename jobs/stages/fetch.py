@@ -44,6 +44,8 @@ class FetchResult(BaseModel):
     bytes_downloaded: int
     unsafe_keys: list[str]
     seconds: float
+    # sha256 over every (relative path, ETag) fetched: changes whenever any object does (the feature cache's key).
+    etags_digest: str = ""
 
 
 # S3 keys may hold parts of any length; most filesystems refuse names over 255 bytes (NAME_MAX), and the
@@ -197,4 +199,5 @@ def fetch_dataset(s3: Any, uri: str, cache_dir: Path, limits: DatasetLimits | No
         bytes_downloaded=sum(sizes),
         unsafe_keys=unsafe[:20],
         seconds=round(time.monotonic() - started, 3),
+        etags_digest=hashlib.sha256(json.dumps(sorted(manifest.items())).encode()).hexdigest(),
     )

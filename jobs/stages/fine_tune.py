@@ -3,7 +3,10 @@
 1. Frozen body: the head trains on the cached features for `freeze_epochs` (one-cycle, seconds on a CPU).
 2. Unfrozen: Ray Train `TorchTrainer` runs `jobs.train_loop` on `num_workers` DDP workers (gloo on CPU,
    NCCL on GPU) at half the head LR and 1/100 of that for the body, checkpointing every epoch to S3.
-The best checkpoint by validation accuracy (the head-only model included) is what the job keeps.
+The best checkpoint by validation accuracy (the head-only model included) is what the job keeps. The
+head-only model's metrics come from the cached features (the same eval transform the images would get), so
+it is checkpointed here without another pass over the validation images, and unfrozen training starts only
+to beat it (see `jobs.train_loop`: a short trial, then early stopping).
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig,
 from ray.train.torch import TorchConfig, TorchTrainer
 from torch import nn
 
-from core.backbones import make_head
+from core.backbones import build_classifier, make_head
 from core.runtime_env import TORCH_MALLOC_ENV
-from core.s3 import arrow_filesystem
+from core.s3 import arrow_filesystem, s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, S3Location, phase_progress
 from core.store import JobStore
@@ -31,7 +34,8 @@ from jobs.failures import training_failure, worker_failure_summary
 from jobs.features import Features
 from jobs.resources import worker_bundle
 from jobs.stages.validate import ValidatedDataset
-from jobs.train_loop import CHECKPOINT_FILE, TrainLoopConfig, train_loop_per_worker
+from jobs.train_loop import CHECKPOINT_FILE, PREDICTIONS_FILE, TrainLoopConfig, train_loop_per_worker
+from jobs.weights import resolve_weights
 
 # fastai's fine_tune: the unfrozen cycle runs at half the frozen LR, the body at 1/lr_mult of that.
 UNFROZEN_LR_FACTOR = 0.5
@@ -62,6 +66,7 @@ def _gpu_failure_line(exc: BaseException) -> str | None:
 class HeadResult(BaseModel):
     state: bytes
     epochs: list[dict[str, Any]]
+    valid_logits: bytes = b""  # torch.save'd float tensor [n_valid, classes], from the cached features
 
 
 class BestCheckpoint(BaseModel):
@@ -71,6 +76,8 @@ class BestCheckpoint(BaseModel):
     value: float
     valid_loss: float
     checkpoint_uri: str
+    # The validation logits of this checkpoint, saved beside it: the final evaluation reads them.
+    predictions_uri: str | None = None
 
 
 def _head_metrics(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -118,7 +125,11 @@ def train_head(features: Features, num_classes: int, lr: float, epochs: int, bat
         )
     buffer = io.BytesIO()
     torch.save(head.state_dict(), buffer)
-    return HeadResult(state=buffer.getvalue(), epochs=history)
+    head.eval()
+    with torch.no_grad():
+        logits = io.BytesIO()
+        torch.save(head(vx).float(), logits)
+    return HeadResult(state=buffer.getvalue(), epochs=history, valid_logits=logits.getvalue())
 
 
 class TrainingProgress(UserCallback):
@@ -158,9 +169,13 @@ class TrainingProgress(UserCallback):
         uri = f"s3://{checkpoint.path}/{CHECKPOINT_FILE}" if checkpoint is not None else None
         if checkpoint is not None:
             self._checkpointed_epoch = int(lead["epoch"])
-        if lead.get("baseline"):
+        if lead.get("trial"):
+            verdict = "pays: training goes on" if lead["pays"] else "does not pay: the job keeps the head-only model"
             self.store.add_event(
-                self.job_id, "checkpoint", "head-only model checkpointed", {"epoch": lead["epoch"], "uri": uri}
+                self.job_id,
+                "unfreeze_trial",
+                f"unfrozen trial ({lead['steps']} steps) validation loss {lead['valid_loss']:.4f}: {verdict}",
+                {k: lead[k] for k in ("pays", "steps", "valid_loss", "accuracy")},
             )
             return
         row = {
@@ -191,6 +206,10 @@ class TrainingProgress(UserCallback):
             )
         self.store.set_progress(self.job_id, phase_progress(Phase.training, lead["epoch"] / self.total_epochs))
         self.store.add_event(self.job_id, "epoch", f"epoch {lead['epoch']} accuracy {lead['accuracy']:.4f}", row)
+        if lead.get("stop_reason"):
+            self.store.add_event(
+                self.job_id, "early_stop", f"unfrozen training stopped: {lead['stop_reason']}", {"epoch": lead["epoch"]}
+            )
 
 
 def fine_tune(
@@ -207,12 +226,22 @@ def fine_tune(
     """Train; with `resume` (a retried job), Ray Train restores the run from the job's checkpoint folder and the
     head-only epochs, already recorded and checkpointed by an earlier attempt, are not run again."""
     classes = dataset.summary.classes
+    artifacts = S3Location.parse(settings.artifact_uri).child("jobs", job_id)
     head: HeadResult | None = None
+    head_only: BestCheckpoint | None = None
+    # A retried job resumes its unfrozen epochs; its head-only epochs were trained and recorded before.
     if params.freeze_epochs > 0 and not resume:
         assert features is not None, "head-only epochs train on the cached features"
         head = train_head(features, len(classes), lr, params.freeze_epochs, params.batch_size, params.seed)
         for row in head.epochs:
             store.add_epoch(job_id, row)
+        head_only = checkpoint_head_only(head, params, len(classes), artifacts.child("checkpoints", "head-only"))
+        store.add_event(
+            job_id,
+            "checkpoint",
+            "head-only model checkpointed",
+            {"epoch": head_only.epoch, "uri": head_only.checkpoint_uri},
+        )
     total_epochs = params.freeze_epochs + params.epochs
     store.set_progress(job_id, phase_progress(Phase.training, params.freeze_epochs / total_epochs))
 
@@ -234,8 +263,9 @@ def fine_tune(
         head_state=head.state if head else None,
         epoch_offset=params.freeze_epochs,
         batch_delay_s=settings.fault_delays.get("worker_batch", 0.0),
+        baseline_valid_loss=head_only.valid_loss if head_only else None,
+        patience=params.patience,
     )
-    artifacts = S3Location.parse(settings.artifact_uri).child("jobs", job_id)
     resources = worker_bundle(params)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -267,15 +297,48 @@ def fine_tune(
                 "check the NVIDIA driver and CUDA on the cluster's GPU nodes, or set use_gpu=false",
             ) from exc
         raise training_failure(exc, attempts=MAX_FAILURES + 1) from exc
-    candidates = result.best_checkpoints or []
+    candidates = [head_only] if head_only else []
+    candidates += [
+        BestCheckpoint(
+            epoch=int(metrics["epoch"]),
+            stage=str(metrics["stage"]),
+            metric="accuracy",
+            value=round(float(metrics["accuracy"]), 5),
+            valid_loss=round(float(metrics["valid_loss"]), 5),
+            checkpoint_uri=f"s3://{checkpoint.path}/{CHECKPOINT_FILE}",
+            predictions_uri=f"s3://{checkpoint.path}/{PREDICTIONS_FILE}",
+        )
+        for checkpoint, metrics in result.best_checkpoints or []
+    ]
     if not candidates:
         raise StageError("no_checkpoint", "training finished without saving a checkpoint")
-    checkpoint, metrics = max(candidates, key=lambda c: (c[1]["accuracy"], -c[1]["valid_loss"]))
+    # Ties keep the earlier candidate: the head-only model when unfreezing bought nothing.
+    return max(candidates, key=lambda c: (c.value, -c.valid_loss))
+
+
+def checkpoint_head_only(head: HeadResult, params: JobParams, num_classes: int, location: S3Location) -> BestCheckpoint:
+    """Write the head-only model (pretrained body + trained head) as a checkpoint, with its validation logits.
+
+    Its metrics are the last head-only epoch's, measured on the cached features: the images would give the
+    same numbers, so no pass over them is spent on it.
+    """
+    settings = get_settings()
+    s3 = s3_client(settings)
+    weights = resolve_weights(params.arch, params.weights_uri, s3, settings.resolved_cache_dir)
+    model = build_classifier(params.arch, num_classes, weights)
+    model.head.load_state_dict(torch.load(io.BytesIO(head.state), weights_only=True))
+    model_file, predictions = io.BytesIO(), io.BytesIO()
+    torch.save({"model": model.state_dict(), "epoch": 0}, model_file)
+    torch.save({"valid_logits": torch.load(io.BytesIO(head.valid_logits), weights_only=True)}, predictions)
+    s3.put_object(Bucket=location.bucket, Key=f"{location.prefix}{CHECKPOINT_FILE}", Body=model_file.getvalue())
+    s3.put_object(Bucket=location.bucket, Key=f"{location.prefix}{PREDICTIONS_FILE}", Body=predictions.getvalue())
+    last = head.epochs[-1]
     return BestCheckpoint(
-        epoch=int(metrics["epoch"]),
-        stage=str(metrics["stage"]),
+        epoch=int(last["epoch"]),
+        stage="frozen",
         metric="accuracy",
-        value=round(float(metrics["accuracy"]), 5),
-        valid_loss=round(float(metrics["valid_loss"]), 5),
-        checkpoint_uri=f"s3://{checkpoint.path}/{CHECKPOINT_FILE}",
+        value=round(float(last["accuracy"]), 5),
+        valid_loss=round(float(last["valid_loss"]), 5),
+        checkpoint_uri=f"s3://{location.bucket}/{location.prefix}{CHECKPOINT_FILE}",
+        predictions_uri=f"s3://{location.bucket}/{location.prefix}{PREDICTIONS_FILE}",
     )

@@ -26,6 +26,7 @@ TRAIN_REQUEST = {
     "batch_size": 8,
     "image_size": 64,
     "num_workers": 2,
+    "patience": None,  # every epoch runs, so both unfrozen epochs can be asserted (early stopping: test_time_to_model)
 }
 
 

@@ -111,3 +111,11 @@ def test_an_s3_that_does_not_answer_fails_the_fetch_naming_s3(cache_dir: Path) -
         fetch_dataset(unreachable, "s3://somewhere/ds", cache_dir)
     assert failed.value.code == "storage_unavailable"
     assert "the object store (S3" in failed.value.message and "listing s3://somewhere/ds" in failed.value.message
+
+
+def test_etags_digest_changes_only_when_an_object_does(s3: Any, cache_dir: Path) -> None:
+    _put(s3, "fetch-digest", {"ds/train/a/1.png": b"one", "ds/train/b/2.png": b"two"})
+    first = fetch_dataset(s3, "s3://fetch-digest/ds", cache_dir)
+    assert fetch_dataset(s3, "s3://fetch-digest/ds", cache_dir).etags_digest == first.etags_digest
+    s3.put_object(Bucket="fetch-digest", Key="ds/train/b/2.png", Body=b"changed")
+    assert fetch_dataset(s3, "s3://fetch-digest/ds", cache_dir).etags_digest != first.etags_digest

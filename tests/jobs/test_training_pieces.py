@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import pytest
+import torch
 
 from jobs.features import Features
 from jobs.stages.fine_tune import _gpu_failure_line, train_head
-from jobs.train_loop import shard_indices
+from jobs.train_loop import MIN_DELTA, EarlyStopping, shard_indices, trial_steps
 
 
 def test_shards_are_disjoint_equal_and_change_every_epoch() -> None:
@@ -38,3 +42,33 @@ def test_a_wrapped_nccl_error_is_reported_by_its_own_line() -> None:
     wrapped.__cause__ = worker
     assert _gpu_failure_line(wrapped) == "ProcessGroupNCCL is only supported with GPUs, no GPUs found!"
     assert _gpu_failure_line(RuntimeError("loss is nan")) is None
+
+
+def test_early_stopping_counts_epochs_without_a_real_improvement() -> None:
+    stopping = EarlyStopping(best_loss=0.50)  # the head-only model's validation loss
+    assert stopping.improved(0.40)
+    assert not stopping.improved(0.395)  # less than MIN_DELTA better: noise, not progress
+    assert stopping.bad_epochs == 1
+    assert not stopping.improved(0.6)
+    assert stopping.bad_epochs == 2
+    assert stopping.improved(0.40 - 2 * MIN_DELTA)
+    assert stopping.bad_epochs == 0
+
+
+def test_the_unfrozen_trial_is_short_on_big_sets_and_the_whole_epoch_on_small_ones() -> None:
+    # 6,000 images on 2 workers at batch 32: 94 steps an epoch; the trial sees 512 images (8 steps).
+    assert trial_steps(6000, world=2, batch_size=32, steps_per_epoch=94, trial_images=512) == 8
+    # 245 images: 4 steps an epoch, shorter than a trial: the trial is the epoch, checked at its end.
+    assert trial_steps(245, world=2, batch_size=32, steps_per_epoch=4, trial_images=512) == 4
+
+
+def test_head_result_carries_its_validation_logits() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 16)).astype(np.float32)
+    y = rng.integers(0, 2, size=40)
+    features = Features(train_x=x[:30], train_y=y[:30], valid_x=x[30:], valid_y=y[30:], images_per_second=0.0)
+    result = train_head(features, num_classes=2, lr=1e-2, epochs=2, batch_size=8, seed=0)
+    logits = torch.load(io.BytesIO(result.valid_logits), weights_only=True)
+    assert logits.shape == (10, 2)
+    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[30:])).item()
+    assert loss == pytest.approx(result.epochs[-1]["valid_loss"], abs=1e-4)  # the same numbers the epoch reported
