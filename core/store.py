@@ -82,7 +82,24 @@ models_table = sa.Table(
     sa.Column("classes", sa.JSON, nullable=False),
     sa.Column("metrics", sa.JSON),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # A model's name is its job's `name`; each job that trains it adds the next version (1, 2, …).
+    sa.Column("name", sa.String(128), index=True),
+    sa.Column("version", sa.Integer),
+    # Set by DELETE /v1/models/{id}: the row stays so a version number is never handed out twice.
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    sa.UniqueConstraint("name", "version", name="uq_models_name_version"),
 )
+
+# `latest` (moved on each successful job) and user-moved aliases such as `production`: name@alias -> model id.
+model_aliases_table = sa.Table(
+    "model_aliases",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("alias", sa.String(64), primary_key=True),
+    sa.Column("model_id", sa.String(40), sa.ForeignKey("models.id"), nullable=False, index=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+LATEST_ALIAS = "latest"
 
 
 class JobError(BaseModel):
@@ -136,6 +153,8 @@ class ModelRecord(BaseModel):
     classes: list[str]
     metrics: dict[str, Any] | None = None
     created_at: datetime
+    name: str | None = None
+    version: int | None = None
 
 
 class IdempotencyConflict(Exception):
@@ -448,15 +467,115 @@ class JobStore:
         with self._tx() as conn:
             conn.execute(models_table.insert().values(**model.model_dump()))
 
+    def add_model_version(self, model: ModelRecord) -> ModelRecord:
+        """Insert a model as the next version of its name and move the name's `latest` alias to it.
+
+        An unnamed model is stored as is (no version, no alias). Two jobs of one name finishing together
+        race for a version number; the unique (name, version) constraint makes the loser retry.
+        """
+        if model.name is None:
+            self.add_model(model)
+            return model
+        for _ in range(5):
+            try:
+                with self._tx() as conn:
+                    top = conn.execute(
+                        sa.select(sa.func.max(models_table.c.version)).where(models_table.c.name == model.name)
+                    ).scalar()
+                    versioned = model.model_copy(update={"version": (top or 0) + 1})
+                    conn.execute(models_table.insert().values(**versioned.model_dump()))
+                    self._set_alias(conn, model.name, LATEST_ALIAS, model.id)
+                return versioned
+            except sa.exc.IntegrityError:
+                continue
+        raise RuntimeError(f"could not number a new version of model {model.name!r}: too many concurrent writers")
+
     def get_model(self, model_id: str) -> ModelRecord | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(models_table).where(models_table.c.id == model_id)).first()
+            row = conn.execute(
+                sa.select(models_table).where(models_table.c.id == model_id, models_table.c.deleted_at.is_(None))
+            ).first()
         return None if row is None else self._model(row._mapping)
 
-    def list_models(self) -> list[ModelRecord]:
+    def get_model_version(self, name: str, version: int) -> ModelRecord | None:
+        query = sa.select(models_table).where(
+            models_table.c.name == name, models_table.c.version == version, models_table.c.deleted_at.is_(None)
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(models_table).order_by(models_table.c.created_at.desc())).all()
+            row = conn.execute(query).first()
+        return None if row is None else self._model(row._mapping)
+
+    def get_model_by_alias(self, name: str, alias: str) -> ModelRecord | None:
+        query = (
+            sa.select(models_table)
+            .join(model_aliases_table, model_aliases_table.c.model_id == models_table.c.id)
+            .where(
+                model_aliases_table.c.name == name,
+                model_aliases_table.c.alias == alias,
+                models_table.c.deleted_at.is_(None),
+            )
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else self._model(row._mapping)
+
+    def model_name_exists(self, name: str) -> bool:
+        query = sa.select(models_table.c.id).where(models_table.c.name == name, models_table.c.deleted_at.is_(None))
+        with self.engine.connect() as conn:
+            return conn.execute(query.limit(1)).first() is not None
+
+    def list_models(self) -> list[ModelRecord]:
+        query = sa.select(models_table).where(models_table.c.deleted_at.is_(None))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(models_table.c.created_at.desc())).all()
         return [self._model(r._mapping) for r in rows]
+
+    def model_aliases(self) -> dict[str, list[str]]:
+        """model id -> the aliases pointing at it (sorted), for every model that has one."""
+        query = sa.select(model_aliases_table.c.model_id, model_aliases_table.c.alias).order_by(
+            model_aliases_table.c.alias
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        aliases: dict[str, list[str]] = {}
+        for model_id, alias in rows:
+            aliases.setdefault(model_id, []).append(alias)
+        return aliases
+
+    def set_alias(self, name: str, alias: str, model_id: str) -> None:
+        with self._tx() as conn:
+            self._set_alias(conn, name, alias, model_id)
+
+    @staticmethod
+    def _set_alias(conn: Connection, name: str, alias: str, model_id: str) -> None:
+        # Delete then insert: one statement set that both SQLite and PostgreSQL run the same way.
+        where = (model_aliases_table.c.name == name, model_aliases_table.c.alias == alias)
+        conn.execute(model_aliases_table.delete().where(*where))
+        conn.execute(model_aliases_table.insert().values(name=name, alias=alias, model_id=model_id, updated_at=_now()))
+
+    def delete_model(self, model_id: str) -> bool:
+        """Mark a version deleted; `latest` falls back to the newest version left (or goes away).
+
+        Callers check first that no other alias points at it. False when there was no such model.
+        """
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(models_table.c.name).where(models_table.c.id == model_id, models_table.c.deleted_at.is_(None))
+            ).first()
+            if row is None:
+                return False
+            conn.execute(models_table.update().where(models_table.c.id == model_id).values(deleted_at=_now()))
+            conn.execute(model_aliases_table.delete().where(model_aliases_table.c.model_id == model_id))
+            if row.name is not None:
+                newest = conn.execute(
+                    sa.select(models_table.c.id)
+                    .where(models_table.c.name == row.name, models_table.c.deleted_at.is_(None))
+                    .order_by(models_table.c.version.desc())
+                    .limit(1)
+                ).first()
+                if newest is not None:
+                    self._set_alias(conn, row.name, LATEST_ALIAS, newest.id)
+        return True
 
     # --- row mapping --------------------------------------------------------------------------------
 
@@ -473,4 +592,5 @@ class JobStore:
     def _model(row: Any) -> ModelRecord:
         data = dict(row)
         data["created_at"] = _utc(data["created_at"])
+        data.pop("deleted_at", None)
         return ModelRecord.model_validate(data)

@@ -198,7 +198,8 @@ class Driver:
                 from serving.deploy import deploy_model
 
                 deploy_model(self.s3, self.settings, model_id, artifact_uri)
-                self.store.add_model(
+                # A named job adds the next version of that name and moves its `latest` alias.
+                self.store.add_model_version(
                     ModelRecord(
                         id=model_id,
                         job_id=self.job_id,
@@ -207,6 +208,7 @@ class Driver:
                         classes=dataset.summary.classes,
                         metrics=metrics,
                         created_at=datetime.now(UTC),
+                        name=p.name,
                     )
                 )
         self.store.succeed(self.job_id, model_id)

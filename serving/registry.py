@@ -46,6 +46,12 @@ def write_pointer(s3: Any, settings: Settings, pointer: ModelPointer) -> None:
     s3.put_object(Bucket=bucket, Key=key, Body=pointer.model_dump_json().encode(), ContentType="application/json")
 
 
+def delete_pointer(s3: Any, settings: Settings, model_id: str) -> None:
+    """Undeploy: replicas stop loading the model, and drop it where it is loaded (serving/replica_models.py)."""
+    bucket, key = _pointer_location(settings, model_id)
+    s3.delete_object(Bucket=bucket, Key=key)
+
+
 def read_pointer(s3: Any, settings: Settings, model_id: str) -> ModelPointer:
     bucket, key = _pointer_location(settings, model_id)
     try:

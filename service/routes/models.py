@@ -13,12 +13,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Query, Request, Response
 
 from core.settings import Settings
-from core.store import ModelRecord
+from core.store import LATEST_ALIAS, ModelRecord
 from service.deps import HttpClientDep, MetricsDep, S3Dep, SettingsDep, StoreDep
-from service.errors import error_response, model_not_found
-from service.schemas import ModelList, ModelPublic, PredictionList
+from service.errors import ApiError, error_response, model_not_found
+from service.metrics import Metrics
+from service.model_refs import ALIAS_PATTERN, resolve_model
+from service.schemas import AliasMove, AliasPublic, ModelList, ModelPublic, ModelTraffic, PredictionList
 from service.upload import read_image
-from serving.registry import unavailable_reason
+from serving.registry import delete_pointer, unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,9 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 PREDICT_TIMEOUT_S = 30.0
 
 
-def _public(model: ModelRecord, s3: Any, settings: Settings) -> ModelPublic:
+def _public(
+    model: ModelRecord, s3: Any, settings: Settings, aliases: list[str] | None = None, metrics: Metrics | None = None
+) -> ModelPublic:
     """The model as clients see it, checked against the artifact store: a listed model must be able to answer."""
     try:
         why = unavailable_reason(s3, settings, model.id, model.artifact_uri)
@@ -35,7 +39,8 @@ def _public(model: ModelRecord, s3: Any, settings: Settings) -> ModelPublic:
     except (ClientError, BotoCoreError):
         logger.exception("checking the objects of model %s failed", model.id)
         reason = "the artifact store did not answer; its availability is unknown"
-    return ModelPublic.build(model, settings.public_url, reason)
+    traffic = ModelTraffic.model_validate(metrics.traffic(model.id)) if metrics else None
+    return ModelPublic.build(model, settings.public_url, reason, aliases, traffic)
 
 
 async def _gone(model: ModelRecord, s3: Any, settings: Settings) -> Response | None:
@@ -52,17 +57,73 @@ async def _gone(model: ModelRecord, s3: Any, settings: Settings) -> Response | N
     return error_response(410, why.code, f"model {model.id!r} is listed but cannot answer: {why.message}", "model_id")
 
 
-@router.get("", summary="Deployed models, newest first, each checked against the artifact store")
-def list_models(store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelList:
-    return ModelList(models=[_public(m, s3, settings) for m in store.list_models()])
+@router.get("", summary="Deployed model versions, newest first, with aliases, accuracy and traffic")
+def list_models(store: StoreDep, settings: SettingsDep, s3: S3Dep, metrics: MetricsDep) -> ModelList:
+    aliases = store.model_aliases()
+    return ModelList(models=[_public(m, s3, settings, aliases.get(m.id), metrics) for m in store.list_models()])
 
 
-@router.get("/{model_id}", summary="One deployed model")
-def get_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep) -> ModelPublic:
-    model = store.get_model(model_id)
+@router.get("/{model_id}", summary="One deployed model version: by id, `name@alias`, `name@version` or `name`")
+def get_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep, metrics: MetricsDep) -> ModelPublic:
+    model = resolve_model(store, model_id)
+    return _public(model, s3, settings, store.model_aliases().get(model.id), metrics)
+
+
+@router.post("/{name}/aliases/{alias}", summary="Point an alias of a model name at one of its versions")
+def move_alias(name: str, alias: str, body: AliasMove, store: StoreDep) -> AliasPublic:
+    if not ALIAS_PATTERN.match(alias):
+        raise ApiError(
+            422,
+            "invalid_alias",
+            f"alias {alias!r} must be a lowercase word (a letter, then letters, digits, - or _; at most 64), "
+            "e.g. production",
+            "alias",
+        )
+    if alias == LATEST_ALIAS:
+        raise ApiError(
+            409,
+            "alias_managed",
+            "`latest` moves by itself to each new version; point another alias (e.g. production) instead",
+            "alias",
+        )
+    if not store.model_name_exists(name):
+        raise ApiError(404, "model_not_found", f"no model named {name!r}; list models with GET /v1/models", "name")
+    if body.model_id is not None:
+        target = store.get_model(body.model_id)
+        if target is None or target.name != name:
+            raise ApiError(
+                404, "model_not_found", f"model {name!r} has no version with id {body.model_id!r}", "model_id"
+            )
+    else:
+        assert body.version is not None  # AliasMove holds exactly one of the two
+        target = store.get_model_version(name, body.version)
+        if target is None:
+            raise ApiError(
+                404, "model_not_found", f"model {name!r} has no version {body.version}; see GET /v1/models", "version"
+            )
+    store.set_alias(name, alias, target.id)
+    return AliasPublic(name=name, alias=alias, model_id=target.id, version=target.version)
+
+
+@router.delete("/{model_id}", status_code=204, summary="Undeploy one model version; replicas free its memory")
+async def delete_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep) -> Response:
+    model = await asyncio.to_thread(store.get_model, model_id)
     if model is None:
         raise model_not_found(model_id)
-    return _public(model, s3, settings)
+    held = [a for a in store.model_aliases().get(model_id, []) if a != LATEST_ALIAS]
+    if held:
+        raise ApiError(
+            409,
+            "model_has_aliases",
+            f"alias {', '.join(held)} of {model.name!r} points at this version; move it to another version with "
+            f"POST /v1/models/{model.name}/aliases/{held[0]} first",
+            "model_id",
+        )
+    # The pointer goes first: replicas check the pointers of what they hold and drop a model whose
+    # pointer is gone (serving/replica_models.py), and a replica that has not loaded it can no longer load it.
+    await asyncio.to_thread(delete_pointer, s3, settings, model_id)
+    await asyncio.to_thread(store.delete_model, model_id)
+    return Response(status_code=204)
 
 
 _IMAGE_BODY: dict[str, Any] = {
@@ -99,9 +160,7 @@ async def predict(
     s3: S3Dep,
     top_k: Annotated[int, Query(ge=1, le=100, description="how many labels to return, most probable first")] = 5,
 ) -> Response:
-    model: ModelRecord | None = await asyncio.to_thread(store.get_model, model_id)
-    if model is None:
-        raise model_not_found(model_id)
+    model = await asyncio.to_thread(resolve_model, store, model_id)
     image, content_type = await read_image(request, settings.max_image_bytes)
     began = time.perf_counter()
     try:
@@ -110,20 +169,26 @@ async def predict(
             params={"top_k": top_k},
             content=image,
             # Ray Serve routes the request to a replica that has this model loaded (model multiplexing).
-            headers={"serve_multiplexed_model_id": model_id, "content-type": content_type},
+            headers={"serve_multiplexed_model_id": model.id, "content-type": content_type},
             timeout=PREDICT_TIMEOUT_S,
         )
     except httpx.TransportError as e:
         metrics.predict_seconds.labels("unavailable").observe(time.perf_counter() - began)
-        logger.warning("predict %s: the model server is not reachable (%s)", model_id, type(e).__name__)
+        metrics.count_prediction(model.id, "unavailable")
+        logger.warning("predict %s: the model server is not reachable (%s)", model.id, type(e).__name__)
         return await _gone(model, s3, settings) or _unavailable("the model server is not reachable; retry shortly")
-    outcome, response = _relay(model_id, answer)
+    outcome, response = _relay(model.id, answer)
     if answer.status_code in (404, 503):
         # Serve knows no such model, or has no route: first rule out that the model's objects are gone.
         gone = await _gone(model, s3, settings)
         if gone is not None:
             outcome, response = "client_error", gone
     metrics.predict_seconds.labels(outcome).observe(time.perf_counter() - began)
+    metrics.count_prediction(model.id, outcome)
+    # Which version answered: a request by alias or name learns what it resolved to.
+    response.headers["Trainyard-Model-Id"] = model.id
+    if model.version is not None:
+        response.headers["Trainyard-Model-Version"] = str(model.version)
     return response
 
 
