@@ -24,8 +24,11 @@ from core.images import InvalidImage, decode_image, eval_tensor, normalize
 from core.s3 import s3_client
 from core.settings import get_settings
 from serving.registry import ArtifactMissing, ModelNotFound, pointer_uri, read_artifact, read_pointer
+from serving.replica_models import ReplicaModels
 
-MAX_MODELS_PER_REPLICA = 8
+# An LRU of 4 models per replica: 4 EfficientNet-Lite0 weights are ~80 MB beside a ~400 MB replica, and more
+# models than that are served by more replicas (Serve routes each model to the replicas that hold it).
+MAX_MODELS_PER_REPLICA = 4
 
 
 class AppArgs(BaseModel):
@@ -39,6 +42,10 @@ class AppArgs(BaseModel):
     max_replicas: int | None = Field(default=None, ge=1)
     target_ongoing_requests: float = Field(default=8, gt=0)
     downscale_delay_s: float = Field(default=600.0, ge=0)
+    # Serve's default: load must last 30 s before a replica is added.
+    upscale_delay_s: float = Field(default=30.0, ge=0)
+    # How often each replica checks that the models it holds are still deployed (DELETE frees them then).
+    pointer_check_interval_s: float = Field(default=2.0, gt=0)
 
 
 @dataclass
@@ -57,13 +64,17 @@ class ClassifierServer:
         self.settings = get_settings()
         self.s3 = s3_client(self.settings)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.models = ReplicaModels(self, self.s3, self.settings, args.pointer_check_interval_s)
         # serve.batch's type hints cover single-argument functions only, hence the ignores below.
         self._predict_batch.set_max_batch_size(args.max_batch_size)  # type: ignore[attr-defined,misc]
         self._predict_batch.set_batch_wait_timeout_s(args.batch_wait_timeout_s)  # type: ignore[attr-defined,misc]
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> LoadedModel:
-        return await asyncio.to_thread(self._load, model_id)
+        self.models.before_load()
+        loaded = await asyncio.to_thread(self._load, model_id)
+        self.models.after_load(model_id)
+        return loaded
 
     def _load(self, model_id: str) -> LoadedModel:
         pointer = read_pointer(self.s3, self.settings, model_id)
@@ -77,6 +88,10 @@ class ClassifierServer:
         """Load the request's model now, so the first prediction does not pay for it; returns its classes."""
         loaded = await self.get_model(serve.get_multiplexed_model_id())
         return loaded.meta.classes
+
+    async def stats(self) -> dict[str, object]:
+        """This replica's models, loads, evictions and RSS (for operators and tests, through a handle)."""
+        return self.models.stats().model_dump()
 
     async def __call__(self, request: Request) -> JSONResponse:
         model_id = serve.get_multiplexed_model_id()
@@ -155,6 +170,7 @@ def build_app(args: AppArgs | dict[str, object] | None = None) -> Application:
             "max_replicas": args.max_replicas or settings.serve_max_replicas,
             "target_ongoing_requests": args.target_ongoing_requests,
             "downscale_delay_s": args.downscale_delay_s,
+            "upscale_delay_s": args.upscale_delay_s,
         },
         max_ongoing_requests=max(32, args.max_batch_size * 2),
     ).bind(args)
