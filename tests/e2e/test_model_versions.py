@@ -88,6 +88,7 @@ def publish_version(stack: LocalStack, store: JobStore, name: str, classes: list
     job, _ = store.create_job(JobParams(dataset_uri="s3://e2e/none", name=name, image_size=32))
     model = build_classifier("efficientnet_lite0", len(classes), weights=None).eval()
     linear = model.head[1]
+    assert isinstance(linear, torch.nn.Linear)
     with torch.no_grad():
         linear.weight.zero_()
         linear.bias.fill_(-10.0)
