@@ -42,8 +42,11 @@ class AppArgs(BaseModel):
     max_replicas: int | None = Field(default=None, ge=1)
     target_ongoing_requests: float = Field(default=8, gt=0)
     downscale_delay_s: float = Field(default=600.0, ge=0)
-    # Serve's default: load must last 30 s before a replica is added.
+    # Serve's defaults: load must last 30 s before a replica is added, averaged over a 30 s window of
+    # ongoing-request counts that replicas push every 10 s. Tests shorten all three.
     upscale_delay_s: float = Field(default=30.0, ge=0)
+    look_back_period_s: float = Field(default=30.0, gt=0)
+    metrics_interval_s: float = Field(default=10.0, gt=0)
     # How often each replica checks that the models it holds are still deployed (DELETE frees them then).
     pointer_check_interval_s: float = Field(default=2.0, gt=0)
 
@@ -171,6 +174,8 @@ def build_app(args: AppArgs | dict[str, object] | None = None) -> Application:
             "target_ongoing_requests": args.target_ongoing_requests,
             "downscale_delay_s": args.downscale_delay_s,
             "upscale_delay_s": args.upscale_delay_s,
+            "look_back_period_s": args.look_back_period_s,
+            "metrics_interval_s": args.metrics_interval_s,
         },
         max_ongoing_requests=max(32, args.max_batch_size * 2),
     ).bind(args)
