@@ -11,6 +11,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,7 +112,13 @@ def publish_version(stack: LocalStack, store: JobStore, name: str, classes: list
 
 
 def top_label(api: httpx.Client, ref: str) -> str:
-    response = api.post(f"/v1/models/{ref}/predict", content=IMAGE, headers={"content-type": "image/png"})
+    """The top label, retrying a 503 as the API asks (a model load on a machine this busy can outlast the
+    API's wait for the model server; the load goes on, and the retry finds the model loaded)."""
+    for _ in range(3):
+        response = api.post(f"/v1/models/{ref}/predict", content=IMAGE, headers={"content-type": "image/png"})
+        if response.status_code != 503:
+            break
+        time.sleep(float(response.headers.get("Retry-After", "1")))
     assert response.status_code == 200, response.text
     return str(response.json()["predictions"][0]["label"])
 
