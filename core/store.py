@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -476,7 +478,9 @@ class JobStore:
         if model.name is None:
             self.add_model(model)
             return model
-        for _ in range(5):
+        for attempt in range(20):
+            if attempt:
+                time.sleep(random.uniform(0, 0.01 * attempt))  # spread the losers of a race apart
             try:
                 with self._tx() as conn:
                     top = conn.execute(

@@ -119,3 +119,38 @@ def test_a_store_from_an_older_release_gains_new_columns(store: JobStore) -> Non
     upgraded.set_result(job.id, "artifacts", {"lr_sweep.png": "s3://b/k"})
     loaded = upgraded.get_job(job.id)
     assert loaded is not None and loaded.artifacts == {"lr_sweep.png": "s3://b/k"}
+
+
+def _named_model(store: JobStore, name: str | None) -> ModelRecord:
+    job, _ = store.create_job(params(name=name))
+    return ModelRecord(
+        id=job.id.replace("job-", "mdl-", 1),
+        job_id=job.id,
+        artifact_uri=f"s3://a/{job.id}.pt",
+        arch="efficientnet_lite0",
+        classes=["a", "b"],
+        created_at=datetime.now(UTC),
+        name=name,
+    )
+
+
+def test_versions_racing_for_one_name_get_distinct_numbers_and_latest_is_the_top(store: JobStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    models = [_named_model(store, "pets") for _ in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        versions = sorted(v.version or 0 for v in pool.map(store.add_model_version, models))
+    assert versions == list(range(1, 9))
+    latest = store.get_model_by_alias("pets", "latest")
+    assert latest is not None and latest.version == 8
+    unnamed = store.add_model_version(_named_model(store, None))
+    assert unnamed.version is None and store.model_aliases().get(unnamed.id) is None
+
+
+def test_deleting_the_latest_version_moves_latest_back_and_keeps_its_number(store: JobStore) -> None:
+    first = store.add_model_version(_named_model(store, "pets"))
+    second = store.add_model_version(_named_model(store, "pets"))
+    assert store.delete_model(second.id) and not store.delete_model(second.id)
+    assert store.get_model(second.id) is None and [m.id for m in store.list_models()] == [first.id]
+    assert store.model_aliases() == {first.id: ["latest"]}
+    assert store.add_model_version(_named_model(store, "pets")).version == 3
