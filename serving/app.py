@@ -68,6 +68,7 @@ class ClassifierServer:
         self.s3 = s3_client(self.settings)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.models = ReplicaModels(self, self.s3, self.settings, args.pointer_check_interval_s)
+        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
         # serve.batch's type hints cover single-argument functions only, hence the ignores below.
         self._predict_batch.set_max_batch_size(args.max_batch_size)  # type: ignore[attr-defined,misc]
         self._predict_batch.set_batch_wait_timeout_s(args.batch_wait_timeout_s)  # type: ignore[attr-defined,misc]
@@ -75,7 +76,13 @@ class ClassifierServer:
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> LoadedModel:
         self.models.before_load()
-        loaded = await asyncio.to_thread(self._load, model_id)
+        # A load outlives the request that started it: when the client gives up (the proxy then cancels the
+        # request), the load goes on and the retry picks it up, instead of starting over and timing out again.
+        loading = self._loading.get(model_id)
+        if loading is None:
+            loading = self._loading[model_id] = asyncio.ensure_future(asyncio.to_thread(self._load, model_id))
+            loading.add_done_callback(lambda _: self._loading.pop(model_id, None))
+        loaded = await asyncio.shield(loading)
         self.models.after_load(model_id)
         return loaded
 
