@@ -150,11 +150,6 @@ def test_rollback_changes_the_next_answer_and_delete_frees_the_replica(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="unverified: on the shared 2-core machine (load 30-50) the API got 503 serving_unavailable from the "
-    "model server partway through the 20 loads, cause not yet found (wt-serve-versions report)",
-)
 def test_twenty_models_through_an_lru_of_four_all_answer_correctly(
     served: LocalStack, api: httpx.Client, store: JobStore
 ) -> None:
