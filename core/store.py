@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -92,6 +94,13 @@ models_table = sa.Table(
     sa.Column("metrics", sa.JSON),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("tenant", sa.String(64), index=True),  # copied from its job
+    # A model's name is its job's `name`; each job that trains it adds the next version (1, 2, …).
+    sa.Column("name", sa.String(128), index=True),
+    sa.Column("version", sa.Integer),
+    # Set by DELETE /v1/models/{id}: the row stays so a version number is never handed out twice.
+    sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    # Names are per tenant (service.model_refs): each tenant numbers its own versions of a name.
+    sa.UniqueConstraint("tenant", "name", "version", name="uq_models_tenant_name_version"),
 )
 
 # Tenants and their API keys (core.tenancy). NULL limits mean "the settings' default".
@@ -115,6 +124,19 @@ api_keys_table = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
 )
+
+# `latest` (moved on each successful job) and user-moved aliases such as `production`: name@alias -> model id.
+model_aliases_table = sa.Table(
+    "model_aliases",
+    metadata,
+    # The model's tenant ("" for models stored before tenants existed: a key column cannot be NULL).
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("alias", sa.String(64), primary_key=True),
+    sa.Column("model_id", sa.String(40), sa.ForeignKey("models.id"), nullable=False, index=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+LATEST_ALIAS = "latest"
 
 
 class JobError(BaseModel):
@@ -172,10 +194,17 @@ class ModelRecord(BaseModel):
     metrics: dict[str, Any] | None = None
     created_at: datetime
     tenant: str | None = None
+    name: str | None = None
+    version: int | None = None
 
 
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with a different request body."""
+
+
+def _alias_tenant(tenant: str | None) -> str:
+    # Alias rows key on the tenant; models stored before tenants existed have none.
+    return tenant or ""
 
 
 def _now() -> datetime:
@@ -623,19 +652,140 @@ class JobStore:
                 ).scalar()
             conn.execute(models_table.insert().values(**values))
 
+    def add_model_version(self, model: ModelRecord) -> ModelRecord:
+        """Insert a model as the next version of its name and move the name's `latest` alias to it.
+
+        An unnamed model is stored as is (no version, no alias). Versions are numbered per tenant and name; two
+        jobs of one name finishing together race for a number, and the unique (tenant, name, version) constraint
+        makes the loser retry.
+        """
+        name = model.name
+        if name is None:
+            self.add_model(model)
+            return model
+        if model.tenant is None:  # a model belongs to its job's tenant
+            with self.engine.connect() as conn:
+                tenant = conn.execute(sa.select(jobs_table.c.tenant).where(jobs_table.c.id == model.job_id)).scalar()
+            model = model.model_copy(update={"tenant": tenant})
+        for attempt in range(20):
+            if attempt:
+                time.sleep(random.uniform(0, 0.01 * attempt))  # spread the losers of a race apart
+            try:
+                with self._tx() as conn:
+                    top = conn.execute(
+                        sa.select(sa.func.max(models_table.c.version)).where(
+                            models_table.c.tenant == model.tenant, models_table.c.name == name
+                        )
+                    ).scalar()
+                    versioned = model.model_copy(update={"version": (top or 0) + 1})
+                    conn.execute(models_table.insert().values(**versioned.model_dump()))
+                    self._set_alias(conn, model.tenant, name, LATEST_ALIAS, model.id)
+                return versioned
+            except sa.exc.IntegrityError:
+                continue
+        raise RuntimeError(f"could not number a new version of model {model.name!r}: too many concurrent writers")
+
     def get_model(self, model_id: str) -> ModelRecord | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(models_table).where(models_table.c.id == model_id)).first()
+            row = conn.execute(
+                sa.select(models_table).where(models_table.c.id == model_id, models_table.c.deleted_at.is_(None))
+            ).first()
         return None if row is None else self._model(row._mapping)
+
+    def get_model_version(self, name: str, version: int, tenant: str | None) -> ModelRecord | None:
+        query = sa.select(models_table).where(
+            models_table.c.tenant == tenant,
+            models_table.c.name == name,
+            models_table.c.version == version,
+            models_table.c.deleted_at.is_(None),
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else self._model(row._mapping)
+
+    def get_model_by_alias(self, name: str, alias: str, tenant: str | None) -> ModelRecord | None:
+        query = (
+            sa.select(models_table)
+            .join(model_aliases_table, model_aliases_table.c.model_id == models_table.c.id)
+            .where(
+                model_aliases_table.c.tenant == _alias_tenant(tenant),
+                model_aliases_table.c.name == name,
+                model_aliases_table.c.alias == alias,
+                models_table.c.deleted_at.is_(None),
+            )
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else self._model(row._mapping)
+
+    def model_name_exists(self, name: str, tenant: str | None) -> bool:
+        query = sa.select(models_table.c.id).where(
+            models_table.c.tenant == tenant, models_table.c.name == name, models_table.c.deleted_at.is_(None)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query.limit(1)).first() is not None
 
     def list_models(self, tenant: str | None = None) -> list[ModelRecord]:
         """Newest first; `tenant`: only that tenant's models, None: every tenant's (an admin's view)."""
-        query = sa.select(models_table).order_by(models_table.c.created_at.desc())
+        query = sa.select(models_table).where(models_table.c.deleted_at.is_(None))
         if tenant is not None:
             query = query.where(models_table.c.tenant == tenant)
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(query.order_by(models_table.c.created_at.desc())).all()
         return [self._model(r._mapping) for r in rows]
+
+    def model_aliases(self) -> dict[str, list[str]]:
+        """model id -> the aliases pointing at it (sorted), for every model that has one."""
+        query = sa.select(model_aliases_table.c.model_id, model_aliases_table.c.alias).order_by(
+            model_aliases_table.c.alias
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        aliases: dict[str, list[str]] = {}
+        for model_id, alias in rows:
+            aliases.setdefault(model_id, []).append(alias)
+        return aliases
+
+    def set_alias(self, name: str, alias: str, model_id: str, tenant: str | None) -> None:
+        with self._tx() as conn:
+            self._set_alias(conn, tenant, name, alias, model_id)
+
+    @staticmethod
+    def _set_alias(conn: Connection, tenant: str | None, name: str, alias: str, model_id: str) -> None:
+        # Delete then insert: one statement set that both SQLite and PostgreSQL run the same way.
+        key = {"tenant": _alias_tenant(tenant), "name": name, "alias": alias}
+        conn.execute(model_aliases_table.delete().where(*(model_aliases_table.c[k] == v for k, v in key.items())))
+        conn.execute(model_aliases_table.insert().values(**key, model_id=model_id, updated_at=_now()))
+
+    def delete_model(self, model_id: str) -> bool:
+        """Mark a version deleted; `latest` falls back to the newest version left (or goes away).
+
+        Callers check first that no other alias points at it. False when there was no such model.
+        """
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(models_table.c.name, models_table.c.tenant).where(
+                    models_table.c.id == model_id, models_table.c.deleted_at.is_(None)
+                )
+            ).first()
+            if row is None:
+                return False
+            conn.execute(models_table.update().where(models_table.c.id == model_id).values(deleted_at=_now()))
+            conn.execute(model_aliases_table.delete().where(model_aliases_table.c.model_id == model_id))
+            if row.name is not None:
+                newest = conn.execute(
+                    sa.select(models_table.c.id)
+                    .where(
+                        models_table.c.tenant == row.tenant,
+                        models_table.c.name == row.name,
+                        models_table.c.deleted_at.is_(None),
+                    )
+                    .order_by(models_table.c.version.desc())
+                    .limit(1)
+                ).first()
+                if newest is not None:
+                    self._set_alias(conn, row.tenant, row.name, LATEST_ALIAS, newest.id)
+        return True
 
     # --- row mapping --------------------------------------------------------------------------------
 
@@ -652,4 +802,5 @@ class JobStore:
     def _model(row: Any) -> ModelRecord:
         data = dict(row)
         data["created_at"] = _utc(data["created_at"])
+        data.pop("deleted_at", None)
         return ModelRecord.model_validate(data)

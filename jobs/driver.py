@@ -286,6 +286,7 @@ class Driver:
                 classes=dataset.summary.classes,
                 metrics=metrics,
                 created_at=datetime.now(UTC),
+                name=p.name,  # a named job adds the next version of that name and moves its `latest` alias
             )
             if not self.store.succeed_with_model(self.job_id, record):
                 delete_pointer(self.s3, self.settings, model_id)  # cancelled while deploying: serve nothing

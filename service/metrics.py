@@ -129,6 +129,14 @@ class Metrics:
             ["model_id", "route", "status"],
             registry=self.registry,
         )
+        self.model_predictions = Counter(
+            "trainyard_model_predictions",
+            "Predictions relayed per model version, by outcome (ok, client_error, unavailable, server_error)",
+            ["model_id", "outcome"],
+            registry=self.registry,
+        )
+        # The same counts, readable per model for GET /v1/models without walking the registry.
+        self._traffic: dict[str, dict[str, int]] = {}
         self.jobs_submitted = Counter(
             "trainyard_jobs_submitted",
             "Training jobs accepted (new jobs, not idempotent replays)",
@@ -149,6 +157,15 @@ class Metrics:
                 self.predict_stage_seconds.labels(model_id, stage).observe(timing_ms[stage] / 1000)
         if batch_size is not None:
             self.predict_batch_size.labels(model_id).observe(batch_size)
+
+    def count_prediction(self, model_id: str, outcome: str) -> None:
+        self.model_predictions.labels(model_id, outcome).inc()
+        counts = self._traffic.setdefault(model_id, {"requests": 0, "errors": 0})
+        counts["requests"] += 1
+        counts["errors"] += outcome != "ok"
+
+    def traffic(self, model_id: str) -> dict[str, int]:
+        return dict(self._traffic.get(model_id, {"requests": 0, "errors": 0}))
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.cost import JobCost
 from core.spec import JobParams, JobStatus, JobWaiting, Phase
@@ -88,8 +88,19 @@ class JobList(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
 
 
+class ModelTraffic(BaseModel):
+    """Predictions this API process relayed for the version since it started (Prometheus has the totals)."""
+
+    requests: int = 0
+    errors: int = Field(default=0, description="answers other than 200: bad images, model server trouble")
+
+
 class ModelPublic(BaseModel):
     id: str
+    name: str | None = Field(default=None, description="the training job's `name`; versions share it")
+    version: int | None = Field(default=None, description="1, 2, … per name, one per job; null for unnamed jobs")
+    aliases: list[str] = Field(default_factory=list, description="aliases pointing at this version")
+    traffic: ModelTraffic = Field(default_factory=ModelTraffic)
     job_id: str
     arch: str
     classes: list[str]
@@ -100,9 +111,20 @@ class ModelPublic(BaseModel):
     unavailable_reason: str | None = Field(default=None, description="why it cannot answer, and what to do")
 
     @classmethod
-    def build(cls, model: ModelRecord, public_url: str, unavailable_reason: str | None = None) -> ModelPublic:
+    def build(
+        cls,
+        model: ModelRecord,
+        public_url: str,
+        unavailable_reason: str | None = None,
+        aliases: list[str] | None = None,
+        traffic: ModelTraffic | None = None,
+    ) -> ModelPublic:
         return cls(
             id=model.id,
+            name=model.name,
+            version=model.version,
+            aliases=aliases or [],
+            traffic=traffic or ModelTraffic(),
             job_id=model.job_id,
             arch=model.arch,
             classes=model.classes,
@@ -116,6 +138,28 @@ class ModelPublic(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelPublic]
+
+
+class AliasMove(BaseModel):
+    """Body of POST /v1/models/{name}/aliases/{alias}: the version to point at, by number or by model id."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 2}, {"model_id": "mdl-…"}]})
+
+    version: int | None = Field(default=None, ge=1, description="a version number of the model name")
+    model_id: str | None = Field(default=None, min_length=1, description="or the id of one of its versions")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AliasMove:
+        if (self.version is None) == (self.model_id is None):
+            raise ValueError('give exactly one of "version" or "model_id", e.g. {"version": 2}')
+        return self
+
+
+class AliasPublic(BaseModel):
+    name: str
+    alias: str
+    model_id: str
+    version: int | None
 
 
 class EventPublic(BaseModel):

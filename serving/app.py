@@ -41,8 +41,11 @@ from core.settings import get_settings
 from serving import inference
 from serving.limits import MULTIPART_OVERHEAD, is_multipart, is_unsupported, unsupported_message
 from serving.registry import ArtifactMissing, ModelNotFound, pointer_uri, read_artifact, read_pointer
+from serving.replica_models import ReplicaModels
 
-MAX_MODELS_PER_REPLICA = 8
+# An LRU of 4 models per replica: 4 EfficientNet-Lite0 weights are ~80 MB beside a ~400 MB replica, and more
+# models than that are served by more replicas (Serve routes each model to the replicas that hold it).
+MAX_MODELS_PER_REPLICA = 4
 DEFAULT_TOP_K = 5
 
 
@@ -64,6 +67,13 @@ class AppArgs(BaseModel):
     max_replicas: int | None = Field(default=None, ge=1)
     target_ongoing_requests: float = Field(default=8, gt=0)
     downscale_delay_s: float = Field(default=600.0, ge=0)
+    # Serve's defaults: load must last 30 s before a replica is added, averaged over a 30 s window of
+    # ongoing-request counts that replicas push every 10 s. Tests shorten all three.
+    upscale_delay_s: float = Field(default=30.0, ge=0)
+    look_back_period_s: float = Field(default=30.0, gt=0)
+    metrics_interval_s: float = Field(default=10.0, gt=0)
+    # How often each replica checks that the models it holds are still deployed (DELETE frees them then).
+    pointer_check_interval_s: float = Field(default=2.0, gt=0)
 
 
 @dataclass
@@ -149,10 +159,21 @@ class ClassifierServer:
         # serve.batch's type hints do not know the setters, hence the ignores.
         self._run_batch.set_max_batch_size(args.max_batch_size)  # type: ignore[attr-defined]
         self._run_batch.set_batch_wait_timeout_s(args.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self.models = ReplicaModels(self, self.s3, self.settings, args.pointer_check_interval_s)
+        self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, model_id: str) -> LoadedModel:
-        return await asyncio.to_thread(self._load, model_id)
+        self.models.before_load()
+        # A load outlives the request that started it: when the client gives up (the proxy then cancels the
+        # request), the load goes on and the retry picks it up, instead of starting over and timing out again.
+        loading = self._loading.get(model_id)
+        if loading is None:
+            loading = self._loading[model_id] = asyncio.ensure_future(asyncio.to_thread(self._load, model_id))
+            loading.add_done_callback(lambda _: self._loading.pop(model_id, None))
+        loaded = await asyncio.shield(loading)
+        self.models.after_load(model_id)
+        return loaded
 
     def _load(self, model_id: str) -> LoadedModel:
         pointer = read_pointer(self.s3, self.settings, model_id)
@@ -163,6 +184,10 @@ class ClassifierServer:
         """Load the request's model now, so the first prediction does not pay for it; returns its classes."""
         loaded = await self.get_model(serve.get_multiplexed_model_id())
         return loaded.meta.classes
+
+    async def stats(self) -> dict[str, object]:
+        """This replica's models, loads, evictions and RSS (for operators and tests, through a handle)."""
+        return self.models.stats().model_dump()
 
     async def __call__(self, request: Request) -> JSONResponse:
         try:
@@ -313,6 +338,9 @@ def build_app(args: AppArgs | dict[str, object] | None = None) -> Application:
             "max_replicas": args.max_replicas or settings.serve_max_replicas,
             "target_ongoing_requests": args.target_ongoing_requests,
             "downscale_delay_s": args.downscale_delay_s,
+            "upscale_delay_s": args.upscale_delay_s,
+            "look_back_period_s": args.look_back_period_s,
+            "metrics_interval_s": args.metrics_interval_s,
         },
         max_ongoing_requests=args.max_ongoing_requests,
         # Past this many waiting at the proxy, Serve answers 503 with Retry-After instead of queueing forever.

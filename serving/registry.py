@@ -47,7 +47,8 @@ def write_pointer(s3: Any, settings: Settings, pointer: ModelPointer) -> None:
 
 
 def delete_pointer(s3: Any, settings: Settings, model_id: str) -> None:
-    """Make `model_id` unservable (a deploy that lost a race with a cancel); deleting a missing pointer is fine."""
+    """Undeploy (DELETE, or a deploy that lost a race with a cancel): replicas stop loading the model and drop
+    it where it is loaded (serving/replica_models.py); deleting a missing pointer is fine."""
     bucket, key = _pointer_location(settings, model_id)
     s3.delete_object(Bucket=bucket, Key=key)
 

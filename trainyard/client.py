@@ -264,6 +264,16 @@ class Client:
     def get_model(self, model_id: str) -> Model:
         return self._bound(Model.model_validate(self._request("GET", f"/v1/models/{model_id}").json()))
 
+    def move_alias(self, name: str, alias: str, *, version: int | None = None, model_id: str | None = None) -> Model:
+        """Point `name@alias` at one version (by number or id); rollback is moving it back. Returns that version."""
+        body = {"version": version} if model_id is None else {"model_id": model_id}
+        moved = self._request("POST", f"/v1/models/{name}/aliases/{alias}", json=body).json()
+        return self.get_model(moved["model_id"])
+
+    def delete_model(self, model_id: str) -> None:
+        """Undeploy one version: it stops answering at once and every replica frees it within seconds."""
+        self._request("DELETE", f"/v1/models/{model_id}")
+
     def predict(self, model_id: str, image: ImageInput, *, top_k: int | None = None) -> list[Prediction]:
         """Classify one image (a path, raw bytes or a PIL image); most probable label first."""
         content, content_type = _image_body(image)

@@ -64,6 +64,10 @@ class ModelRef(_Predictor):
 
 
 class Model(_Predictor):
+    # The training job's `name`, this version's number under it, and the aliases pointing at it now.
+    name: str | None = None
+    version: int | None = None
+    aliases: list[str] = Field(default_factory=list)
     job_id: str
     arch: str
     classes: list[str]

@@ -15,14 +15,23 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Query, Request, Response
 
 from core.settings import Settings
-from core.store import JobStore, ModelRecord
+from core.store import LATEST_ALIAS, JobStore, ModelRecord
 from service.auth import Principal, PrincipalDep
 from service.deps import HttpClientDep, MetricsDep, S3Dep, SettingsDep, StoreDep
-from service.errors import error_response, error_responses, model_not_found
+from service.errors import ApiError, error_response, error_responses, model_not_found
 from service.metrics import Metrics
-from service.schemas import BatchPredictionList, ModelList, ModelPublic, PredictionList
+from service.model_refs import ALIAS_PATTERN, resolve_model
+from service.schemas import (
+    AliasMove,
+    AliasPublic,
+    BatchPredictionList,
+    ModelList,
+    ModelPublic,
+    ModelTraffic,
+    PredictionList,
+)
 from service.upload import read_image, read_images_form
-from serving.registry import unavailable_reason
+from serving.registry import delete_pointer, unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +40,9 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 PREDICT_TIMEOUT_S = 30.0
 
 
-def _public(model: ModelRecord, s3: Any, settings: Settings) -> ModelPublic:
+def _public(
+    model: ModelRecord, s3: Any, settings: Settings, aliases: list[str] | None = None, metrics: Metrics | None = None
+) -> ModelPublic:
     """The model as clients see it, checked against the artifact store: a listed model must be able to answer."""
     try:
         why = unavailable_reason(s3, settings, model.id, model.artifact_uri)
@@ -39,7 +50,8 @@ def _public(model: ModelRecord, s3: Any, settings: Settings) -> ModelPublic:
     except (ClientError, BotoCoreError):
         logger.exception("checking the objects of model %s failed", model.id)
         reason = "the artifact store did not answer; its availability is unknown"
-    return ModelPublic.build(model, settings.public_url, reason)
+    traffic = ModelTraffic.model_validate(metrics.traffic(model.id)) if metrics else None
+    return ModelPublic.build(model, settings.public_url, reason, aliases, traffic)
 
 
 async def _gone(model: ModelRecord, s3: Any, settings: Settings) -> Response | None:
@@ -56,24 +68,97 @@ async def _gone(model: ModelRecord, s3: Any, settings: Settings) -> Response | N
     return error_response(410, why.code, f"model {model.id!r} is listed but cannot answer: {why.message}", "model_id")
 
 
-def _get_model(store: JobStore, model_id: str, principal: Principal) -> ModelRecord:
-    model = store.get_model(model_id)
-    # Another tenant's model answers exactly like a missing one.
-    if model is None or not principal.owns(model.tenant):
-        raise model_not_found(model_id)
-    return model
+@router.get(
+    "",
+    summary="Deployed model versions, newest first, with aliases, accuracy and traffic",
+    responses=error_responses(),
+)
+def list_models(
+    store: StoreDep, settings: SettingsDep, s3: S3Dep, metrics: MetricsDep, principal: PrincipalDep
+) -> ModelList:
+    aliases = store.model_aliases()
+    listed = store.list_models(tenant=principal.scope)
+    return ModelList(models=[_public(m, s3, settings, aliases.get(m.id), metrics) for m in listed])
 
 
 @router.get(
-    "", summary="Deployed models, newest first, each checked against the artifact store", responses=error_responses()
+    "/{model_id}",
+    summary="One deployed model version: by id, `name@alias`, `name@version` or `name`",
+    responses=error_responses(404),
 )
-def list_models(store: StoreDep, settings: SettingsDep, s3: S3Dep, principal: PrincipalDep) -> ModelList:
-    return ModelList(models=[_public(m, s3, settings) for m in store.list_models(tenant=principal.scope)])
+def get_model(
+    model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep, metrics: MetricsDep, principal: PrincipalDep
+) -> ModelPublic:
+    model = resolve_model(store, model_id, principal)
+    return _public(model, s3, settings, store.model_aliases().get(model.id), metrics)
 
 
-@router.get("/{model_id}", summary="One deployed model", responses=error_responses(404))
-def get_model(model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep, principal: PrincipalDep) -> ModelPublic:
-    return _public(_get_model(store, model_id, principal), s3, settings)
+@router.post(
+    "/{name}/aliases/{alias}",
+    summary="Point an alias of a model name at one of its versions",
+    responses=error_responses(404, 409),
+)
+def move_alias(name: str, alias: str, body: AliasMove, store: StoreDep, principal: PrincipalDep) -> AliasPublic:
+    if not ALIAS_PATTERN.match(alias):
+        raise ApiError(
+            422,
+            "invalid_alias",
+            f"alias {alias!r} must be a lowercase word (a letter, then letters, digits, - or _; at most 64), "
+            "e.g. production",
+            "alias",
+        )
+    if alias == LATEST_ALIAS:
+        raise ApiError(
+            409,
+            "alias_managed",
+            "`latest` moves by itself to each new version; point another alias (e.g. production) instead",
+            "alias",
+        )
+    if not store.model_name_exists(name, principal.tenant):
+        raise ApiError(404, "model_not_found", f"no model named {name!r}; list models with GET /v1/models", "name")
+    if body.model_id is not None:
+        target = store.get_model(body.model_id)
+        if target is None or target.name != name or target.tenant != principal.tenant:
+            raise ApiError(
+                404, "model_not_found", f"model {name!r} has no version with id {body.model_id!r}", "model_id"
+            )
+    else:
+        assert body.version is not None  # AliasMove holds exactly one of the two
+        target = store.get_model_version(name, body.version, principal.tenant)
+        if target is None:
+            raise ApiError(
+                404, "model_not_found", f"model {name!r} has no version {body.version}; see GET /v1/models", "version"
+            )
+    store.set_alias(name, alias, target.id, principal.tenant)
+    return AliasPublic(name=name, alias=alias, model_id=target.id, version=target.version)
+
+
+@router.delete(
+    "/{model_id}",
+    status_code=204,
+    summary="Undeploy one model version; replicas free its memory",
+    responses=error_responses(404, 409, 503),
+)
+async def delete_model(
+    model_id: str, store: StoreDep, settings: SettingsDep, s3: S3Dep, principal: PrincipalDep
+) -> Response:
+    model = await asyncio.to_thread(store.get_model, model_id)
+    if model is None or not principal.owns(model.tenant):  # another tenant's model: as if it did not exist
+        raise model_not_found(model_id)
+    held = [a for a in store.model_aliases().get(model_id, []) if a != LATEST_ALIAS]
+    if held:
+        raise ApiError(
+            409,
+            "model_has_aliases",
+            f"alias {', '.join(held)} of {model.name!r} points at this version; move it to another version with "
+            f"POST /v1/models/{model.name}/aliases/{held[0]} first",
+            "model_id",
+        )
+    # The pointer goes first: replicas check the pointers of what they hold and drop a model whose
+    # pointer is gone (serving/replica_models.py), and a replica that has not loaded it can no longer load it.
+    await asyncio.to_thread(delete_pointer, s3, settings, model_id)
+    await asyncio.to_thread(store.delete_model, model_id)
+    return Response(status_code=204)
 
 
 _IMAGE_BODY: dict[str, Any] = {
@@ -164,7 +249,7 @@ async def predict_batch(
 
 
 async def _known_model(store: JobStore, model_id: str, principal: Principal) -> ModelRecord:
-    return await asyncio.to_thread(_get_model, store, model_id, principal)
+    return await asyncio.to_thread(resolve_model, store, model_id, principal)
 
 
 @dataclass
@@ -215,6 +300,11 @@ class _ServeCall:
     def _count(self, metrics: Metrics, outcome: str, response: Response, began: float) -> None:
         metrics.predict_seconds.labels(outcome).observe(time.perf_counter() - began)
         metrics.predict_requests.labels(self.model.id, self.route, str(response.status_code)).inc()
+        metrics.count_prediction(self.model.id, outcome)
+        # Which version answered: a request by alias or name learns what it resolved to.
+        response.headers["Trainyard-Model-Id"] = self.model.id
+        if self.model.version is not None:
+            response.headers["Trainyard-Model-Version"] = str(self.model.version)
 
 
 def _with_total(content: bytes, began: float, metrics: Metrics, model_id: str) -> Response:

@@ -207,3 +207,50 @@ def test_epochs_of_a_page_of_jobs_in_one_query(store: JobStore) -> None:
     assert found == {first.id: store.epochs(first.id), second.id: store.epochs(second.id), idle.id: []}
     assert [e["epoch"] for e in found[second.id]] == [10, 11, 12]
     assert store.epochs_of([]) == {}
+
+
+def _named_model(store: JobStore, name: str | None, tenant: str = "team-a") -> ModelRecord:
+    job, _ = store.create_job(params(name=name), tenant=tenant)
+    return ModelRecord(
+        id=job.id.replace("job-", "mdl-", 1),
+        job_id=job.id,
+        artifact_uri=f"s3://a/{job.id}.pt",
+        arch="efficientnet_lite0",
+        classes=["a", "b"],
+        created_at=datetime.now(UTC),
+        name=name,
+    )
+
+
+def test_versions_racing_for_one_name_get_distinct_numbers_and_latest_is_the_top(store: JobStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    models = [_named_model(store, "pets") for _ in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        versions = sorted(v.version or 0 for v in pool.map(store.add_model_version, models))
+    assert versions == list(range(1, 9))
+    latest = store.get_model_by_alias("pets", "latest", "team-a")
+    assert latest is not None and latest.version == 8
+    unnamed = store.add_model_version(_named_model(store, None))
+    assert unnamed.version is None and store.model_aliases().get(unnamed.id) is None
+
+
+def test_deleting_the_latest_version_moves_latest_back_and_keeps_its_number(store: JobStore) -> None:
+    first = store.add_model_version(_named_model(store, "pets"))
+    second = store.add_model_version(_named_model(store, "pets"))
+    assert store.delete_model(second.id) and not store.delete_model(second.id)
+    assert store.get_model(second.id) is None and [m.id for m in store.list_models()] == [first.id]
+    assert store.model_aliases() == {first.id: ["latest"]}
+    assert store.add_model_version(_named_model(store, "pets")).version == 3
+
+
+def test_each_tenant_numbers_and_aliases_its_own_names(store: JobStore) -> None:
+    ours = store.add_model_version(_named_model(store, "pets", tenant="team-a"))
+    theirs = store.add_model_version(_named_model(store, "pets", tenant="team-b"))
+    assert ours.version == theirs.version == 1  # one name, two tenants: two version 1s
+    store.set_alias("pets", "production", theirs.id, "team-b")
+    assert store.get_model_by_alias("pets", "production", "team-a") is None  # team-b's alias is not team-a's
+    latest_a = store.get_model_by_alias("pets", "latest", "team-a")
+    assert latest_a is not None and latest_a.id == ours.id
+    assert store.get_model_version("pets", 1, "team-b").id == theirs.id  # type: ignore[union-attr]
+    assert not store.model_name_exists("pets", "team-c")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from core.spec import JobParams
+from core.store import ModelRecord
 from service.launcher import RayJobState
 from trainyard import Client, InvalidRequest, JobFailed, NotFound, Unauthorized, Unavailable
 from trainyard.client import _image_body
@@ -91,6 +94,32 @@ def test_predict_on_an_unknown_model_is_not_found(client: Client) -> None:
     with pytest.raises(NotFound) as caught:
         client.predict("mdl-nope", b"\x89PNG")
     assert caught.value.code == "model_not_found"
+
+
+def test_versions_and_alias_moves(client: Client, live_api: LiveApi) -> None:
+    for _ in range(2):
+        job, _ = live_api.store.create_job(JobParams(dataset_uri="s3://bucket/pets", name="pets"))
+        live_api.store.add_model_version(
+            ModelRecord(
+                id=job.id.replace("job-", "mdl-", 1),
+                job_id=job.id,
+                artifact_uri=f"s3://trainyard-artifacts/jobs/{job.id}/model.pt",
+                arch="efficientnet_lite0",
+                classes=["cat", "dog"],
+                created_at=datetime.now(UTC),
+                name="pets",
+            )
+        )
+    assert [(m.name, m.version, m.aliases) for m in client.list_models()] == [
+        ("pets", 2, ["latest"]),
+        ("pets", 1, []),
+    ]
+    production = client.move_alias("pets", "production", version=1)
+    assert (production.version, production.aliases) == (1, ["production"])
+    assert client.get_model("pets").id == production.id
+    with pytest.raises(NotFound) as caught:
+        client.move_alias("pets", "production", version=9)
+    assert caught.value.field == "version"
 
 
 def test_images_are_sent_as_files_bytes_or_pil(tmp_path: Path) -> None:
