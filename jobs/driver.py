@@ -21,7 +21,7 @@ from core.artifact import ARTIFACT_NAME
 from core.cost import Work, WorkUsage, job_cost
 from core.s3 import s3_client
 from core.settings import Settings, get_settings
-from core.spec import JobParams, Phase, phase_progress
+from core.spec import JobParams, Phase, RangeTestSweep, phase_progress
 from core.store import JobStore, ModelRecord
 from jobs.errors import JobCancelled, StageError
 from jobs.features import Features, compute_features
@@ -150,7 +150,12 @@ class Driver:
             if p.lr is None:
                 assert features is not None
                 sweep = lr_range_test(
-                    features.train_x, features.train_y, len(dataset.summary.classes), p.batch_size, seed=p.seed
+                    features.train_x,
+                    features.train_y,
+                    len(dataset.summary.classes),
+                    p.batch_size,
+                    seed=p.seed,
+                    suggestion=p.lr_sweep.suggestion if isinstance(p.lr_sweep, RangeTestSweep) else "valley",
                 )
                 lr = sweep.suggested_lr
                 sweep_record = sweep.model_dump() | {"features_images_per_second": features.images_per_second}
