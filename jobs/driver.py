@@ -187,6 +187,8 @@ class Driver:
         with self.stage(Phase.publishing):
             model = load_checkpoint_model(self.s3, best.checkpoint_uri, p.arch, len(dataset.summary.classes))
             metrics = {"accuracy": evaluation.accuracy, "loss": evaluation.loss, "best_epoch": best.epoch}
+            if evaluation.tta is not None:
+                metrics |= {"tta_accuracy": evaluation.tta.accuracy}
             if evaluation.test is not None:
                 metrics |= {"test_accuracy": evaluation.test.accuracy, "test_loss": evaluation.test.loss}
             artifact_uri = publish_model(
@@ -272,7 +274,14 @@ def _evaluate_task(params: JobParams, dataset: ValidatedDataset, best: BestCheck
     root = fetch_dataset(s3, params.dataset_uri, settings.resolved_cache_dir).root
     model = load_checkpoint_model(s3, best.checkpoint_uri, params.arch, len(dataset.summary.classes))
     return evaluate_model(
-        model, root, dataset.valid, dataset.summary.classes, params.arch, params.image_size, test=dataset.test
+        model,
+        root,
+        dataset.valid,
+        dataset.summary.classes,
+        params.arch,
+        params.image_size,
+        test=dataset.test,
+        tta=params.tta,
     )
 
 
