@@ -21,7 +21,7 @@ from core.artifact import ARTIFACT_NAME
 from core.cost import Work, WorkUsage, job_cost
 from core.s3 import s3_client
 from core.settings import Settings, get_settings
-from core.spec import JobParams, Phase, RangeTestSweep, phase_progress
+from core.spec import JobParams, Phase, TrialsSweep, phase_progress
 from core.store import JobStore, ModelRecord
 from jobs.errors import JobCancelled, StageError
 from jobs.features import Features, compute_features
@@ -31,6 +31,7 @@ from jobs.stages.evaluate import Evaluation, evaluate_model, load_checkpoint_mod
 from jobs.stages.fetch import fetch_dataset
 from jobs.stages.fine_tune import BestCheckpoint, fine_tune
 from jobs.stages.lr_sweep import lr_range_test
+from jobs.stages.lr_trials import lr_trials
 from jobs.stages.publish import artifact_location, publish_model
 from jobs.stages.validate import ValidatedDataset, validate_dataset
 from jobs.thumbnails import attach_thumbnails
@@ -147,7 +148,30 @@ class Driver:
             features: Features | None = None
             if p.lr is None or p.freeze_epochs > 0:  # only the sweep and the head-only epochs need features
                 features = self._remote("features", _features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
-            if p.lr is None:
+            if p.lr is not None:
+                lr = p.lr
+                sweep_record: dict[str, Any] = {"suggested_lr": None, "chosen_lr": lr, "method": "user"}
+            elif isinstance(p.lr_sweep, TrialsSweep):
+                assert features is not None
+                trials = lr_trials(
+                    self.job_id,
+                    features,
+                    len(dataset.summary.classes),
+                    p.lr_sweep,
+                    p.batch_size,
+                    p.seed,
+                    self.settings,
+                )
+                lr = trials.suggested_lr
+                sweep_record = trials.model_dump() | {"features_images_per_second": features.images_per_second}
+                self.store.add_event(
+                    self.job_id,
+                    "lr_trials",
+                    f"{len(trials.trials)} trials ({trials.trial_epochs} epochs) in {trials.seconds:.1f}s; "
+                    f"best LR {lr:.3g}",
+                    {"seconds": trials.seconds, "trial_epochs": trials.trial_epochs, "lr": lr},
+                )
+            else:
                 assert features is not None
                 sweep = lr_range_test(
                     features.train_x,
@@ -155,17 +179,13 @@ class Driver:
                     len(dataset.summary.classes),
                     p.batch_size,
                     seed=p.seed,
-                    suggestion=p.lr_sweep.suggestion if isinstance(p.lr_sweep, RangeTestSweep) else "valley",
+                    suggestion=p.lr_sweep.suggestion,
                 )
                 lr = sweep.suggested_lr
                 sweep_record = sweep.model_dump() | {"features_images_per_second": features.images_per_second}
-            else:
-                lr = p.lr
-                sweep_record = {"suggested_lr": None, "chosen_lr": lr, "method": "user"}
-            self.store.set_result(self.job_id, "lr_sweep", sweep_record | {"chosen_lr": lr})
-            if p.lr is None:
                 png = lr_sweep_png(sweep.lrs, sweep.losses, sweep.suggestions, lr)
                 self._artifact("lr_sweep.png", png, "image/png")
+            self.store.set_result(self.job_id, "lr_sweep", sweep_record | {"chosen_lr": lr})
 
         with self.stage(Phase.training):
             best = fine_tune(self.job_id, p, dataset, features, lr, self.store, self.settings)
