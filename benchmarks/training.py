@@ -269,6 +269,9 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
         batch_tfms=[*aug_transforms(size=args.image_size), Normalize.from_stats(list(norm.mean), list(norm.std))],
         bs=args.batch_size,
         seed=args.seed,
+        # Decode in-process, as the plain loop and Trainyard's workers do: on 2 cores, worker processes only
+        # compete with the model for them (and lr_find's 100 steps would fork them again on every short epoch).
+        num_workers=0,
     )
     model = build_classifier(ARCH, len(dls.vocab), local_pretrained_weights(ARCH))
     learn = Learner(
