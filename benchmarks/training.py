@@ -244,7 +244,8 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
 
         order = 99
 
-        def before_fit(self) -> None:
+        def __init__(self) -> None:
+            # Kept across fits: fine_tune runs two (frozen, then unfrozen) and passes this callback to both.
             self.train_seconds: list[float] = []
             self.train_images: list[int] = []
 
