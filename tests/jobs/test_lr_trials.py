@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -17,7 +18,7 @@ from jobs.stages.lr_trials import lr_trials, trial_lrs
 
 @pytest.fixture(scope="module")
 def ray_client(ray_stack: LocalStack) -> Iterator[None]:
-    ray.init(address=f"{LOOPBACK}:{ray_stack.config.gcs_port}", logging_level="WARNING")
+    ray.init(address=f"{LOOPBACK}:{ray_stack.config.gcs_port}", logging_level=logging.WARNING)
     yield
     ray.shutdown()
 
