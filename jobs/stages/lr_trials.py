@@ -53,6 +53,17 @@ def trial_lrs(sweep: TrialsSweep) -> list[float]:
     return [float(f"{v:.4g}") for v in np.geomspace(sweep.min_lr, sweep.max_lr, sweep.trials)]
 
 
+def middle_out(lrs: list[float]) -> list[float]:
+    """The LRs in the order trials start: the middle of the range first, the extremes last.
+
+    ASHA judges each trial against those that reached the same epoch before it. Started in ascending order,
+    every new trial would beat the lower LRs before it and nothing would stop; started from the middle,
+    the likely-good LRs set the bar and the extremes (too timid, or diverging) stop at their first rung.
+    """
+    centre = (len(lrs) - 1) / 2
+    return [lrs[i] for i in sorted(range(len(lrs)), key=lambda i: (abs(i - centre), i))]
+
+
 def _train_trial(config: dict[str, Any], x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray) -> None:
     """One trial (runs in a Ray Tune worker): the frozen stage's one-cycle head training, reporting every epoch."""
     torch.set_num_threads(1)  # one CPU per trial: the trials share the cluster's cores
@@ -105,7 +116,7 @@ def lr_trials(
     tuner = tune.Tuner(
         trainable,
         param_space={
-            "lr": tune.grid_search(trial_lrs(sweep)),
+            "lr": tune.grid_search(middle_out(trial_lrs(sweep))),
             "epochs": sweep.epochs,
             "batch_size": batch_size,
             "num_classes": num_classes,
@@ -133,12 +144,12 @@ def lr_trials(
     trials = []
     for index in range(len(grid)):
         result = grid[index]
-        if result.error is not None or not result.metrics:
+        if result.error is not None or not result.metrics or not result.config:
             raise RuntimeError(f"an LR trial failed: {result.error}")
         metrics = result.metrics
         trials.append(
             Trial(
-                lr=float(metrics["config"]["lr"]),
+                lr=float(result.config["lr"]),
                 epochs=int(metrics["epoch"]),
                 valid_loss=round(float(metrics["valid_loss"]), 5),
                 accuracy=round(float(metrics["accuracy"]), 5),

@@ -13,7 +13,7 @@ from core.settings import get_settings
 from core.spec import TrialsSweep
 from infra.local.stack import LOOPBACK, LocalStack
 from jobs.features import Features
-from jobs.stages.lr_trials import lr_trials, trial_lrs
+from jobs.stages.lr_trials import lr_trials, middle_out, trial_lrs
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,11 @@ def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_trial_lrs_are_log_spaced_and_include_both_ends() -> None:
     lrs = trial_lrs(TrialsSweep(method="trials", trials=5, min_lr=1e-5, max_lr=1e-1))
     assert lrs == pytest.approx([1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
+
+
+def test_trials_start_from_the_middle_of_the_range() -> None:
+    assert middle_out([1.0, 2.0, 3.0, 4.0, 5.0]) == [3.0, 2.0, 4.0, 1.0, 5.0]
+    assert middle_out([1.0, 2.0, 3.0, 4.0]) == [2.0, 3.0, 1.0, 4.0]
 
 
 def test_trials_run_on_ray_tune_and_asha_stops_the_laggards(ray_client: None) -> None:
