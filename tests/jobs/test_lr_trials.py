@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 
-from core.settings import get_settings
 from core.spec import TrialsSweep
 from infra.local.stack import LOOPBACK, LocalStack
+from jobs.stages.lr_trials import LrTrialsResult, middle_out, trial_lrs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# Run as a Ray driver in a process of its own, as the job driver runs: it reads the stack's Ray address and
+# auth token from its environment at start-up (this test process imported Ray before the stack existed).
+SWEEP = """
+import json, sys
+import numpy as np
+from core.settings import get_settings
+from core.spec import TrialsSweep
 from jobs.features import Features
-from jobs.stages.lr_trials import lr_trials, middle_out, trial_lrs
-
-
-@pytest.fixture(scope="module")
-def ray_client(ray_stack: LocalStack) -> Iterator[None]:
-    ray.init(address=f"{LOOPBACK}:{ray_stack.config.gcs_port}", logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
+from jobs.stages.lr_trials import lr_trials
+from test_lr_trials import _blobs
+import ray
+ray.init()
+x, y = _blobs(96, seed=1)
+vx, vy = _blobs(48, seed=2)
+features = Features(train_x=x, train_y=y, valid_x=vx, valid_y=vy, images_per_second=0.0)
+sweep = TrialsSweep.model_validate_json(sys.argv[1])
+result = lr_trials("job-trials-test", features, 3, sweep, batch_size=16, seed=0, settings=get_settings())
+print(result.model_dump_json())
+"""
 
 
 def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,12 +55,14 @@ def test_trials_start_from_the_middle_of_the_range() -> None:
     assert middle_out([1.0, 2.0, 3.0, 4.0]) == [2.0, 3.0, 1.0, 4.0]
 
 
-def test_trials_run_on_ray_tune_and_asha_stops_the_laggards(ray_client: None) -> None:
-    x, y = _blobs(96, seed=1)
-    vx, vy = _blobs(48, seed=2)
-    features = Features(train_x=x, train_y=y, valid_x=vx, valid_y=vy, images_per_second=0.0)
+def test_trials_run_on_ray_tune_and_asha_stops_the_laggards(ray_stack: LocalStack) -> None:
     sweep = TrialsSweep(method="trials", trials=4, min_lr=1e-6, max_lr=1e-1, epochs=4, grace_epochs=1)
-    result = lr_trials("job-trials-test", features, 3, sweep, batch_size=16, seed=0, settings=get_settings())
+    env = ray_stack.env() | {"RAY_ADDRESS": f"{LOOPBACK}:{ray_stack.config.gcs_port}", "PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'jobs'}"}
+    run = subprocess.run(
+        [sys.executable, "-c", SWEEP, sweep.model_dump_json()], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = LrTrialsResult.model_validate_json(run.stdout.strip().splitlines()[-1])
     assert [t.lr for t in result.trials] == pytest.approx(trial_lrs(sweep))
     # ASHA (reduction factor 2) keeps half the field at each rung: some trials stop before the last epoch.
     assert any(t.stopped_early for t in result.trials)
