@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,8 @@ def test_trials_start_from_the_middle_of_the_range() -> None:
 
 def test_trials_run_on_ray_tune_and_asha_stops_the_laggards(ray_stack: LocalStack) -> None:
     sweep = TrialsSweep(method="trials", trials=4, min_lr=1e-6, max_lr=1e-1, epochs=4, grace_epochs=1)
-    env = ray_stack.env() | {"RAY_ADDRESS": f"{LOOPBACK}:{ray_stack.config.gcs_port}", "PYTHONPATH": f"{REPO}:{REPO / 'tests' / 'jobs'}"}
+    address = f"{LOOPBACK}:{ray_stack.config.gcs_port}"
+    env = ray_stack.env() | {"RAY_ADDRESS": address, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests' / 'jobs'}"}
     run = subprocess.run(
         [sys.executable, "-c", SWEEP, sweep.model_dump_json()], env=env, capture_output=True, text=True, timeout=600
     )
