@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # Bucket names as S3 allows them (3–63 chars, lowercase letters, digits, dots, hyphens).
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
@@ -98,6 +98,57 @@ def _check_s3_uri(value: str) -> str:
 S3Uri = Annotated[str, AfterValidator(_check_s3_uri)]
 
 
+LrSuggestion = Literal["valley", "steep", "minimum", "slide"]
+
+
+class RangeTestSweep(BaseModel):
+    """Leslie Smith's LR range test on the cached features (fastai's `lr_find`): well under a second."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["range_test"] = "range_test"
+    suggestion: LrSuggestion = Field(
+        default="valley", description="which of fastai's four rules picks the LR from the loss curve"
+    )
+
+
+class TrialsSweep(BaseModel):
+    """Short real trials at log-spaced LRs, run in parallel by Ray Tune and early-stopped by ASHA; the best wins.
+
+    Each trial trains the head from the cached features for up to `epochs` one-cycle epochs; ASHA stops the
+    trials whose validation loss lags after `grace_epochs`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["trials"]
+    trials: int = Field(default=8, ge=2, le=64, description="how many learning rates to try")
+    min_lr: float = Field(default=1e-5, gt=0, le=10, description="the lowest LR tried")
+    max_lr: float = Field(default=1e-1, gt=0, le=10, description="the highest LR tried")
+    epochs: int = Field(default=4, ge=1, le=50, description="epochs per trial, at most")
+    grace_epochs: int = Field(default=1, ge=1, le=50, description="epochs every trial runs before ASHA may stop it")
+
+    # Field validators (not a model validator) so the error names the field to fix.
+    @field_validator("max_lr")
+    @classmethod
+    def _above_min_lr(cls, value: float, info: ValidationInfo) -> float:
+        min_lr = info.data.get("min_lr")
+        if min_lr is not None and value <= min_lr:
+            raise ValueError(f"must be above min_lr ({min_lr:g}), got {value:g}; e.g. min_lr 1e-5, max_lr 1e-1")
+        return value
+
+    @field_validator("grace_epochs")
+    @classmethod
+    def _within_epochs(cls, value: int, info: ValidationInfo) -> int:
+        epochs = info.data.get("epochs")
+        if epochs is not None and value > epochs:
+            raise ValueError(f"must be at most epochs ({epochs}), got {value}")
+        return value
+
+
+LrSweep = Annotated[RangeTestSweep | TrialsSweep, Field(discriminator="method")]
+
+
 class JobParams(BaseModel):
     """What a user may ask of a training job. Every number is bounded so a typo fails fast with a 422."""
 
@@ -116,6 +167,16 @@ class JobParams(BaseModel):
     epochs: int = Field(default=3, ge=1, le=100, description="epochs with the whole network unfrozen")
     freeze_epochs: int = Field(default=1, ge=0, le=100, description="head-only epochs on cached features")
     lr: float | None = Field(default=None, gt=0, le=10, description="null: pick it by an LR range test")
+    lr_sweep: LrSweep = Field(
+        default_factory=RangeTestSweep,
+        description='how `lr: null` is picked: {"method": "range_test"} (default) or {"method": "trials", ...}',
+        examples=[{"method": "range_test", "suggestion": "valley"}, {"method": "trials", "trials": 8}],
+    )
+    tta: bool = Field(
+        default=False,
+        description="test-time augmentation at evaluation: average predictions over flips and crops "
+        "(reported as tta_accuracy beside the plain accuracy)",
+    )
     batch_size: int = Field(default=32, ge=1, le=1024, description="per-worker batch size")
     image_size: int = Field(default=224, ge=32, le=1024, description="training and serving resolution (px)")
     num_workers: int = Field(default=2, ge=1, le=256, description="Ray Train workers (one per GPU)")

@@ -23,7 +23,7 @@ from core.artifact import ARTIFACT_NAME
 from core.cost import JobCost, Work, WorkUsage, job_cost
 from core.s3 import S3_UNREACHABLE, s3_client
 from core.settings import Settings, get_settings
-from core.spec import JobParams, Phase, phase_progress
+from core.spec import JobParams, Phase, TrialsSweep, phase_progress
 from core.store import JobStore, ModelRecord
 from jobs.errors import JobCancelled, StageError
 from jobs.failures import storage_unavailable
@@ -41,6 +41,7 @@ from jobs.stages.evaluate import (
 from jobs.stages.fetch import DatasetLimits, fetch_dataset
 from jobs.stages.fine_tune import BestCheckpoint, fine_tune
 from jobs.stages.lr_sweep import lr_range_test
+from jobs.stages.lr_trials import lr_trials
 from jobs.stages.publish import artifact_location, publish_model
 from jobs.stages.validate import ValidatedDataset, validate_dataset
 from jobs.thumbnails import attach_thumbnails
@@ -160,8 +161,9 @@ class Driver:
         return features
 
     def _evaluate(self, dataset: ValidatedDataset, best: BestCheckpoint) -> Evaluation:
-        """From the validation logits saved with the best checkpoint; a pass over images only for a test split."""
-        if best.predictions_uri is None or dataset.test:
+        """From the validation logits saved with the best checkpoint; a pass over images only for a test split or
+        test-time augmentation (both need images the checkpoint's own validation pass did not see that way)."""
+        if best.predictions_uri is None or dataset.test or self.params.tta:
             return self._remote("evaluation", _evaluate_task, self.params, dataset, best)  # type: ignore[no-any-return]
         logits = load_predictions(self.s3, best.predictions_uri)
         self.store.add_event(
@@ -260,6 +262,8 @@ class Driver:
         with self.stage(Phase.publishing):
             model = load_checkpoint_model(self.s3, best.checkpoint_uri, p.arch, len(dataset.summary.classes))
             metrics = {"accuracy": evaluation.accuracy, "loss": evaluation.loss, "best_epoch": best.epoch}
+            if evaluation.tta is not None:
+                metrics |= {"tta_accuracy": evaluation.tta.accuracy}
             if evaluation.test is not None:
                 metrics |= {"test_accuracy": evaluation.test.accuracy, "test_loss": evaluation.test.loss}
             artifact_uri = publish_model(
@@ -293,25 +297,44 @@ class Driver:
                 raise JobCancelled
 
     def _lr_sweep(self, etags_digest: str, dataset: ValidatedDataset) -> tuple[Features | None, float]:
-        """The features for the head-only epochs (when any) and the learning rate: the user's, or the sweep's."""
+        """The features for the head-only epochs (when any) and the learning rate: the user's, the range test's
+        (the default) or the best of a set of short trials on Ray Tune (`lr_sweep: {"method": "trials"}`)."""
         p = self.params
         features: Features | None = None
         if p.lr is None or p.freeze_epochs > 0:  # only the sweep and the head-only epochs need features
             features = self._features(etags_digest, dataset)
-        if p.lr is None:
+        if p.lr is not None:
+            lr = p.lr
+            sweep_record: dict[str, Any] = {"suggested_lr": None, "chosen_lr": lr, "method": "user"}
+        elif isinstance(p.lr_sweep, TrialsSweep):
+            assert features is not None
+            trials = lr_trials(
+                self.job_id, features, len(dataset.summary.classes), p.lr_sweep, p.batch_size, p.seed, self.settings
+            )
+            lr = trials.suggested_lr
+            sweep_record = trials.model_dump() | {"features_images_per_second": features.images_per_second}
+            self.store.add_event(
+                self.job_id,
+                "lr_trials",
+                f"{len(trials.trials)} trials ({trials.trial_epochs} epochs) in {trials.seconds:.1f}s; "
+                f"best LR {lr:.3g}",
+                {"seconds": trials.seconds, "trial_epochs": trials.trial_epochs, "lr": lr},
+            )
+        else:
             assert features is not None
             sweep = lr_range_test(
-                features.train_x, features.train_y, len(dataset.summary.classes), p.batch_size, seed=p.seed
+                features.train_x,
+                features.train_y,
+                len(dataset.summary.classes),
+                p.batch_size,
+                seed=p.seed,
+                suggestion=p.lr_sweep.suggestion,
             )
             lr = sweep.suggested_lr
             sweep_record = sweep.model_dump() | {"features_images_per_second": features.images_per_second}
-        else:
-            lr = p.lr
-            sweep_record = {"suggested_lr": None, "chosen_lr": lr, "method": "user"}
-        self.store.set_result(self.job_id, "lr_sweep", sweep_record | {"chosen_lr": lr})
-        if p.lr is None:
             png = lr_sweep_png(sweep.lrs, sweep.losses, sweep.suggestions, lr)
             self._artifact("lr_sweep.png", png, "image/png")
+        self.store.set_result(self.job_id, "lr_sweep", sweep_record | {"chosen_lr": lr})
         return features, lr
 
     def _resume_point(self) -> ResumePoint | None:
@@ -395,7 +418,14 @@ def _evaluate_task(params: JobParams, dataset: ValidatedDataset, best: BestCheck
     root = fetch_dataset(s3, params.dataset_uri, settings.resolved_cache_dir).root
     model = load_checkpoint_model(s3, best.checkpoint_uri, params.arch, len(dataset.summary.classes))
     return evaluate_model(
-        model, root, dataset.valid, dataset.summary.classes, params.arch, params.image_size, test=dataset.test
+        model,
+        root,
+        dataset.valid,
+        dataset.summary.classes,
+        params.arch,
+        params.image_size,
+        test=dataset.test,
+        tta=params.tta,
     )
 
 

@@ -111,13 +111,16 @@ class Client:
         deploy: bool | None = None,
         valid_pct: float | None = None,
         seed: int | None = None,
+        lr_sweep: dict[str, Any] | None = None,
+        tta: bool | None = None,
         idempotency_key: str | None = None,
         progress: bool = False,
         console: Console | None = None,
     ) -> Job:
         """Submit a training job on `dataset`: an ``s3://`` URI, or a local folder (uploaded first).
 
-        Parameters left at None take the API's defaults (docs/api.md); `lr=None` runs the LR range test.
+        Parameters left at None take the API's defaults (docs/api.md); `lr=None` runs the LR range test, or
+        the sweep `lr_sweep` names (e.g. ``{"method": "trials", "trials": 8}``).
         """
         dataset_uri = dataset if isinstance(dataset, str) and dataset.startswith("s3://") else None
         if dataset_uri is None:
@@ -135,6 +138,8 @@ class Client:
             "deploy": deploy,
             "valid_pct": valid_pct,
             "seed": seed,
+            "lr_sweep": lr_sweep,
+            "tta": tta,
         }
         body = {"dataset_uri": dataset_uri, **{k: v for k, v in given.items() if v is not None}}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

@@ -4,7 +4,8 @@ Accuracy and loss, per-class precision and recall, the confusion matrix, the mos
 (highest loss: confidently wrong predictions are where labelling mistakes hide) and the least-certain ones
 (lowest top probability: where the model hesitates, often ambiguous or mislabelled images). A held-out
 `test/` split, when the dataset has one, is scored the same way here and only here: it never picks an
-epoch or a learning rate.
+epoch or a learning rate. With `tta`, the validation set is scored a second time with test-time
+augmentation (`jobs.tta`), reported beside the plain scores, which stay what picks and publishes the model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from core.images import normalize
 from core.spec import S3Location
 from jobs.data import ImageItems
 from jobs.stages.validate import Item
+from jobs.tta import VIEWS, tta_probabilities
 
 MOST_WRONG = 9
 LEAST_CERTAIN = 9
@@ -36,11 +38,22 @@ class Scores(BaseModel):
     images: int
 
 
+class TtaScores(BaseModel):
+    """The validation set scored with test-time augmentation (probabilities averaged over flips and crops)."""
+
+    accuracy: float
+    loss: float
+    correct: int
+    images: int
+    views: int
+
+
 class Evaluation(Scores):
     classes: list[str]
     most_wrong: list[dict[str, Any]]
     least_certain: list[dict[str, Any]]
     test: Scores | None = None  # the held-out split, when the dataset has one
+    tta: TtaScores | None = None  # when the job asked for test-time augmentation
 
 
 def load_checkpoint_model(s3: Any, checkpoint_uri: str, arch: str, num_classes: int) -> Classifier:
@@ -90,13 +103,16 @@ def evaluate_model(
     arch: str,
     image_size: int,
     test: list[Item] | None = None,
+    tta: bool = False,
 ) -> Evaluation:
     logits = _logits(model, root, valid, arch, image_size)
     test_scores = None
     if test:
         test_logits = _logits(model, root, test, arch, image_size)
         test_scores = _scores(test_logits, torch.tensor([i.label for i in test]), classes)
-    return evaluation_from_logits(logits, valid, classes, test_scores)
+    labels = torch.tensor([i.label for i in valid])
+    tta_scores = _tta_scores(model, root, valid, labels, arch, image_size) if tta else None
+    return evaluation_from_logits(logits, valid, classes, test_scores, tta_scores)
 
 
 def load_predictions(s3: Any, predictions_uri: str) -> torch.Tensor:
@@ -108,7 +124,11 @@ def load_predictions(s3: Any, predictions_uri: str) -> torch.Tensor:
 
 
 def evaluation_from_logits(
-    logits: torch.Tensor, valid: list[Item], classes: list[str], test_scores: Scores | None = None
+    logits: torch.Tensor,
+    valid: list[Item],
+    classes: list[str],
+    test_scores: Scores | None = None,
+    tta_scores: TtaScores | None = None,
 ) -> Evaluation:
     """The evaluation from validation logits already computed (at the checkpoint's own validation pass)."""
     labels = torch.tensor([i.label for i in valid])
@@ -129,8 +149,20 @@ def evaluation_from_logits(
     unsure = top_probability.argsort().tolist()[:LEAST_CERTAIN]
     return Evaluation(
         **_scores(logits, labels, classes).model_dump(),
+        tta=tta_scores,
         classes=classes,
         most_wrong=[entry(i) for i in wrong],
         least_certain=[entry(i) for i in unsure],
         test=test_scores,
+    )
+
+
+def _tta_scores(
+    model: Classifier, root: Path, items: list[Item], labels: torch.Tensor, arch: str, image_size: int
+) -> TtaScores:
+    probs = tta_probabilities(model, root, items, arch, image_size)
+    correct = int((probs.argmax(1) == labels).sum().item())
+    loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
+    return TtaScores(
+        accuracy=round(correct / len(labels), 5), loss=round(loss, 5), correct=correct, images=len(labels), views=VIEWS
     )

@@ -4,7 +4,11 @@ The LR grows exponentially from `start_lr` to `end_lr`, one mini-batch per step;
 (debiased exponential moving average) and the test stops once it diverges (4x the best). Suggestions:
 - valley (the default choice): the middle of the longest stretch over which the loss keeps falling;
 - steep: where the loss falls fastest per unit of log-LR;
-- minimum: a tenth of the LR at the lowest loss.
+- minimum: a tenth of the LR at the lowest loss;
+- slide: fastai's interval slide rule: a 15-point window slides leftwards from the end of the curve while the
+  slopes at its two ends differ; the LR at its left edge when they last differed, i.e. where the steady descent
+  is about to bend into the climb.
+Which one is used is the job's `lr_sweep.suggestion` (valley by default, as in fastai).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from core.backbones import make_head
+from core.spec import LrSuggestion
 
 SMOOTHING = 0.98
 DIVERGENCE_FACTOR = 4.0
@@ -50,6 +55,7 @@ def lr_range_test(
     end_lr: float = 10.0,
     num_it: int = 100,
     seed: int = 0,
+    suggestion: LrSuggestion = "valley",
 ) -> LrSweepResult:
     started = time.monotonic()
     torch.manual_seed(seed)
@@ -87,8 +93,8 @@ def lr_range_test(
 
     suggestions = suggest(lrs, losses)
     return LrSweepResult(
-        suggested_lr=suggestions["valley"],
-        method="valley",
+        suggested_lr=suggestions[suggestion],
+        method=suggestion,
         suggestions=suggestions,
         lrs=[float(f"{v:.4g}") for v in lrs],
         losses=[round(v, 5) for v in losses],
@@ -99,7 +105,7 @@ def lr_range_test(
 
 
 def suggest(lrs: list[float], losses: list[float]) -> dict[str, float]:
-    """The three suggestion rules over the curve, ignoring its noisy first tenth and last few points."""
+    """The four suggestion rules over the curve, ignoring its noisy first tenth and last few points."""
     if len(lrs) < 8:
         raise ValueError("the LR range test needs at least 8 steps to suggest a learning rate")
     lo, hi = len(lrs) // 10, max(len(lrs) // 10 + 4, len(lrs) - 5)
@@ -108,7 +114,25 @@ def suggest(lrs: list[float], losses: list[float]) -> dict[str, float]:
         "valley": float(lr[_valley_index(loss)]),
         "steep": float(lr[int(np.argmin(np.gradient(loss, np.log(lr))))]),
         "minimum": float(lr[int(np.argmin(loss))] / 10),
+        "slide": float(lr[_slide_index(loss)]),
     }
+
+
+# fastai's defaults for the slide rule: a 15-point window, slopes "equal" within 0.005 loss per step.
+SLIDE_WINDOW = 15
+SLIDE_THRESHOLD = 0.005
+
+
+def _slide_index(loss: np.ndarray) -> int:
+    # Slopes per step (not per log-LR), as fastai computes them, so its threshold keeps its meaning.
+    slope = np.gradient(loss)
+    right = len(loss) - 1
+    left = max(0, right - SLIDE_WINDOW)
+    chosen = left
+    while left >= 0 and abs(slope[right] - slope[left]) > SLIDE_THRESHOLD:
+        chosen = left
+        right, left = right - 1, left - 1
+    return chosen
 
 
 def _valley_index(loss: np.ndarray) -> int:

@@ -1,0 +1,393 @@
+"""Trainyard vs a plain PyTorch loop vs fastai, on one dataset, in one run, on this machine.
+
+    .venv/bin/pip install -e '.[benchmark]'          # fastai 2.8, once
+    .venv/bin/python -m benchmarks.training ../shared/datasets/cats-vs-whales
+
+Three systems, the same backbone (EfficientNet-Lite0), image size, input scaling ((x - 127) / 128) and
+malloc settings (FIELD-NOTES: they decide CPU speed for every PyTorch process here):
+  (a) trainyard: the local stack started as the demo starts it, the folder uploaded to its S3, a job POSTed
+      through the REST API and polled to `succeeded`; phases from the job's own event log;
+  (b) plain: one process, no Ray, no S3, no API, the same recipe (features, range test, head, unfrozen
+      epochs at the same LRs): the floor for Trainyard's overhead;
+  (c) fastai: `lr_find()` then `fine_tune(3, base_lr=valley)`, as the lesson does.
+(b) and (c) run in child processes of their own (glibc reads MALLOC_* at start-up; memory is returned).
+Prints one Markdown table and writes benchmarks/results/training-<dataset>-<time>.json beside it.
+The machine's load (`uptime`) goes into both: on a shared machine, compare only runs made side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+RESULTS = Path(__file__).parent / "results"
+MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+ARCH = "efficientnet_lite0"
+BENCH_BUCKET = "trainyard-bench"
+CURVE = ("lrs", "losses")  # the range test's curve: long, and in the job already
+
+
+class Run(BaseModel):
+    """One system's result: the row of the table."""
+
+    system: str
+    total_seconds: float
+    phases: dict[str, float]  # name -> seconds, in order
+    train_images_per_second: float | None  # unfrozen epochs, training only where the system tells them apart
+    valid_correct: int
+    valid_images: int
+    lr: float | None
+    extra: dict[str, Any] = {}
+
+    @property
+    def accuracy(self) -> float:
+        return self.valid_correct / max(self.valid_images, 1)
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+# --- (a) Trainyard through its REST API ------------------------------------------------------------------
+
+
+def phase_seconds(created_at: str, events: list[dict[str, Any]]) -> dict[str, float]:
+    """POST → first phase ('start'), then each phase until the next one or the last event."""
+    marks = [(e["data"]["phase"], datetime.fromisoformat(e["at"])) for e in events if e["kind"] == "phase"]
+    end = datetime.fromisoformat(events[-1]["at"])
+    seconds = {"start": (marks[0][1] - datetime.fromisoformat(created_at)).total_seconds()} if marks else {}
+    for (phase, start), (_, stop) in zip(marks, [*marks[1:], (None, end)], strict=True):
+        seconds[phase] = (stop - start).total_seconds()
+    return {name: round(value, 1) for name, value in seconds.items()}
+
+
+def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
+    from core.s3 import s3_client
+    from infra.local.sample_data import upload_folder
+    from infra.local.stack import LocalStack
+    from trainyard.client import Client
+
+    stack = LocalStack.load(args.home.resolve())
+    was_up = stack.ray_ready()
+    stack.up()
+    stack.export_env()
+    try:
+        upload_folder(s3_client(), dataset, BENCH_BUCKET, dataset.name)
+        with Client(url=stack.config.api_url) as client:  # TRAINYARD_API_KEY, once auth lands
+            started = time.monotonic()
+            job = client.submit(
+                f"s3://{BENCH_BUCKET}/{dataset.name}",
+                name=f"bench-{dataset.name}",
+                epochs=args.epochs,
+                image_size=args.image_size,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                lr_sweep={"method": args.lr_sweep},
+            )
+            done = client.wait(job.id, timeout=args.timeout)
+            wall = time.monotonic() - started
+            raw = done.model_dump(mode="json")
+            events = [e.model_dump(mode="json") for e in client.events(job.id)]
+    finally:
+        if not was_up and not args.keep_stack:
+            stack.down()
+    evaluation = raw["evaluation"]
+    unfrozen = [e for e in raw["metrics"] if e["stage"] == "unfrozen" and e.get("images_per_second")]
+    return Run(
+        system="trainyard (REST API)",
+        total_seconds=round(wall, 1),
+        phases=phase_seconds(raw["created_at"], events),
+        train_images_per_second=_mean([e["images_per_second"] for e in unfrozen]),
+        valid_correct=round(evaluation["accuracy"] * evaluation["images"]),
+        valid_images=evaluation["images"],
+        lr=raw["lr_sweep"]["chosen_lr"],
+        extra={
+            "job_id": raw["id"],
+            "lr_sweep": {k: v for k, v in raw["lr_sweep"].items() if k not in ("lrs", "losses")},
+        },
+    )
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 2) if values else None
+
+
+# --- (b) plain PyTorch, one process ----------------------------------------------------------------------
+
+
+def run_plain(dataset: Path, args: argparse.Namespace) -> Run:
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from core.backbones import BACKBONES, build_classifier, local_pretrained_weights
+    from core.images import normalize
+    from jobs.data import ImageItems
+    from jobs.stages.lr_sweep import lr_range_test
+    from jobs.stages.validate import validate_dataset
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(args.seed)
+    phases: dict[str, float] = {}
+    clock = time.monotonic()
+    started = clock
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        phases[name] = round(phases.get(name, 0.0) + now - clock, 1)
+        clock = now
+
+    data = validate_dataset(dataset, str(dataset), 1.0)
+    classes = data.summary.classes
+    model = build_classifier(ARCH, len(classes), local_pretrained_weights(ARCH))
+    norm = BACKBONES[ARCH].normalization
+    size, batch = args.image_size, args.batch_size
+
+    def items(split: list[Any], train: bool) -> ImageItems:
+        return ImageItems(dataset, [i.path for i in split], [i.label for i in split], size, train)
+
+    train_eval, valid = items(data.train, False), items(data.valid, False)  # features: the frozen body, no aug
+    lap("load")
+
+    # Frozen stage on precomputed features, as Trainyard does it.
+    model.eval()
+    with torch.inference_mode():
+        batches = [(model.body(normalize(images, norm)), labels) for images, labels in DataLoader(train_eval, 64)]
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    lap("features")
+    sweep = lr_range_test(x.numpy(), y.numpy(), len(classes), batch, seed=args.seed)
+    lr = sweep.suggested_lr
+    lap("lr_sweep")
+    head = model.head
+    steps = math.ceil(len(x) / batch)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.99)
+    head.train()
+    for index in torch.randperm(len(x)).split(batch):
+        loss = nn.functional.cross_entropy(head(x[index]), y[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    lap("head")
+
+    # Unfrozen: the same schedule and discriminative LRs as jobs/train_loop.py.
+    head_lr = lr * 0.5
+    train = DataLoader(items(data.train, True), batch_size=batch, shuffle=True, drop_last=False)
+    optimizer = torch.optim.AdamW(
+        [{"params": model.body.parameters(), "lr": head_lr / 100}, {"params": head.parameters(), "lr": head_lr}],
+        weight_decay=0.01,
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[head_lr / 100, head_lr], total_steps=args.epochs * len(train), pct_start=0.3, div_factor=5
+    )
+    rates, correct = [], 0
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        seen, epoch_start = 0, time.monotonic()
+        for images, labels in train:
+            loss = nn.functional.cross_entropy(model(normalize(images, norm)), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            seen += len(labels)
+        rates.append(seen / (time.monotonic() - epoch_start))
+        lap(f"epoch {epoch} train")
+        model.eval()
+        with torch.inference_mode():
+            correct = sum(int((model(normalize(i, norm)).argmax(1) == t).sum()) for i, t in DataLoader(valid, 64))
+        lap(f"epoch {epoch} valid")
+    return Run(
+        system="plain PyTorch (1 process)",
+        total_seconds=round(time.monotonic() - started, 1),
+        phases=phases,
+        train_images_per_second=_mean(rates),
+        valid_correct=correct,
+        valid_images=len(valid),
+        lr=lr,
+    )
+
+
+# --- (c) fastai ------------------------------------------------------------------------------------------
+
+
+def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
+    from fastai.vision.all import (
+        Callback,
+        CrossEntropyLossFlat,
+        ImageDataLoaders,
+        Learner,
+        Normalize,
+        Resize,
+        accuracy,
+        aug_transforms,
+        params,
+        valley,
+    )
+
+    from core.backbones import BACKBONES, build_classifier, local_pretrained_weights
+
+    class EpochTimer(Callback):  # type: ignore[misc]
+        """Training seconds and images per epoch, apart from validation."""
+
+        order = 99
+
+        def __init__(self) -> None:
+            # Kept across fits: fine_tune runs two (frozen, then unfrozen) and passes this callback to both.
+            self.train_seconds: list[float] = []
+            self.train_images: list[int] = []
+
+        def before_train(self) -> None:
+            self.t0, self.n = time.monotonic(), 0
+
+        def after_batch(self) -> None:
+            if self.training:
+                self.n += len(self.yb[0])
+
+        def after_train(self) -> None:
+            self.train_seconds.append(time.monotonic() - self.t0)
+            self.train_images.append(self.n)
+
+    started = time.monotonic()
+    norm = BACKBONES[ARCH].normalization
+    dls = ImageDataLoaders.from_folder(
+        dataset,
+        train="train",
+        valid="valid",
+        item_tfms=Resize(args.image_size),
+        batch_tfms=[*aug_transforms(size=args.image_size), Normalize.from_stats(list(norm.mean), list(norm.std))],
+        bs=args.batch_size,
+        seed=args.seed,
+        # Decode in-process, as the plain loop and Trainyard's workers do: on 2 cores, worker processes only
+        # compete with the model for them (and lr_find's 100 steps would fork them again on every short epoch).
+        num_workers=0,
+    )
+    model = build_classifier(ARCH, len(dls.vocab), local_pretrained_weights(ARCH))
+    learn = Learner(
+        dls,
+        model,
+        loss_func=CrossEntropyLossFlat(),
+        metrics=accuracy,
+        splitter=lambda m: [params(m.body), params(m.head)],
+    )
+    learn.freeze()
+    load_seconds = time.monotonic() - started
+    t0 = time.monotonic()
+    with learn.no_bar(), learn.no_logging():
+        lr = float(learn.lr_find(suggest_funcs=(valley,), show_plot=False).valley)
+    lr_find_seconds = time.monotonic() - t0
+    timer = EpochTimer()
+    t0 = time.monotonic()
+    with learn.no_bar(), learn.no_logging():
+        learn.fine_tune(args.epochs, base_lr=lr, cbs=[timer])
+    fine_tune_seconds = time.monotonic() - t0
+    final_accuracy = float(learn.recorder.values[-1][2])
+    valid_images = len(dls.valid_ds)
+    # The first timed epoch is fine_tune's frozen one; the rest are unfrozen.
+    unfrozen = list(zip(timer.train_images[1:], timer.train_seconds[1:], strict=True))
+    return Run(
+        system="fastai 2.8 lr_find + fine_tune",
+        total_seconds=round(time.monotonic() - started, 1),
+        phases={
+            "load": round(load_seconds, 1),
+            "lr_find": round(lr_find_seconds, 1),
+            "fine_tune": round(fine_tune_seconds, 1),
+            **{f"epoch {i} train": round(s, 1) for i, s in enumerate(timer.train_seconds)},
+        },
+        train_images_per_second=_mean([n / s for n, s in unfrozen]),
+        valid_correct=round(final_accuracy * valid_images),
+        valid_images=valid_images,
+        lr=lr,
+        extra={"epochs": [list(map(float, v)) for v in learn.recorder.values]},
+    )
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+SYSTEMS = {"trainyard": run_trainyard, "plain": run_plain, "fastai": run_fastai}
+
+
+def _child(system: str, dataset: Path, argv: list[str]) -> Run:
+    """Run one system in a fresh process with the malloc settings, and read its result back."""
+    env = os.environ | MALLOC
+    cmd = [sys.executable, "-m", "benchmarks.training", str(dataset), *argv, "--only", system, "--json-stdout"]
+    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
+    return Run.model_validate_json(out.strip().splitlines()[-1])
+
+
+def table(dataset: str, runs: list[Run], load: dict[str, str]) -> str:
+    lines = [
+        f"**{dataset}** — {datetime.now():%Y-%m-%d %H:%M}, load average (1/5/15 min) at start {load['start']}, "
+        f"at end {load['end']}",
+        "",
+        "| system | total s | phases (s) | train img/s | validation accuracy | LR |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for r in runs:
+        phases = ", ".join(f"{k} {v:g}" for k, v in r.phases.items())
+        rate = f"{r.train_images_per_second:.1f}" if r.train_images_per_second else "—"
+        lr = f"{r.lr:.3g}" if r.lr else "—"
+        accuracy = f"{r.valid_correct}/{r.valid_images} ({r.accuracy:.1%})"
+        lines.append(f"| {r.system} | {r.total_seconds:.0f} | {phases} | {rate} | {accuracy} | {lr} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path, help="a folder with train/<class>/ and valid/<class>/")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--epochs", type=int, default=3, help="unfrozen epochs (fastai's fine_tune(3))")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr-sweep", choices=("range_test", "trials"), default="range_test")
+    parser.add_argument("--only", choices=tuple(SYSTEMS), action="append", help="run only these (repeatable)")
+    parser.add_argument("--home", type=Path, default=Path.cwd() / ".trainyard", help="the local stack's folder")
+    parser.add_argument("--keep-stack", action="store_true", help="leave a stack this run started running")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the Trainyard job")
+    parser.add_argument("--json-stdout", action="store_true", help=argparse.SUPPRESS)  # a child's answer
+    args = parser.parse_args()
+    dataset = args.dataset.resolve()
+    systems = args.only or list(SYSTEMS)
+
+    if args.json_stdout:  # a child: one system, its Run as the last line of stdout
+        sys.stdout.write(SYSTEMS[systems[0]](dataset, args).model_dump_json() + "\n")
+        return
+
+    passed = [
+        f"--image-size={args.image_size}",
+        f"--epochs={args.epochs}",
+        f"--batch-size={args.batch_size}",
+        f"--seed={args.seed}",
+        f"--lr-sweep={args.lr_sweep}",
+        f"--home={args.home}",
+        f"--timeout={args.timeout}",
+        *(["--keep-stack"] if args.keep_stack else []),
+    ]
+    load = {"start": load_average()}
+    runs = []
+    for system in systems:
+        print(f"running {system} on {dataset.name} ...", file=sys.stderr, flush=True)
+        runs.append(_child(system, dataset, passed))
+    load["end"] = load_average()
+    print(table(dataset.name, runs, load))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"training-{dataset.name}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    body = {"dataset": dataset.name, "args": passed, "load_average": load, "runs": [r.model_dump() for r in runs]}
+    out.write_text(json.dumps(body, indent=2))
+    print(f"\nwritten {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
