@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result: dict[str, Any] = {"facts": facts, "request": request, "stack_up_s": round(stack_up_s, 1)}
     try:
-        with httpx.Client(base_url=stack.config.api_url, timeout=60) as api:
+        with stack.api_client(timeout=60) as api:
             posted = time.monotonic()
             job_id = api.post("/v1/jobs", json=request).raise_for_status().json()["id"]
             job = follow(api, job_id)
