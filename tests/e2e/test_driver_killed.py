@@ -47,7 +47,7 @@ def api(ray_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
     data = make_shapes(tmp_path_factory.mktemp("driver-kill") / "shapes", train_per_class=8, valid_per_class=4, size=32)
     upload_folder(ray_stack.s3_client(), data, "driver-kill", "shapes")
     try:
-        with httpx.Client(base_url=ray_stack.config.api_url, timeout=30) as client:
+        with ray_stack.api_client(timeout=30) as client:
             yield client
     finally:
         ray_stack.stop_api()

@@ -83,7 +83,7 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 
 @pytest.fixture(scope="module")
 def api(fault_stack: LocalStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=fault_stack.config.api_url, timeout=30) as client:
+    with fault_stack.api_client(timeout=30) as client:
         yield client
 
 
@@ -281,7 +281,7 @@ def test_a_killed_serve_replica_is_replaced_and_no_request_gets_a_5xx_but_503(
     stop = threading.Event()
 
     def client() -> None:  # predicting without pause, as a busy client would, through the API
-        with httpx.Client(base_url=fault_stack.config.api_url, timeout=120) as http:
+        with fault_stack.api_client(timeout=120) as http:
             while not stop.is_set():
                 response = http.post(f"/v1/models/{model_id}/predict", content=image)
                 answers.append((time.monotonic(), response.status_code, response.headers.get("retry-after")))

@@ -89,7 +89,7 @@ def _wait_until_finished(http: httpx.Client, job_id: str, timeout: float) -> dic
 def test_no_secret_in_logs_records_or_answers(secret_stack: LocalStack) -> None:
     stack = secret_stack
     answers: list[str] = []
-    with httpx.Client(base_url=stack.config.api_url, timeout=30) as http:
+    with stack.api_client(timeout=30) as http:
         submitted = http.post("/v1/jobs", json={"dataset_uri": "s3://trainyard-artifacts/no-such-dataset"})
         assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["id"]

@@ -27,7 +27,7 @@ EASY = {"image_size": 64, "freeze_epochs": 20, "epochs": 3, "batch_size": 8, "nu
 @pytest.fixture(scope="module")
 def api(ray_stack: LocalStack) -> Any:
     ray_stack.start_api()
-    with httpx.Client(base_url=ray_stack.config.api_url, timeout=30) as client:
+    with ray_stack.api_client(timeout=30) as client:
         yield client
     ray_stack.stop_api()
 

@@ -46,9 +46,9 @@ def test_channels_last_and_batching_change_no_answer() -> None:
     images = [png((200, 30, 30)), png((30, 200, 30)), png((30, 30, 200))]
     x = torch.cat([inference.preprocess(image, 32, TF_SCALING) for image in images])
     contiguous = build_classifier("efficientnet_lite0", 3, weights=None).eval()
-    nhwc = build_classifier("efficientnet_lite0", 3, weights=None).eval()
-    nhwc.load_state_dict(contiguous.state_dict())
-    nhwc = inference.prepare(nhwc, channels_last=True)
+    fresh = build_classifier("efficientnet_lite0", 3, weights=None).eval()
+    fresh.load_state_dict(contiguous.state_dict())
+    nhwc = inference.prepare(fresh, channels_last=True)
 
     batched = inference.forward(nhwc, x, channels_last=True)
     assert torch.allclose(batched, inference.forward(contiguous, x, channels_last=False), atol=1e-5)

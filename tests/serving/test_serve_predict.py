@@ -100,7 +100,7 @@ def deployed(ray_stack: LocalStack) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def api(ray_stack: LocalStack, deployed: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=ray_stack.config.api_url, timeout=60) as client:
+    with ray_stack.api_client(timeout=60) as client:
         yield client
 
 
