@@ -23,8 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from core.s3 import s3_client
 from infra.local.demo import follow
 from infra.local.sample_data import upload_folder
