@@ -34,6 +34,7 @@ JOB = {
     "num_workers": 1,
     "lr": 0.01,
     "deploy": False,
+    "patience": None,  # every epoch runs: what is counted is a resumed run's epochs, not early stopping
 }
 
 

@@ -49,6 +49,7 @@ JOB: dict[str, Any] = {
     "num_workers": 2,
     "lr": 0.01,
     "deploy": False,
+    "patience": None,  # every epoch runs: what is counted is a resumed run's epochs, not early stopping
 }
 # Fewer S3 tries than the default 8, so a test that keeps S3 down waits ~15 s (at most 31 s) per request, not a minute.
 S3_MAX_ATTEMPTS = 6
