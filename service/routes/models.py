@@ -96,7 +96,7 @@ def get_model(
 @router.post(
     "/{name}/aliases/{alias}",
     summary="Point an alias of a model name at one of its versions",
-    responses=error_responses(404, 409),
+    responses=error_responses(400, 404, 409),
 )
 def move_alias(name: str, alias: str, body: AliasMove, store: StoreDep, principal: PrincipalDep) -> AliasPublic:
     if not ALIAS_PATTERN.match(alias):

@@ -86,7 +86,7 @@ def store(served: LocalStack) -> Iterator[JobStore]:
 def publish_version(stack: LocalStack, store: JobStore, name: str, classes: list[str], answer: str) -> ModelRecord:
     """A job of `name` that deployed a model always answering `answer`: artifact, pointer and store row."""
     settings = get_settings()
-    job, _ = store.create_job(JobParams(dataset_uri="s3://e2e/none", name=name, image_size=32))
+    job, _ = store.create_job(JobParams(dataset_uri="s3://e2e/none", name=name, image_size=32), tenant="admin")
     model = build_classifier("efficientnet_lite0", len(classes), weights=None).eval()
     linear = model.head[1]
     assert isinstance(linear, torch.nn.Linear)

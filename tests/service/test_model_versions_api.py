@@ -18,7 +18,8 @@ from serving.registry import ModelPointer, pointer_uri, write_pointer
 
 def add_version(api: Api, s3: Any, name: str | None, accuracy: float) -> ModelRecord:
     """What a job's deploy stage leaves behind: the artifact and pointer objects, and the store's row."""
-    job, _ = api.store.create_job(JobParams(dataset_uri="s3://bucket/pets", name=name))
+    # In the admin key's tenant: a model name resolves in the caller's own tenant.
+    job, _ = api.store.create_job(JobParams(dataset_uri="s3://bucket/pets", name=name), tenant="admin")
     model_id = job.id.replace("job-", "mdl-", 1)
     artifact_key = f"jobs/{job.id}/model.pt"
     s3.put_object(Bucket="trainyard-artifacts", Key=artifact_key, Body=b"weights")

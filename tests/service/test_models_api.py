@@ -63,11 +63,10 @@ class FakeServe:
                 "tta": request.query_params.get("tta"),
             }
         )
-        return Response(self.body, status_code=self.status, media_type="application/json", headers=self.headers)
         if self.first_answers:
             status, body = self.first_answers.pop(0)
             return Response(body, status_code=status, media_type="text/plain")
-        return Response(self.body, status_code=self.status, media_type="application/json")
+        return Response(self.body, status_code=self.status, media_type="application/json", headers=self.headers)
 
 
 @pytest.fixture

@@ -20,9 +20,11 @@ from test_models_api import IMAGE, FakeServe
 
 from core.store import ModelRecord
 from core.tenancy import Tenancy
+from service.launcher import RayJobState
 
 SECRET_NAME = "team-a-secret-project"  # appears in team-a's job, and must appear in nobody else's answer
 A_MODEL = "model-team-a-1"
+A_MODEL_NAME = "team-a-model"  # the model's name (versions and aliases resolve names in the caller's tenant)
 
 
 @dataclass
@@ -37,6 +39,17 @@ class Call:
 
 
 PREDICT = Call("item", params={"top_k": "1"}, content=IMAGE, headers={"content-type": "image/png"})
+BOUNDARY = "isolation"
+PREDICT_BATCH = Call(
+    "item",
+    content=(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n"
+    ).encode()
+    + IMAGE
+    + f"\r\n--{BOUNDARY}--\r\n".encode(),
+    headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+)
 ROUTES: dict[tuple[str, str], list[Call]] = {
     ("POST", "/v1/jobs"): [Call("create", body={"dataset_uri": "s3://bucket/b-data"})],
     ("GET", "/v1/jobs"): [Call("collection"), Call("collection", params={"status": "failed"})],
@@ -49,6 +62,10 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
     ("GET", "/v1/models"): [Call("collection")],
     ("GET", "/v1/models/{model_id}"): [Call("item")],
     ("POST", "/v1/models/{model_id}/predict"): [PREDICT],
+    ("POST", "/v1/models/{model_id}/predict:batch"): [PREDICT_BATCH],
+    ("POST", "/v1/models/{name}/aliases/{alias}"): [Call("item", body={"model_id": A_MODEL})],
+    ("POST", "/v1/jobs/{job_id}/retry"): [Call("item")],
+    ("DELETE", "/v1/models/{model_id}"): [Call("item")],
 }
 
 
@@ -69,7 +86,8 @@ def world(s3: Any, make_api: ApiFactory) -> Iterator[World]:
     apps: list[FastAPI] = []
     fake_serve = FakeServe()
     with serve(fake_serve.app) as serve_url:
-        api = make_api(launcher=FakeLauncher(), app_hook=apps.append, serve_url=serve_url)
+        launcher = FakeLauncher()
+        api = make_api(launcher=launcher, app_hook=apps.append, serve_url=serve_url)
         a = api.tenant_client("team-a")
         created = a.post("/v1/jobs", json={"dataset_uri": "s3://bucket/a-private", "name": SECRET_NAME})
         assert created.status_code == 202, created.text
@@ -91,9 +109,11 @@ def world(s3: Any, make_api: ApiFactory) -> Iterator[World]:
                 arch="efficientnet_lite0",
                 classes=["cat", "dog"],
                 created_at=datetime.now(UTC),
+                name=A_MODEL_NAME,
             )
         )
         api.store.fail(job_id, "test", "ended so that its event stream ends")
+        launcher.states[job_id] = RayJobState.failed  # its driver has ended too: the owner may retry it
         revoked_key = api.new_key("team-a")
         tenancy = Tenancy(api.store.engine)
         [record] = [k for k in tenancy.list_keys("team-a") if k == tenancy.authenticate(revoked_key)]
@@ -119,18 +139,23 @@ def _api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
 
 
 def _v1_routes(app: FastAPI) -> list[tuple[str, str]]:
+    # DELETE last: the owner's DELETE undeploys team-a's model, which the other routes still need.
     found = sorted(
-        (method, route.path)
-        for route in _api_routes(app.routes)
-        if route.path.startswith("/v1")
-        for method in route.methods or ()
+        (
+            (method, route.path)
+            for route in _api_routes(app.routes)
+            if route.path.startswith("/v1")
+            for method in route.methods or ()
+        ),
+        key=lambda r: (r[0] == "DELETE", r),
     )
     assert ("GET", "/v1/jobs/{job_id}") in found, f"the route walk found too little: {found}"
     return found
 
 
 def _request(client: httpx.Client, world: World, method: str, path: str, call: Call) -> httpx.Response:
-    url = path.format(job_id=world.job_id, model_id=A_MODEL, name="lr_sweep.png")
+    name = A_MODEL_NAME if "/aliases/" in path else "lr_sweep.png"  # a model's name, or an artifact's
+    url = path.format(job_id=world.job_id, model_id=A_MODEL, name=name, alias="production")
     return client.request(
         method, url, params=call.params, json=call.body, content=call.content, headers=call.headers, timeout=30
     )
@@ -175,10 +200,13 @@ def test_the_owner_reaches_every_route(world: World) -> None:
     for method, path in _v1_routes(world.app):
         for call in ROUTES[(method, path)]:
             response = _request(world.a, world, method, path, call)
+            if method == "DELETE":  # past the tenant check: refused only because the owner's alias move (above)
+                assert response.json()["error"]["code"] == "model_has_aliases", response.text  # points at it
+                continue
             assert response.status_code in (200, 202), (method, path, response.status_code, response.text)
             if call.kind == "collection" and path != "/v1/models":  # the model listing holds models only
                 assert world.job_id in response.text, (method, path)
-    assert [c["model_id"] for c in world.serve.calls] == [A_MODEL]
+    assert {c["model_id"] for c in world.serve.calls} == {A_MODEL}  # predict and predict:batch
 
 
 def test_an_admin_key_sees_every_tenant(world: World) -> None:
