@@ -175,7 +175,9 @@ def test_a_job_outlives_its_s3_server_killed_during_training(
 ) -> None:
     s3 = _s3(own_stack)
     upload_folder(s3, make_shapes(tmp_path / "s", train_per_class=10, valid_per_class=4, size=32), "restart", "kill")
-    job_id = api.post("/v1/jobs", json={"dataset_uri": "s3://restart/kill", **JOB, "epochs": 3}).json()["id"]
+    # Every epoch runs (no early stopping), so the outage below lands in training, as this test means it to.
+    body = {"dataset_uri": "s3://restart/kill", **JOB, "epochs": 3, "patience": None}
+    job_id = api.post("/v1/jobs", json=body).json()["id"]
     deadline = time.monotonic() + 300
     while not any(m["stage"] == "unfrozen" for m in api.get(f"/v1/jobs/{job_id}").json()["metrics"]):
         assert time.monotonic() < deadline, "no unfrozen epoch was checkpointed within 300 s"
