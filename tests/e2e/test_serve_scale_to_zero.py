@@ -129,10 +129,6 @@ serve.run(build_app(args), name="burst", route_prefix="/burst", blocking=False)
 """
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="unverified: never got past `ray start` on the shared, overloaded machine (wt-serve-versions report)",
-)
 def test_replicas_scale_up_under_load_and_back_down(stack: LocalStack) -> None:
     settings = Settings(artifact_uri=stack.env().get("TRAINYARD_ARTIFACT_URI") or Settings().artifact_uri)
     s3 = stack.s3_client()
