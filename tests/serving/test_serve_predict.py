@@ -81,6 +81,7 @@ def deployed(ray_stack: LocalStack) -> Iterator[str]:
     # The offline ImageNet body: a randomly initialised one maps every image to the same features.
     weights = local_pretrained_weights("efficientnet_lite0")
     model = build_classifier("efficientnet_lite0", len(CLASSES), weights=weights).eval()
+    ray_stack.migrate_store()  # the store's tables come from the migrations, as before any API starts
     store = JobStore.from_url(ray_stack.database_url)
     job, _ = store.create_job(JobParams(dataset_uri="s3://hot-path/none", image_size=32))
     uri = publish_model(s3, settings, job.id, model, "efficientnet_lite0", CLASSES, 32, {})
