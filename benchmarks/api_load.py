@@ -177,6 +177,16 @@ def _free_port() -> int:
 
 
 def _start_api(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The API on a fresh store, migrated as the stack does; its admin key goes to the clients (TRAINYARD_API_KEY)."""
+    from core.migrate import migrate
+    from core.store import JobStore
+    from core.tenancy import Tenancy
+
+    database_url = f"sqlite:///{home / 'trainyard.db'}"
+    migrate(database_url)
+    store = JobStore.from_url(database_url)
+    _, os.environ["TRAINYARD_API_KEY"] = Tenancy(store.engine).create_key("admin", admin=True)
+    store.engine.dispose()
     port = _free_port()
     code = (
         f"from benchmarks.api_load import _serve_api; from pathlib import Path; _serve_api(Path({str(home)!r}), {port})"
