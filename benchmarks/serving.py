@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import Request  # module level: the naive app's postponed annotation resolves here
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ print(deploy_model(s3_client(), get_settings(), sys.argv[1], sys.argv[2]))
 def naive_app(artifact: Path) -> Any:
     """FastAPI + torch, one process, the forward on the event loop, no batching, torch's default threads."""
     import torch
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
 
     from core.artifact import load_artifact
     from core.images import decode_image, eval_tensor, normalize
@@ -251,14 +252,6 @@ def _wait_ready(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
-def api_headers(api_url: str) -> dict[str, str]:
-    """The same key the SDK would send (TRAINYARD_API_KEY, config file or the local stack's admin key)."""
-    from trainyard.config import ClientConfig
-
-    key = ClientConfig.resolve(url=api_url).api_key
-    return {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
-
-
 def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
 
@@ -329,7 +322,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         targets = {
             "API": (
                 f"{stack.config.api_url}/v1/models/{MODEL_ID}/predict",
-                {"content-type": "image/jpeg"} | api_headers(stack.config.api_url),
+                {"content-type": "image/jpeg"} | stack.api_headers(),  # the benchmark's own stack's admin key
             ),
             "Serve direct": (f"{stack.config.serve_url}/classify", serve_headers),
             "naive": (f"http://127.0.0.1:{port}/predict", {"content-type": "image/jpeg"}),
