@@ -12,10 +12,10 @@ import json
 import random
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from core.spec import JobParams, JobStatus, Phase
 
+_T = TypeVar("_T")
 TERMINAL = [s.value for s in JobStatus if s.terminal]
 ResultField = Literal["dataset", "lr_sweep", "training", "best", "evaluation", "artifacts", "cost"]
 
@@ -483,13 +484,16 @@ class JobStore:
     def succeed_with_model(self, job_id: str, model: ModelRecord) -> bool:
         """Mark the job succeeded and list its model, in one transaction: a job cancelled meanwhile gets neither,
         so a cancel that lands while the model deploys never leaves a listed model behind."""
-        with self._tx() as conn:
+
+        def succeed(conn: Connection) -> bool:
             values = {"status": JobStatus.succeeded.value, "phase": None, "progress": 1.0, "model_id": model.id}
             ok = self._transition(conn, job_id, values | {"finished_at": _now()})
             if ok:
-                conn.execute(models_table.insert().values(**model.model_dump()))
+                self._insert_model(conn, model)
                 self._event(conn, job_id, "succeeded", "job succeeded", {"model_id": model.id})
-        return ok
+            return ok
+
+        return self._numbered(succeed)
 
     def fail(self, job_id: str, code: str, message: str, phase: Phase | None = None) -> bool:
         with self._tx() as conn:
@@ -642,48 +646,41 @@ class JobStore:
 
     # --- models -------------------------------------------------------------------------------------
 
-    def add_model(self, model: ModelRecord) -> None:
-        """Insert a model; it belongs to its job's tenant unless the record names one."""
-        with self._tx() as conn:
-            values = model.model_dump()
-            if values["tenant"] is None:
-                values["tenant"] = conn.execute(
-                    sa.select(jobs_table.c.tenant).where(jobs_table.c.id == model.job_id)
-                ).scalar()
-            conn.execute(models_table.insert().values(**values))
+    def add_model(self, model: ModelRecord) -> ModelRecord:
+        """Insert a model; a named one as the next version of its name (see `_insert_model`)."""
+        return self._numbered(lambda conn: self._insert_model(conn, model))
 
-    def add_model_version(self, model: ModelRecord) -> ModelRecord:
-        """Insert a model as the next version of its name and move the name's `latest` alias to it.
-
-        An unnamed model is stored as is (no version, no alias). Versions are numbered per tenant and name; two
-        jobs of one name finishing together race for a number, and the unique (tenant, name, version) constraint
-        makes the loser retry.
-        """
-        name = model.name
-        if name is None:
-            self.add_model(model)
-            return model
-        if model.tenant is None:  # a model belongs to its job's tenant
-            with self.engine.connect() as conn:
-                tenant = conn.execute(sa.select(jobs_table.c.tenant).where(jobs_table.c.id == model.job_id)).scalar()
-            model = model.model_copy(update={"tenant": tenant})
+    def _numbered(self, write: Callable[[Connection], _T]) -> _T:
+        # Two jobs of one name finishing together race for a version number; the unique (tenant, name, version)
+        # constraint fails the loser's transaction, which runs again with the next number.
         for attempt in range(20):
             if attempt:
                 time.sleep(random.uniform(0, 0.01 * attempt))  # spread the losers of a race apart
             try:
                 with self._tx() as conn:
-                    top = conn.execute(
-                        sa.select(sa.func.max(models_table.c.version)).where(
-                            models_table.c.tenant == model.tenant, models_table.c.name == name
-                        )
-                    ).scalar()
-                    versioned = model.model_copy(update={"version": (top or 0) + 1})
-                    conn.execute(models_table.insert().values(**versioned.model_dump()))
-                    self._set_alias(conn, model.tenant, name, LATEST_ALIAS, model.id)
-                return versioned
+                    return write(conn)
             except sa.exc.IntegrityError:
                 continue
-        raise RuntimeError(f"could not number a new version of model {model.name!r}: too many concurrent writers")
+        raise RuntimeError("could not number a new model version: too many concurrent writers")
+
+    @staticmethod
+    def _insert_model(conn: Connection, model: ModelRecord) -> ModelRecord:
+        """The one way a model is stored: in its job's tenant (unless the record names one); a named model as the
+        next version of that name in its tenant, with the name's `latest` alias moved to it."""
+        if model.tenant is None:
+            tenant = conn.execute(sa.select(jobs_table.c.tenant).where(jobs_table.c.id == model.job_id)).scalar()
+            model = model.model_copy(update={"tenant": tenant})
+        if model.name is not None:
+            top = conn.execute(
+                sa.select(sa.func.max(models_table.c.version)).where(
+                    models_table.c.tenant == model.tenant, models_table.c.name == model.name
+                )
+            ).scalar()
+            model = model.model_copy(update={"version": (top or 0) + 1})
+        conn.execute(models_table.insert().values(**model.model_dump()))
+        if model.name is not None:
+            JobStore._set_alias(conn, model.tenant, model.name, LATEST_ALIAS, model.id)
+        return model
 
     def get_model(self, model_id: str) -> ModelRecord | None:
         with self.engine.connect() as conn:

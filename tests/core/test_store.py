@@ -227,26 +227,26 @@ def test_versions_racing_for_one_name_get_distinct_numbers_and_latest_is_the_top
 
     models = [_named_model(store, "pets") for _ in range(8)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        versions = sorted(v.version or 0 for v in pool.map(store.add_model_version, models))
+        versions = sorted(v.version or 0 for v in pool.map(store.add_model, models))
     assert versions == list(range(1, 9))
     latest = store.get_model_by_alias("pets", "latest", "team-a")
     assert latest is not None and latest.version == 8
-    unnamed = store.add_model_version(_named_model(store, None))
+    unnamed = store.add_model(_named_model(store, None))
     assert unnamed.version is None and store.model_aliases().get(unnamed.id) is None
 
 
 def test_deleting_the_latest_version_moves_latest_back_and_keeps_its_number(store: JobStore) -> None:
-    first = store.add_model_version(_named_model(store, "pets"))
-    second = store.add_model_version(_named_model(store, "pets"))
+    first = store.add_model(_named_model(store, "pets"))
+    second = store.add_model(_named_model(store, "pets"))
     assert store.delete_model(second.id) and not store.delete_model(second.id)
     assert store.get_model(second.id) is None and [m.id for m in store.list_models()] == [first.id]
     assert store.model_aliases() == {first.id: ["latest"]}
-    assert store.add_model_version(_named_model(store, "pets")).version == 3
+    assert store.add_model(_named_model(store, "pets")).version == 3
 
 
 def test_each_tenant_numbers_and_aliases_its_own_names(store: JobStore) -> None:
-    ours = store.add_model_version(_named_model(store, "pets", tenant="team-a"))
-    theirs = store.add_model_version(_named_model(store, "pets", tenant="team-b"))
+    ours = store.add_model(_named_model(store, "pets", tenant="team-a"))
+    theirs = store.add_model(_named_model(store, "pets", tenant="team-b"))
     assert ours.version == theirs.version == 1  # one name, two tenants: two version 1s
     store.set_alias("pets", "production", theirs.id, "team-b")
     assert store.get_model_by_alias("pets", "production", "team-a") is None  # team-b's alias is not team-a's
@@ -254,3 +254,15 @@ def test_each_tenant_numbers_and_aliases_its_own_names(store: JobStore) -> None:
     assert latest_a is not None and latest_a.id == ours.id
     assert store.get_model_version("pets", 1, "team-b").id == theirs.id  # type: ignore[union-attr]
     assert not store.model_name_exists("pets", "team-c")
+
+
+def test_a_succeeding_job_lists_its_model_in_its_tenant_as_the_next_version(store: JobStore) -> None:
+    # What the driver does at the end of a job: the model must land in the job's tenant, numbered, as `latest`.
+    first = store.add_model(_named_model(store, "pets"))
+    model = _named_model(store, "pets")
+    store.set_phase(model.job_id, Phase.deploying, 0.95)
+    assert store.succeed_with_model(model.job_id, model)
+    stored = store.get_model(model.id)
+    assert stored is not None and stored.tenant == "team-a" and stored.version == (first.version or 0) + 1
+    latest = store.get_model_by_alias("pets", "latest", "team-a")
+    assert latest is not None and latest.id == model.id

@@ -108,7 +108,7 @@ def publish_version(stack: LocalStack, store: JobStore, name: str, classes: list
         created_at=datetime.now(UTC),
         name=name,
     )
-    return store.add_model_version(record)
+    return store.add_model(record)
 
 
 def top_label(api: httpx.Client, ref: str) -> str:

@@ -35,7 +35,7 @@ def add_version(api: Api, s3: Any, name: str | None, accuracy: float) -> ModelRe
         created_at=datetime.now(UTC),
         name=name,
     )
-    return api.store.add_model_version(record)
+    return api.store.add_model(record)
 
 
 @pytest.fixture

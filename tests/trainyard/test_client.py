@@ -99,7 +99,7 @@ def test_predict_on_an_unknown_model_is_not_found(client: Client) -> None:
 def test_versions_and_alias_moves(client: Client, live_api: LiveApi) -> None:
     for _ in range(2):
         job, _ = live_api.store.create_job(JobParams(dataset_uri="s3://bucket/pets", name="pets"), tenant="admin")
-        live_api.store.add_model_version(
+        live_api.store.add_model(
             ModelRecord(
                 id=job.id.replace("job-", "mdl-", 1),
                 job_id=job.id,
