@@ -167,7 +167,7 @@ def _serve_api(home: Path, port: int) -> None:
 
     settings = Settings(home=home, database_url=f"sqlite:///{home / 'trainyard.db'}")
     app = create_app(settings, launcher=HoldingLauncher())
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_keep_alive=75)
 
 
 def _free_port() -> int:

@@ -203,6 +203,10 @@ class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with a different request body."""
 
 
+def _of_tenant(tenant: str | None) -> sa.ColumnElement[bool]:
+    return jobs_table.c.tenant.is_(None) if tenant is None else jobs_table.c.tenant == tenant
+
+
 def _alias_tenant(tenant: str | None) -> str:
     # Alias rows key on the tenant; models stored before tenants existed have none.
     return tenant or ""
@@ -374,7 +378,31 @@ class JobStore:
 
     def launched_jobs(self) -> list[JobRecord]:
         """Jobs holding a quota slot: handed to Ray (queued there or running) and not finished."""
+        return self._launched(sa.true())
+
+    def launched_jobs_of(self, tenant: str | None) -> list[JobRecord]:
+        """One tenant's jobs holding a quota slot (at most its quota, so cheap to read on every POST)."""
+        return self._launched(_of_tenant(tenant))
+
+    def queue_head_of(self, tenant: str | None, limit: int) -> list[JobRecord]:
+        """The oldest `limit` of one tenant's unlaunched jobs, oldest first."""
+        query = (
+            sa.select(jobs_table)
+            .where(
+                _of_tenant(tenant),
+                jobs_table.c.status == JobStatus.queued.value,
+                jobs_table.c.launched_at.is_(None),
+            )
+            .order_by(jobs_table.c.created_at, jobs_table.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._job(r._mapping) for r in rows]
+
+    def _launched(self, where: sa.ColumnElement[bool]) -> list[JobRecord]:
         query = sa.select(jobs_table).where(
+            where,
             jobs_table.c.status.in_([JobStatus.queued.value, JobStatus.running.value]),
             sa.or_(jobs_table.c.launched_at.is_not(None), jobs_table.c.status == JobStatus.running.value),
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -77,10 +77,18 @@ class JobPublic(BaseModel):
             artifacts={name: artifact_url(public_url, job.id, name) for name in job.artifacts or {}},
             model=model,
             error=job.error,
-            waiting=JobWaiting.model_validate(job.waiting) if job.waiting else None,
+            waiting=_waiting_now(job.waiting) if job.waiting else None,
             cost=JobCost.model_validate(job.cost) if job.cost else None,
             attempt=job.attempt,
         )
+
+
+def _waiting_now(stored: dict[str, Any]) -> JobWaiting:
+    """The stored wait with waited_s as of now: the store is written when the reason changes, not every second."""
+    waiting = JobWaiting.model_validate(stored)
+    since = waiting.since if waiting.since.tzinfo else waiting.since.replace(tzinfo=UTC)
+    waited = (datetime.now(UTC) - since).total_seconds()
+    return waiting.model_copy(update={"waited_s": round(max(waiting.waited_s, waited), 1)})
 
 
 class JobList(BaseModel):

@@ -394,6 +394,9 @@ class LocalStack:
         argv = [
             sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app",
             "--host", LOOPBACK, "--port", str(self.config.api_port), "--no-access-log",
+            # Longer than clients keep idle connections (httpx: 5 s, uvicorn's own default): a server closing
+            # at the same moment a client reuses the connection is a ReadError under load.
+            "--timeout-keep-alive", "75",
         ]  # fmt: skip
         self._spawn("api", argv)
         wait_http(f"{self.config.api_url}/healthz", "API", timeout=60)

@@ -57,7 +57,7 @@ def _launch(dispatcher: Dispatcher, store: JobStore, job: JobRecord, principal: 
     """Hand the queued job to the quota gate; returns it as it stands (waiting for its turn, or launched)."""
     # The job is already safe in the store; whatever happens here, the reconciler launches it later.
     try:
-        if job.id not in dispatcher.run_once():
+        if not dispatcher.admit(job):
             return _get_job(store, job.id, principal)  # it waits for its turn: show why
     except Exception:
         logger.exception("launching job %s failed; it stays queued and will be retried", job.id)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra.local.sample_data import make_shapes, upload_folder
-from infra.local.stack import LocalStack, StackConfig, main
+from infra.local.stack import LOOPBACK, LocalStack, StackConfig, main
 
 
 def test_uploading_the_same_folder_again_sends_nothing(s3: Any, tmp_path: Path) -> None:
@@ -109,6 +111,13 @@ def test_the_stack_makes_an_admin_key_that_its_api_the_sdk_and_the_cli_use(
         with stack.api_client() as api:
             assert api.get("/v1/jobs").status_code == 200
             assert api.get("/v1/jobs", headers={"Authorization": ""}).status_code == 401
+        # It keeps an idle connection open longer than clients keep theirs (httpx: 5 s): with both at 5 s, the
+        # load benchmark's clients reused connections the server was closing and got ReadErrors.
+        with socket.create_connection((LOOPBACK, stack.config.api_port)) as conn:
+            for idle_s in (6, 0):
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n")
+                assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+                time.sleep(idle_s)
         # A client that knows only the stack's home finds the key there, as `trainyard` does after `up`.
         for name in ("TRAINYARD_API_KEY", "TRAINYARD_URL"):
             monkeypatch.delenv(name, raising=False)
