@@ -5,12 +5,12 @@
 batch is every other image of the 1-worker run's k-th batch, and each image's random crop is seeded by
 (seed, epoch, image), not by rank. DDP averages the two ranks' mean-loss gradients, which is the gradient of
 the mean loss over the whole batch. What still differs (see `jobs.train_loop`): batch-norm statistics over 8
-images per forward instead of 16, the head's dropout masks, float summation order.
+images per forward instead of 16, the dropout and drop-connect masks, float summation order.
 
-Before `batch_size` was global, the same two jobs (2 x 8 and 1 x 16) ended at 0.900 and 0.667 validation
-accuracy: the head-only epoch ran at batch 8 (6 steps) in one and 16 (3 steps) in the other, and with one
-head-only epoch the heads sat so near chance (validation loss 0.82 vs 0.97, ln 3 = 1.10) that the unfrozen
-epochs' small differences flipped many predictions.
+Before `batch_size` was global, the same kind of pair (2 x 8 and 1 x 16, one head-only epoch) ended at 0.900 and
+0.667 validation accuracy: the head-only epoch ran at batch 8 (6 steps) in one and 16 (3 steps) in the other,
+leaving heads at validation loss 0.82 and 0.97 (ln 3 = 1.10), so near chance that the unfrozen epochs' small
+differences flipped 7 of 30 predictions. benchmarks/README.md (issue 7) has the numbers.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from trainyard.client import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# A fixed LR, every epoch run (no early stopping), nothing deployed: both jobs train the same schedule. Enough
-# head-only epochs that the head has learned (its predictions are not near ties, where noise flips them).
+# A fixed LR, every epoch run (no early stopping), nothing deployed: both jobs train the same schedule. Five
+# head-only epochs, so the unfrozen epoch starts from a head that has learned (with one, heads sat near chance).
 COMMON = {
     "image_size": 32,
     "batch_size": 16,
@@ -39,14 +39,13 @@ COMMON = {
     "seed": 0,
 }
 VALID_PER_CLASS = 10
-# Measured on this data (2 cores, CPU): the unfrozen epoch ended at validation loss 0.5565 with 2 workers and
-# 0.5578 with 1 (0.0013 apart), accuracy 22 and 23 of 30: BN statistics and dropout masks are all that differ.
-# The old per-worker batch_size (2 x 16 against 1 x 16: 2 steps an epoch against 3) moves this loss by ~0.023
-# (measured in one process: 0.528 at batch 32 against 0.551 at 16), so 0.01 catches a world-size dependent
-# schedule while leaving ~8x room for the noise. Accuracy moves in whole images: a head at loss ~0.55 has a few
-# validation images near a tie, so one or two of them may flip.
-LOSS_TOLERANCE = 0.01
-ACCURACY_TOLERANCE = 2 / (3 * VALID_PER_CLASS) + 1e-6
+# Measured on this data (2 cores, CPU): after the unfrozen epoch, validation loss 0.5565 with 2 workers and
+# 0.5578 with 1, accuracy 22 and 23 of 30. The noise a tolerance has to allow, measured in one process with
+# 1 worker and only the dropout seed changed (0, 1, 2): loss 0.551, 0.554, 0.542 and accuracy 22, 24, 25 of 30:
+# a head at loss ~0.55 has several validation images near a tie. So: the loss within 0.03 and accuracy within
+# three images; what is exact (the head-only epochs) is compared exactly.
+LOSS_TOLERANCE = 0.03
+ACCURACY_TOLERANCE = 3 / (3 * VALID_PER_CLASS) + 1e-4
 
 
 @pytest.fixture(scope="module")
