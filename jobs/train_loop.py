@@ -6,8 +6,9 @@ equal length so every rank runs the same number of steps). Rank r's k-th batch i
 one-worker run's k-th batch, so 1 and N workers take the same steps over the same batches at the same LRs, and
 each image's random augmentation is seeded by (seed, epoch, image), not by rank. What still depends on the
 number of workers: batch-norm statistics over `batch_size // world` images per forward (CPU has no
-SyncBatchNorm), the head's dropout masks, and float summation order. Each rank validates on its slice of the
-validation set, and the exact global metrics come from an all-reduce of sums: no padded duplicates.
+SyncBatchNorm), the dropout and drop-connect masks, and float summation order (benchmarks/README.md, issue 7).
+Each rank validates on its slice of the validation set, and the exact global metrics come from an all-reduce
+of sums: no padded duplicates.
 Rank 0 checkpoints model, optimizer and schedule every epoch, so a restarted worker group resumes, and
 saves that epoch's validation logits beside it: the job's final evaluation reads them instead of running
 the validation set through the model once more.
