@@ -177,7 +177,14 @@ class JobParams(BaseModel):
         description="test-time augmentation at evaluation: average predictions over flips and crops "
         "(reported as tta_accuracy beside the plain accuracy)",
     )
-    batch_size: int = Field(default=32, ge=1, le=1024, description="per-worker batch size")
+    batch_size: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="global batch size: the head-only epochs and the LR sweep use it whole; unfrozen training "
+        "splits it evenly across the num_workers workers (batch_size // num_workers each), so the number of steps "
+        "and the schedule do not depend on the number of workers",
+    )
     image_size: int = Field(default=224, ge=32, le=1024, description="training and serving resolution (px)")
     num_workers: int = Field(default=2, ge=1, le=256, description="Ray Train workers (one per GPU)")
     patience: int | None = Field(
@@ -199,6 +206,18 @@ class JobParams(BaseModel):
         description="share of each class carved (seeded by `seed`) from the training images into a validation "
         "split when the dataset has none",
     )
+
+    # A field validator (not a model validator) so the error names the field to fix.
+    @field_validator("num_workers")
+    @classmethod
+    def _at_most_batch_size(cls, value: int, info: ValidationInfo) -> int:
+        batch_size = info.data.get("batch_size")
+        if batch_size is not None and value > batch_size:
+            raise ValueError(
+                f"must be at most batch_size ({batch_size}), got {value}: batch_size is the global batch, split "
+                "across the workers; raise batch_size or lower num_workers"
+            )
+        return value
 
 
 class JobWaiting(BaseModel):

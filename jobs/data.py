@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -52,6 +53,11 @@ def presized_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
 class ImageItems(Dataset[tuple[torch.Tensor, int]]):
     """(uint8 CHW image, label) pairs; normalisation happens on the batch, on the training device.
 
+    With `augment_seed` set, each training image's random augmentation is drawn from its own generator seeded by
+    (augment_seed, index): the same image gets the same crop in an epoch whichever worker, batch or position
+    it lands in, so the augmentation does not depend on the number of workers. Unset, it draws from torch's
+    global generator.
+
     `cache_bytes` > 0 keeps each decoded image (presized, or the final eval crop) in memory until that many
     bytes are held: a worker with DataLoader worker processes gets a copy per process, so use it with none.
     """
@@ -74,6 +80,7 @@ class ImageItems(Dataset[tuple[torch.Tensor, int]]):
         self.cached: dict[int, torch.Tensor] = {}
         self.held = 0
         self.decodes = 0
+        self.augment_seed: int | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -92,4 +99,16 @@ class ImageItems(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         tensor = self._decoded(index)
-        return self.transform(tensor) if self.transform else tensor, self.labels[index]
+        if self.transform is None:
+            return tensor, self.labels[index]
+        if self.augment_seed is None:
+            return self.transform(tensor), self.labels[index]
+        # torchvision's transforms draw from the global generator: fork it, so seeding here touches nothing else.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.augment_seed, index))
+            return self.transform(tensor), self.labels[index]
+
+
+def _mix(seed: int, index: int) -> int:
+    """One 63-bit seed per (seed, index), so neighbouring images and epochs get unrelated streams."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]) >> 1

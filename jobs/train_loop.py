@@ -1,8 +1,14 @@
 """What each Ray Train worker runs: unfrozen fine-tuning with DDP, one-cycle and discriminative LRs.
 
-Every worker reads its own disjoint shard of the training set each epoch (a seeded permutation split by
-rank, cut to equal length so every rank runs the same number of steps), validates on its slice of the
-validation set, and the exact global metrics come from an all-reduce of sums: no padded duplicates.
+The job's `batch_size` is the global batch: each of the `world` workers takes `batch_size // world` images
+a step, its own disjoint shard of the training set each epoch (a seeded permutation dealt out by rank, cut to
+equal length so every rank runs the same number of steps). Rank r's k-th batch is every world-th image of the
+one-worker run's k-th batch, so 1 and N workers take the same steps over the same batches at the same LRs, and
+each image's random augmentation is seeded by (seed, epoch, image), not by rank. What still depends on the
+number of workers: batch-norm statistics over `batch_size // world` images per forward (CPU has no
+SyncBatchNorm), the dropout and drop-connect masks, and float summation order (benchmarks/README.md, issue 7).
+Each rank validates on its slice of the validation set, and the exact global metrics come from an all-reduce
+of sums: no padded duplicates.
 Rank 0 checkpoints model, optimizer and schedule every epoch, so a restarted worker group resumes, and
 saves that epoch's validation logits beside it: the job's final evaluation reads them instead of running
 the validation set through the model once more.
@@ -63,7 +69,7 @@ class TrainLoopConfig(BaseModel):
     arch: str
     weights_uri: str | None
     image_size: int
-    batch_size: int
+    batch_size: int  # global: split across the workers
     epochs: int
     head_lr: float
     body_lr: float
@@ -90,9 +96,14 @@ class EarlyStopping(BaseModel):
         return False
 
 
-def trial_steps(train_images: int, world: int, batch_size: int, steps_per_epoch: int, trial_images: int) -> int:
+def worker_batch_size(batch_size: int, world: int) -> int:
+    """Each worker's share of the global batch (the global batch is rounded down to a multiple of `world`)."""
+    return max(1, batch_size // world)
+
+
+def trial_steps(train_images: int, global_batch: int, steps_per_epoch: int, trial_images: int) -> int:
     """Steps of the first unfrozen epoch after which the trial validates (all of them: at the epoch's end)."""
-    return min(steps_per_epoch, max(1, math.ceil(min(trial_images, train_images) / (batch_size * world))))
+    return min(steps_per_epoch, max(1, math.ceil(min(trial_images, train_images) / global_batch)))
 
 
 def shard_indices(n: int, rank: int, world: int, seed: int) -> list[int]:
@@ -126,7 +137,7 @@ def evaluate_shard(
     model.eval()
     loss_sum, correct, count = 0.0, 0.0, 0.0
     chunks = []
-    loader = DataLoader(Subset(data, indices), batch_size=cfg.batch_size * 2, shuffle=False)
+    loader = DataLoader(Subset(data, indices), batch_size=cfg.batch_size, shuffle=False)
     for images, labels in loader:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(_batch(images, cfg.arch, device)).float()
@@ -207,7 +218,8 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     )
     valid_shard = list(range(rank, len(valid_data), world))
     per_rank = len(train_data) // world
-    steps_per_epoch = max(1, math.ceil(per_rank / cfg.batch_size))
+    batch_size = worker_batch_size(cfg.batch_size, world)
+    steps_per_epoch = max(1, math.ceil(per_rank / batch_size))
 
     # Discriminative LRs: the pretrained body moves far less than the new head.
     optimizer = torch.optim.AdamW(
@@ -243,13 +255,14 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     # the head-only weights (head_state). The head-only model itself was checkpointed by the driver.
     trial_at = None
     if first_epoch == 1 and cfg.patience is not None and cfg.baseline_valid_loss is not None:
-        trial_at = trial_steps(len(train_data), world, cfg.batch_size, steps_per_epoch, cfg.trial_images)
+        trial_at = trial_steps(len(train_data), batch_size * world, steps_per_epoch, cfg.trial_images)
 
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(first_epoch, cfg.epochs + 1):
         started = time.monotonic()
         shard = shard_indices(len(train_data), rank, world, cfg.seed * 1000 + epoch)
-        loader = DataLoader(Subset(train_data, shard), batch_size=cfg.batch_size, shuffle=False)
+        train_data.augment_seed = cfg.seed * 1000 + epoch
+        loader = DataLoader(Subset(train_data, shard), batch_size=batch_size, shuffle=False)
         ddp_model.train()
         loss_sum, seen = 0.0, 0
         for step, (images, labels) in enumerate(loader, start=1):

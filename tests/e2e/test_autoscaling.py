@@ -36,7 +36,7 @@ REQUEST = {
     "freeze_epochs": 0,
     "epochs": 1,
     "image_size": 32,
-    "batch_size": 4,
+    "batch_size": 8,  # global: 4 per worker
     "deploy": False,
 }
 

@@ -45,7 +45,7 @@ FAULT_DELAYS = {"worker_batch": 1.0, "fetching": 3.0, "lr_sweep": 3.0}
 JOB: dict[str, Any] = {
     "epochs": 2,
     "freeze_epochs": 1,
-    "batch_size": 4,
+    "batch_size": 8,  # global: 4 per worker
     "image_size": 32,
     "num_workers": 2,
     "lr": 0.01,

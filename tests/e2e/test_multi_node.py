@@ -26,7 +26,7 @@ REQUEST = {
     "dataset_uri": "s3://multi-node/shapes",
     "epochs": 1,
     "freeze_epochs": 1,
-    "batch_size": 8,
+    "batch_size": 16,  # global: 8 per worker
     "image_size": 32,
     "num_workers": 2,
 }

@@ -29,6 +29,28 @@ def test_training_images_are_decoded_once_and_augmented_every_epoch(tmp_path: Pa
     assert min(data.cached[0].shape[-2:]) == round(32 * PRESIZE_MARGIN)  # presized, with room for the crops
 
 
+def test_seeded_augmentation_depends_on_the_image_and_epoch_not_on_the_order_or_process(tmp_path: Path) -> None:
+    # What makes 1-worker and 2-worker training see the same crops: an image's augmentation is a function of
+    # (seed, epoch, image), not of which worker draws it or what that worker drew before.
+    root, paths, labels = _items(tmp_path)
+    forward = ImageItems(root, paths, labels, image_size=32, train=True)
+    backward = ImageItems(root, paths, labels, image_size=32, train=True)
+    forward.augment_seed = backward.augment_seed = 1001
+    torch.manual_seed(0)
+    in_order = [forward[i][0] for i in range(len(paths))]
+    torch.manual_seed(123)  # another worker's global generator state
+    reversed_order = [backward[i][0] for i in reversed(range(len(paths)))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(in_order, reversed_order, strict=True))
+    forward.augment_seed = 1002  # the next epoch: fresh crops
+    assert any(not torch.equal(a, forward[i][0]) for i, a in enumerate(in_order))
+    # Seeding an image's crop leaves the global generator where it was (dropout and the rest draw from it).
+    torch.manual_seed(5)
+    expected = torch.rand(1)
+    torch.manual_seed(5)
+    forward[0]
+    assert torch.equal(torch.rand(1), expected)
+
+
 def test_validation_images_are_cached_as_their_final_crop_and_the_cap_holds(tmp_path: Path) -> None:
     root, paths, labels = _items(tmp_path)
     data = ImageItems(root, paths, labels, image_size=32, train=False, cache_bytes=2 * 3 * 32 * 32)

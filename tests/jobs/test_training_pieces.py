@@ -5,10 +5,12 @@ import io
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
+from core.spec import JobParams
 from jobs.features import Features
 from jobs.stages.fine_tune import _gpu_failure_line, train_head
-from jobs.train_loop import MIN_DELTA, EarlyStopping, shard_indices, trial_steps
+from jobs.train_loop import MIN_DELTA, EarlyStopping, shard_indices, trial_steps, worker_batch_size
 
 
 def test_shards_are_disjoint_equal_and_change_every_epoch() -> None:
@@ -56,10 +58,33 @@ def test_early_stopping_counts_epochs_without_a_real_improvement() -> None:
 
 
 def test_the_unfrozen_trial_is_short_on_big_sets_and_the_whole_epoch_on_small_ones() -> None:
-    # 6,000 images on 2 workers at batch 32: 94 steps an epoch; the trial sees 512 images (8 steps).
-    assert trial_steps(6000, world=2, batch_size=32, steps_per_epoch=94, trial_images=512) == 8
+    # 6,000 images at a global batch of 64: 94 steps an epoch; the trial sees 512 images (8 steps).
+    assert trial_steps(6000, global_batch=64, steps_per_epoch=94, trial_images=512) == 8
     # 245 images: 4 steps an epoch, shorter than a trial: the trial is the epoch, checked at its end.
-    assert trial_steps(245, world=2, batch_size=32, steps_per_epoch=4, trial_images=512) == 4
+    assert trial_steps(245, global_batch=64, steps_per_epoch=4, trial_images=512) == 4
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_the_workers_batches_together_are_the_one_worker_batches(world: int) -> None:
+    # batch_size is global: world workers at batch_size // world each take, step by step, exactly the images
+    # one worker takes at batch_size, so the two runs make the same optimizer steps over the same batches.
+    n, global_batch, seed = 96, 12, 1001
+    (single,) = [shard_indices(n, 0, 1, seed)]
+    per_worker = worker_batch_size(global_batch, world)
+    shards = [shard_indices(n, rank, world, seed) for rank in range(world)]
+    steps = len(shards[0]) // per_worker
+    assert steps == n // global_batch
+    for step in range(steps):
+        together = {i for shard in shards for i in shard[step * per_worker : (step + 1) * per_worker]}
+        assert together == set(single[step * global_batch : (step + 1) * global_batch])
+
+
+def test_a_global_batch_smaller_than_the_workers_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError) as error:
+        JobParams(dataset_uri="s3://bucket/data", batch_size=2, num_workers=4)
+    (problem,) = error.value.errors()
+    assert problem["loc"] == ("num_workers",) and "batch_size" in problem["msg"]
+    assert worker_batch_size(64, 2) == 32 and worker_batch_size(10, 3) == 3
 
 
 def test_head_result_carries_its_validation_logits() -> None:

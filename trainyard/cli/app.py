@@ -116,7 +116,7 @@ def submit(
     epochs: Annotated[int | None, typer.Option(help="epochs with the whole network unfrozen")] = None,
     freeze_epochs: Annotated[int | None, typer.Option(help="head-only epochs on cached features")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate; default: pick it by an LR range test")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="per-worker batch size")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="global batch size, split across the training workers")] = None,
     image_size: Annotated[int | None, typer.Option(help="training and serving resolution (px)")] = None,
     num_workers: Annotated[int | None, typer.Option(help="Ray Train workers (one per GPU)")] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="train on GPUs")] = False,
