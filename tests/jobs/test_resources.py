@@ -43,7 +43,9 @@ def test_cpu_workers_count_every_cpu_of_every_node_type() -> None:
 
 def test_node_types_without_limits_only_price_and_never_refuse() -> None:
     unlimited = {"gpu": NodeType(resources={"CPU": 4, "GPU": 1}, usd_per_hour=1.0)}
-    check_cluster_fits(job(use_gpu=True, num_workers=64, batch_size=256), Settings(fixed_cluster=False, node_types=unlimited))
+    check_cluster_fits(
+        job(use_gpu=True, num_workers=64, batch_size=256), Settings(fixed_cluster=False, node_types=unlimited)
+    )
 
 
 def test_the_waiting_message_says_what_and_how_long() -> None:
