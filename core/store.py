@@ -642,9 +642,17 @@ class JobStore:
             found[row.job_id].append(row.metrics)
         return found
 
-    def add_event(self, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+    def add_event(self, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> bool:
+        """Log an event of a job that has not ended; once it has, nothing is written and the answer is False.
+
+        A cancel is a job's last word: a driver finishing a stage in the moment between the cancel and Ray
+        stopping it (an evaluation from saved logits takes milliseconds) must not log after it.
+        """
         with self._tx() as conn:
+            if not self._transition(conn, job_id, {}):  # takes the write lock, so no cancel lands in between
+                return False
             self._event(conn, job_id, kind, message, data)
+        return True
 
     def events(self, job_id: str, after: int = 0) -> list[EventRecord]:
         with self.engine.connect() as conn:

@@ -275,3 +275,13 @@ def test_sqlite_commits_in_wal_mode_without_an_fsync_each(tmp_path: Path) -> Non
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     engine.dispose()
+
+
+def test_a_cancel_is_a_jobs_last_event(store: JobStore) -> None:
+    # The driver of a cancelled job may finish a stage before Ray stops it; what it logs then must not land.
+    job, _ = store.create_job(params(name="raced"))
+    store.set_phase(job.id, Phase.evaluating, 0.9)
+    assert store.add_event(job.id, "note", "while running")
+    assert store.cancel(job.id)
+    assert store.add_event(job.id, "evaluated", "after the cancel") is False
+    assert [e.kind for e in store.events(job.id)][-1] == "cancelled"
