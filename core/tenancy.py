@@ -81,10 +81,8 @@ class Tenancy:
 
     def ensure_tenant(self, name: str) -> Tenant:
         check_tenant_name(name)
-        with self.engine.begin() as conn:
-            exists = conn.execute(sa.select(tenants_table.c.name).where(tenants_table.c.name == name)).first()
-            if exists is None:
-                conn.execute(tenants_table.insert().values(name=name, created_at=datetime.now(UTC)))
+        if self.get_tenant(name) is None:
+            self._insert_once(tenants_table.insert().values(name=name, created_at=datetime.now(UTC)))
         tenant = self.get_tenant(name)
         assert tenant is not None
         return tenant
@@ -125,19 +123,26 @@ class Tenancy:
         """Store a key generated elsewhere (the local stack's bootstrap file); a key stored already is kept."""
         self.ensure_tenant(tenant)
         digest = hash_key(key)
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(api_keys_table).where(api_keys_table.c.key_hash == digest)).first()
-            if row is not None:
-                return _api_key(row)
-            key_id = new_id("key")
-            conn.execute(
-                api_keys_table.insert().values(
-                    id=key_id, tenant=tenant, key_hash=digest, admin=admin, created_at=datetime.now(UTC)
-                )
+        self._insert_once(
+            api_keys_table.insert().values(
+                id=new_id("key"), tenant=tenant, key_hash=digest, admin=admin, created_at=datetime.now(UTC)
             )
-        found = self.key_by_id(key_id)
-        assert found is not None
-        return found
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(api_keys_table).where(api_keys_table.c.key_hash == digest)).one()
+        return _api_key(row)
+
+    def _insert_once(self, insert: sa.Insert) -> None:
+        """Insert a row whose unique key may be there already: kept as it is if so.
+
+        Checking first and inserting after is a race when API replicas start together on one store (each
+        registers the bootstrap key): the loser's duplicate-key error made its start-up fail.
+        """
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert)
+        except sa.exc.IntegrityError:
+            pass
 
     def key_by_id(self, key_id: str) -> ApiKey | None:
         with self.engine.connect() as conn:

@@ -285,3 +285,24 @@ def test_a_cancel_is_a_jobs_last_event(store: JobStore) -> None:
     assert store.cancel(job.id)
     assert store.add_event(job.id, "evaluated", "after the cancel") is False
     assert [e.kind for e in store.events(job.id)][-1] == "cancelled"
+
+
+def test_replicas_starting_together_register_the_same_bootstrap_key_without_failing(store: JobStore) -> None:
+    # Each API process registers the stack's key at start-up; a check-then-insert let the loser of the race die
+    # with a duplicate-key error (two uvicorn APIs on one PostgreSQL, tests/service/test_two_apis_one_store.py).
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from core.tenancy import Tenancy, new_key
+
+    key, starting = new_key(), Barrier(8)
+
+    def start_up(_: int) -> str:
+        tenancy = Tenancy(store.engine)
+        starting.wait()
+        return tenancy.register_key(key, "ops", admin=True).id
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(start_up, range(8)))
+    assert len(ids) == 1
+    assert [k.id for k in Tenancy(store.engine).list_keys("ops")] == list(ids)

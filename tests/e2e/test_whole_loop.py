@@ -102,7 +102,9 @@ def finished(api_stack: LocalStack, api: httpx.Client, datasets: dict[str, str])
     api_stack.stop_api()
     api_stack.start_api()  # a new API process, same store: the job must carry on untouched
     after_restart = api.get(f"/v1/jobs/{job_id}").json()
-    assert after_restart["status"] == "running"
+    # Still running, or (its last epochs are short) finished while the API was down: never failed or restarted
+    # by the new API; test_job_succeeds_* checks the run's epochs and events happened once.
+    assert after_restart["status"] in ("running", "succeeded"), after_restart["error"]
 
     done = _wait(api, job_id, 600, until=("succeeded", "failed", "cancelled"))
     failed = {name: _wait(api, jid, 300, until=("succeeded", "failed", "cancelled")) for name, jid in failing.items()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import http.client
 import time
 from pathlib import Path
 from typing import Any
@@ -113,11 +113,12 @@ def test_the_stack_makes_an_admin_key_that_its_api_the_sdk_and_the_cli_use(
             assert api.get("/v1/jobs", headers={"Authorization": ""}).status_code == 401
         # It keeps an idle connection open longer than clients keep theirs (httpx: 5 s): with both at 5 s, the
         # load benchmark's clients reused connections the server was closing and got ReadErrors.
-        with socket.create_connection((LOOPBACK, stack.config.api_port)) as conn:
-            for idle_s in (6, 0):
-                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n")
-                assert conn.recv(4096).startswith(b"HTTP/1.1 200")
-                time.sleep(idle_s)
+        connection = http.client.HTTPConnection(LOOPBACK, stack.config.api_port, timeout=10)
+        for idle_s in (6, 0):
+            connection.request("GET", "/healthz")  # on the same connection: a closed one raises here
+            assert connection.getresponse().read() == b'{"status":"ok"}'
+            time.sleep(idle_s)
+        connection.close()
         # A client that knows only the stack's home finds the key there, as `trainyard` does after `up`.
         for name in ("TRAINYARD_API_KEY", "TRAINYARD_URL"):
             monkeypatch.delenv(name, raising=False)
