@@ -2,7 +2,7 @@
 
 A request names its model with Serve's multiplexing header (`serve_multiplexed_model_id`), so one
 deployment serves all models: replicas load models on demand (LRU), Serve routes requests to replicas
-that already hold the model, and `@serve.batch` gathers concurrent requests into one forward pass.
+that already hold the model, and a batcher (`serving/batcher.py`) gathers concurrent requests into one forward pass.
 
     POST /classify          one image: the raw body or multipart field `file`
     POST /classify/batch    several images: multipart, one file part per image (field `files`), in order
