@@ -85,11 +85,15 @@ def raw_rows(artifact: Path, image: bytes, batches: list[int], seconds: float) -
     from core.artifact import load_artifact
     from serving import inference
 
-    threads = inference.replica_threads(None)
-    torch.set_num_threads(threads)
     rows: dict[str, dict[str, float]] = {}
     meta, _ = load_artifact(artifact.read_bytes())
-    for layout, channels_last in (("contiguous", False), ("channels-last", True)):
+    # The replica's threads (all but one core when it reserved none) and every core: the limit is the best of both.
+    for threads, layout, channels_last in [
+        (threads, layout, channels_last)
+        for threads in sorted({inference.replica_threads(None), len(os.sched_getaffinity(0))})
+        for layout, channels_last in (("contiguous", False), ("channels-last", True))
+    ]:
+        torch.set_num_threads(threads)
         _, loaded = load_artifact(artifact.read_bytes())  # a fresh copy: `prepare` converts the module in place
         model = inference.prepare(loaded, channels_last)
 
@@ -106,7 +110,7 @@ def raw_rows(artifact: Path, image: bytes, batches: list[int], seconds: float) -
                 started = time.perf_counter()
                 step(batch)
                 times.append(time.perf_counter() - started)
-            rows[f"raw {layout} batch {batch}"] = {
+            rows[f"raw {layout} {threads}t batch {batch}"] = {
                 "threads": threads,
                 "requests": len(times) * batch,
                 "p50_ms": round(statistics.median(times) * 1000, 1),

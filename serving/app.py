@@ -2,7 +2,7 @@
 
 A request names its model with Serve's multiplexing header (`serve_multiplexed_model_id`), so one
 deployment serves all models: replicas load models on demand (LRU), Serve routes requests to replicas
-that already hold the model, and `@serve.batch` gathers concurrent requests into one forward pass.
+that already hold the model, and a batcher (`serving/batcher.py`) gathers concurrent requests into one forward pass.
 
     POST /classify          one image: the raw body or multipart field `file`
     POST /classify/batch    several images: multipart, one file part per image (field `files`), in order
@@ -10,8 +10,9 @@ that already hold the model, and `@serve.batch` gathers concurrent requests into
 
 The hot path keeps the event loop free for accepting and batching: decoding and resizing run in a pool as
 wide as the replica's torch threads, the forward in its own thread. A batch starts the moment the replica
-is free (no batch wait): requests that arrive during a forward form the next batch, so a lone request
-never waits for company and a busy replica still runs full batches. Every answer says where its time went.
+is free (no batch wait; `serving/batcher.py`, not `@serve.batch`, which formed batches of one): requests that
+arrive during a forward form the next batch, so a lone request never waits for company and a busy replica
+still runs full batches. Every answer says where its time went.
 
     serve run serving.app:build_app        # or through a Serve config file / a KubeRay RayService
 """
@@ -39,6 +40,7 @@ from core.runtime_env import TORCH_MALLOC_ENV
 from core.s3 import s3_client
 from core.settings import get_settings
 from serving import inference
+from serving.batcher import DrainingBatcher
 from serving.limits import MULTIPART_OVERHEAD, is_multipart, is_unsupported, unsupported_message
 from serving.registry import ArtifactMissing, ModelNotFound, pointer_uri, read_artifact, read_pointer
 from serving.replica_models import ReplicaModels
@@ -55,7 +57,7 @@ class AppArgs(BaseModel):
     # Rows in one forward (a `tta=true` image counts twice). 32 was the fastest batch of the raw model on 2
     # cores (FIELD-NOTES); a predict:batch request must fit in one.
     max_batch_size: int = Field(default=32, ge=1, le=256)
-    # 0: never wait for a batch to fill. While a forward runs the queue fills by itself.
+    # 0: an idle replica never waits for a batch to fill; while a forward runs the queue fills by itself.
     batch_wait_timeout_s: float = Field(default=0.0, ge=0, le=1)
     # Torch threads; None: the CPUs Ray gave the replica, or the node's CPUs when it reserved none.
     num_threads: int | None = Field(default=None, ge=1, le=64)
@@ -115,10 +117,6 @@ def error(status: int, code: str, message: str, field: str | None = None) -> JSO
     return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status_code=status)
 
 
-def _rows(items: list[BatchItem]) -> int:
-    return sum(len(item.rows) for item in items)
-
-
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
@@ -152,13 +150,18 @@ class ClassifierServer:
         assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
         self.threads = args.num_threads or inference.replica_threads(assigned)
         torch.set_num_threads(self.threads)
+        inference.serve_at_normal_priority()
         # Bounded: as many decoders as torch threads; max_ongoing_requests bounds what waits for them.
-        self.preprocess_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="preprocess")
+        self.preprocess_pool = ThreadPoolExecutor(
+            self.threads, "preprocess", initializer=inference.start_pool_thread, initargs=(self.threads,)
+        )
         # One forward at a time, in one thread that keeps torch's thread pool warm.
-        self.forward_pool = ThreadPoolExecutor(1, thread_name_prefix="forward")
-        # serve.batch's type hints do not know the setters, hence the ignores.
-        self._run_batch.set_max_batch_size(args.max_batch_size)  # type: ignore[attr-defined]
-        self._run_batch.set_batch_wait_timeout_s(args.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self.forward_pool = ThreadPoolExecutor(
+            1, "forward", initializer=inference.start_pool_thread, initargs=(self.threads,)
+        )
+        self.batcher = DrainingBatcher(
+            self._run_batch, args.max_batch_size, lambda item: len(item.rows), args.batch_wait_timeout_s
+        )
         self.models = ReplicaModels(self, self.s3, self.settings, args.pointer_check_interval_s)
         self._loading: dict[str, asyncio.Future[LoadedModel]] = {}
 
@@ -186,8 +189,10 @@ class ClassifierServer:
         return loaded.meta.classes
 
     async def stats(self) -> dict[str, object]:
-        """This replica's models, loads, evictions and RSS (for operators and tests, through a handle)."""
-        return self.models.stats().model_dump()
+        """This replica's models, loads, evictions, RSS, torch threads and niceness (for operators and tests)."""
+        # Asked of the forward thread itself: its thread count and priority are what the forwards run with.
+        forward = await asyncio.get_running_loop().run_in_executor(self.forward_pool, inference.thread_settings)
+        return self.models.stats().model_dump() | forward
 
     async def __call__(self, request: Request) -> JSONResponse:
         try:
@@ -217,7 +222,7 @@ class ClassifierServer:
         rows = await self._preprocess(images, loaded.meta, tta, batch)
         preprocessed = time.perf_counter()
         item = BatchItem(model_id=model_id, loaded=loaded, rows=rows, enqueued=preprocessed)
-        result: BatchResult = await self._run_batch(item)  # type: ignore[arg-type]
+        result = await self.batcher.submit(item)
         probs = inference.merge_tta(result.probs, tta)
         answers = [inference.top_k(p, loaded.meta.classes, top_k) for p in probs]
         body: dict[str, Any] = {"model_id": model_id, "model_version": loaded.version}
@@ -303,7 +308,6 @@ class ClassifierServer:
                 raise outcome
         return torch.cat([t for t in done if isinstance(t, torch.Tensor)])
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, batch_size_fn=_rows)
     async def _run_batch(self, items: list[BatchItem]) -> list[BatchResult]:
         results: list[BatchResult | None] = [None] * len(items)
         loop = asyncio.get_running_loop()

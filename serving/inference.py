@@ -6,6 +6,7 @@ is the limit of what the replica runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -15,14 +16,50 @@ from core.images import decode_image, eval_tensor, normalize
 
 
 def replica_threads(assigned_cpus: float | None) -> int:
-    """Torch intra-op threads for a replica: the CPUs Ray gave it, or, with none reserved, the CPUs it may run on.
+    """Torch intra-op threads for a replica: the CPUs Ray gave it; with none reserved, all but one it may run on.
 
     A constant is wrong both ways: one thread leaves cores idle on a dedicated node, and more threads than
-    owned cores thrash when another process takes one (FIELD-NOTES: ~5 ms per tiny op).
+    owned cores thrash when another process takes one (FIELD-NOTES: ~5 ms per tiny op). A replica that
+    reserved no CPU shares its node with Serve's proxy, the API and its own decoding threads: an OpenMP team
+    as wide as the node waits at every op for the member those took (benchmarks/README.md, "where the time
+    goes": 2 threads 55 ms a forward in the replica vs 31 ms raw; under a neighbour's load 93–773 ms vs 33 ms
+    for 1 thread), so one core is left to them.
     """
     if assigned_cpus is not None and assigned_cpus >= 1:
         return int(assigned_cpus)
-    return max(1, len(os.sched_getaffinity(0)))
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def serve_at_normal_priority(thread_only: bool = False) -> int:
+    """Undo Ray's worker niceness for this process (or only the calling thread) where allowed; returns the niceness.
+
+    Ray starts every worker at nice 15 (its `worker_niceness`), so a replica yields the CPU to any ordinary
+    process: the API and clients on the same node, a neighbour's tests. A replica answers users; a batch
+    job's workers may stay at 15. On Linux niceness belongs to each thread and a new thread inherits its
+    creator's, so every thread that exists now is set, and the replica's pools set their own threads as they
+    start. Lowering niceness needs CAP_SYS_NICE (root here; not granted in most containers, where the pod's
+    CPU limit is what isolates the replica anyway), so failing is not an error.
+    """
+    tids = [0] if thread_only else [int(t) for t in os.listdir("/proc/self/task")]
+    for tid in tids:
+        with contextlib.suppress(PermissionError, ProcessLookupError):
+            os.setpriority(os.PRIO_PROCESS, tid, 0)
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def start_pool_thread(torch_threads: int) -> None:
+    """Initializer of the replica's decode and forward threads: normal priority, the replica's torch threads.
+
+    OpenMP keeps the thread count per thread, and Ray's OMP_NUM_THREADS (1 for a replica that reserved no
+    CPU) is what a new thread would otherwise start its forward with.
+    """
+    serve_at_normal_priority(thread_only=True)
+    torch.set_num_threads(torch_threads)
+
+
+def thread_settings() -> dict[str, int]:
+    """How the calling thread runs torch: its intra-op threads and its niceness."""
+    return {"torch_threads": torch.get_num_threads(), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
 
 
 def preprocess(data: bytes, image_size: int, norm: Normalization, tta: bool = False) -> torch.Tensor:

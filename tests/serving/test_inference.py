@@ -24,10 +24,24 @@ def png(colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> bytes
 
 def test_threads_follow_the_cpus_the_replica_owns() -> None:
     assert inference.replica_threads(3.0) == 3
-    # Nothing reserved (one machine): every CPU the process may run on, never zero.
-    assert inference.replica_threads(0.0) == len(os.sched_getaffinity(0))
-    assert inference.replica_threads(None) == len(os.sched_getaffinity(0))
+    # Nothing reserved (one machine): all but one of the CPUs it may run on (the proxy, API and decoding
+    # share the node), never zero.
+    assert inference.replica_threads(0.0) == max(1, len(os.sched_getaffinity(0)) - 1)
+    assert inference.replica_threads(None) == max(1, len(os.sched_getaffinity(0)) - 1)
     assert inference.replica_threads(0.5) >= 1
+
+
+def test_a_pool_thread_runs_torch_with_the_threads_it_was_given_at_normal_priority() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = torch.get_num_threads()
+    with ThreadPoolExecutor(1, initializer=inference.start_pool_thread, initargs=(1,)) as pool:
+        settings = pool.submit(inference.thread_settings).result()
+    torch.set_num_threads(before)  # torch's count is also process-wide: leave the test process as it was
+    assert settings["torch_threads"] == 1
+    # Ray starts workers at nice 15; as root (this machine) the thread gets back to 0, elsewhere it may not.
+    if os.geteuid() == 0:
+        assert settings["nice"] == 0
 
 
 def test_preprocess_gives_one_row_or_the_image_and_its_mirror() -> None:

@@ -9,6 +9,8 @@ it is deleted at the end.
 from __future__ import annotations
 
 import io
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,6 +50,13 @@ print(deploy_model(s3_client(), get_settings(), sys.argv[1], sys.argv[2]))
 small = AppArgs(max_ongoing_requests=1, max_queued_requests=1, max_batch_size=1)
 serve.run(build_app(small), name="{OVERLOAD_APP}", route_prefix="/{OVERLOAD_APP}")
 """
+STATS = f"""
+import json, ray
+from ray import serve
+from serving.deploy import APP_NAME
+ray.init()
+print(json.dumps(serve.get_app_handle(APP_NAME).options(multiplexed_model_id="{MODEL_ID}").stats.remote().result()))
+"""
 UNDEPLOY = f"import ray; from ray import serve; ray.init(); serve.delete('{OVERLOAD_APP}')"
 
 
@@ -60,7 +69,7 @@ def png(colour: tuple[int, int, int]) -> bytes:
 RED, GREEN, BLUE = png((220, 20, 20)), png((20, 220, 20)), png((20, 20, 220))
 
 
-def _ray(stack: LocalStack, script: str, *args: str) -> None:
+def _ray(stack: LocalStack, script: str, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-c", script, *args],
         env=stack.env() | {"RAY_ADDRESS": f"127.0.0.1:{stack.config.gcs_port}"},
@@ -70,6 +79,7 @@ def _ray(stack: LocalStack, script: str, *args: str) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +183,14 @@ def test_concurrent_requests_share_forward_passes(ray_stack: LocalStack, api: ht
     assert max(a.json()["batch_size"] for a in answers) > 1
     for answer in answers:
         assert probabilities(answer.json()) == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_replica_runs_its_forwards_with_the_threads_it_was_given(ray_stack: LocalStack, deployed: str) -> None:
+    stats = json.loads(_ray(ray_stack, STATS).strip().splitlines()[-1])
+    # Asked of the forward thread: Ray's OMP_NUM_THREADS=1 for a replica that reserved no CPU is not what it runs.
+    assert stats["torch_threads"] == max(1, len(os.sched_getaffinity(0)) - 1)
+    if os.geteuid() == 0:  # Ray starts workers at nice 15; a replica that may renice itself serves at 0
+        assert stats["nice"] == 0
 
 
 def test_past_the_queue_limit_serve_answers_503_with_retry_after(ray_stack: LocalStack, deployed: str) -> None:
