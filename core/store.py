@@ -371,14 +371,7 @@ class JobStore:
 
     def unlaunched_jobs(self) -> list[JobRecord]:
         """Queued jobs not yet handed to Ray, oldest first: what the quota gate chooses from."""
-        query = (
-            sa.select(jobs_table)
-            .where(jobs_table.c.status == JobStatus.queued.value, jobs_table.c.launched_at.is_(None))
-            .order_by(jobs_table.c.created_at, jobs_table.c.id)
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [self._job(r._mapping) for r in rows]
+        return self._unlaunched(sa.true())
 
     def launched_jobs(self) -> list[JobRecord]:
         """Jobs holding a quota slot: handed to Ray (queued there or running) and not finished."""
@@ -390,13 +383,12 @@ class JobStore:
 
     def queue_head_of(self, tenant: str | None, limit: int) -> list[JobRecord]:
         """The oldest `limit` of one tenant's unlaunched jobs, oldest first."""
+        return self._unlaunched(_of_tenant(tenant), limit)
+
+    def _unlaunched(self, where: sa.ColumnElement[bool], limit: int | None = None) -> list[JobRecord]:
         query = (
             sa.select(jobs_table)
-            .where(
-                _of_tenant(tenant),
-                jobs_table.c.status == JobStatus.queued.value,
-                jobs_table.c.launched_at.is_(None),
-            )
+            .where(where, jobs_table.c.status == JobStatus.queued.value, jobs_table.c.launched_at.is_(None))
             .order_by(jobs_table.c.created_at, jobs_table.c.id)
             .limit(limit)
         )
