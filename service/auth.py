@@ -51,7 +51,7 @@ def _unauthorized(code: str, message: str) -> ApiError:
     return ApiError(401, code, message, "Authorization", headers=_CHALLENGE)
 
 
-def get_tenancy(request: Request) -> Tenancy:
+async def get_tenancy(request: Request) -> Tenancy:
     return cast(Tenancy, request.app.state.tenancy)
 
 
@@ -74,7 +74,7 @@ def get_principal(request: Request) -> Principal:
             f"the Authorization header must read `Bearer <key>` (got a {scheme or 'blank'!r} scheme); "
             + _HOW_TO_GET_A_KEY,
         )
-    found = get_tenancy(request).authenticate(key)
+    found = cast(Tenancy, request.app.state.tenancy).authenticate(key)
     if found is None:
         # Unknown and revoked keys answer alike: the difference is nothing a caller needs to learn.
         raise _unauthorized(

@@ -14,31 +14,34 @@ from service.dispatch import Dispatcher
 from service.launcher import Launcher
 from service.metrics import Metrics
 
+# The getters that only read app.state are async: FastAPI runs a sync dependency in its thread pool, and
+# under load (50 clients) each of those thread hops waited its turn for the GIL; a status read made three.
 
-def get_app_settings(request: Request) -> Settings:
+
+async def get_app_settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
-def get_store(request: Request) -> JobStore:
+async def get_store(request: Request) -> JobStore:
     return cast(JobStore, request.app.state.store)
 
 
-def get_launcher(request: Request) -> Launcher:
+async def get_launcher(request: Request) -> Launcher:
     return cast(Launcher, request.app.state.launcher)
 
 
-def get_http_client(request: Request) -> httpx.AsyncClient:
+async def get_http_client(request: Request) -> httpx.AsyncClient:
     return cast(httpx.AsyncClient, request.app.state.http)
 
 
 def get_s3(request: Request) -> Any:
-    # boto3 clients are thread-safe and slow to build: one per app, made on first use.
+    # boto3 clients are thread-safe and slow to build: one per app, made on first use (so in the thread pool).
     if getattr(request.app.state, "s3", None) is None:
         request.app.state.s3 = s3_client(request.app.state.settings)
     return request.app.state.s3
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return cast(Metrics, request.app.state.metrics)
 
 
@@ -50,7 +53,7 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 S3Dep = Annotated[Any, Depends(get_s3)]
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     return cast(Dispatcher, request.app.state.dispatcher)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import PurePosixPath
 from typing import Annotated
@@ -13,12 +14,13 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from core.settings import Settings
 from core.spec import JobParams, JobStatus, S3Location
 from core.store import IdempotencyConflict, JobRecord, JobStore
+from core.tenancy import Tenancy
 from service.auth import Principal, PrincipalDep, TenancyDep
 from service.dataset_access import check_dataset_access
 from service.deps import DispatcherDep, LauncherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.dispatch import Dispatcher, limits_for
 from service.errors import ApiError, artifact_not_found, error_responses, job_not_found
-from service.launcher import LauncherUnavailable, RayJobState, ray_submission_id
+from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
 from service.report import render_report
 from service.schemas import EventList, EventPublic, JobList, JobPublic
 from service.sse import job_event_stream
@@ -53,32 +55,26 @@ def _get_job(store: JobStore, job_id: str, principal: Principal) -> JobRecord:
     return job
 
 
-def _launch(dispatcher: Dispatcher, store: JobStore, job: JobRecord, principal: Principal) -> JobRecord:
+async def _launch(dispatcher: Dispatcher, store: JobStore, job: JobRecord, principal: Principal) -> JobRecord:
     """Hand the queued job to the quota gate; returns it as it stands (waiting for its turn, or launched)."""
     # The job is already safe in the store; whatever happens here, the reconciler launches it later.
     try:
-        if not dispatcher.admit(job):
-            return _get_job(store, job.id, principal)  # it waits for its turn: show why
+        if not await dispatcher.admit_in_turn(job):
+            return await asyncio.to_thread(_get_job, store, job.id, principal)  # it waits for its turn: show why
     except Exception:
         logger.exception("launching job %s failed; it stays queued and will be retried", job.id)
     return job
 
 
-# Sync routes: FastAPI runs them in its thread pool, where blocking store and launcher calls are fine.
-
-
-@router.post("", status_code=202, summary="Submit a training job", responses=error_responses(400, 403, 409, 413))
-def create_job(
+def _store_new_job(
     params: JobParams,
-    response: Response,
-    store: StoreDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    principal: PrincipalDep,
-    tenancy: TenancyDep,
-    dispatcher: DispatcherDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JobPublic:
+    idempotency_key: str | None,
+    store: JobStore,
+    settings: Settings,
+    tenancy: Tenancy,
+    principal: Principal,
+) -> tuple[JobRecord, bool]:
+    """Check the job against its tenant's access and quota, then store it; (job, False) for a replay."""
     tenant = tenancy.get_tenant(principal.tenant)
     check_dataset_access(params, settings.dataset_prefixes, tenant)
     gpu_limit = limits_for(settings, tenancy)(principal.tenant).max_gpu_workers
@@ -91,7 +87,7 @@ def create_job(
             "num_workers",
         )
     try:
-        job, created = store.create_job(params, idempotency_key, tenant=principal.tenant)
+        return store.create_job(params, idempotency_key, tenant=principal.tenant)
     except IdempotencyConflict:
         raise ApiError(
             409,
@@ -100,13 +96,33 @@ def create_job(
             "send a new key to submit a different job",
             "Idempotency-Key",
         ) from None
+
+
+# Sync routes (but POST): FastAPI runs them in its thread pool, where blocking store and launcher calls are fine.
+
+
+@router.post("", status_code=202, summary="Submit a training job", responses=error_responses(400, 403, 409, 413))
+async def create_job(
+    params: JobParams,
+    response: Response,
+    store: StoreDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    principal: PrincipalDep,
+    tenancy: TenancyDep,
+    dispatcher: DispatcherDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobPublic:
+    # Async, unlike the other routes: a POST waits for its turn at the quota gate (one at a time) without
+    # holding a thread of the pool that the status reads run in.
+    job, created = await asyncio.to_thread(_store_new_job, params, idempotency_key, store, settings, tenancy, principal)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if created:
         metrics.jobs_submitted.inc()
-        job = _launch(dispatcher, store, job, principal)
+        job = await _launch(dispatcher, store, job, principal)
     else:
         response.headers["Idempotent-Replayed"] = "true"
-    return _public(job, store, settings)
+    return await asyncio.to_thread(_public, job, store, settings)
 
 
 @router.get("", summary="List jobs, newest first", responses=error_responses())
@@ -167,7 +183,7 @@ _ENDED = {RayJobState.failed, RayJobState.stopped, RayJobState.succeeded, RayJob
     summary="Run a failed or cancelled job again from its last checkpoint",
     responses=error_responses(404, 409, 503),
 )
-def retry_job(
+async def retry_job(
     job_id: str,
     store: StoreDep,
     launcher: LauncherDep,
@@ -175,6 +191,14 @@ def retry_job(
     principal: PrincipalDep,
     dispatcher: DispatcherDep,
 ) -> JobPublic:
+    # Async like create_job: it too waits for its turn at the quota gate.
+    retried = await asyncio.to_thread(_requeue, job_id, store, launcher, principal)
+    job = await _launch(dispatcher, store, retried, principal)
+    return await asyncio.to_thread(_public, job, store, settings)
+
+
+def _requeue(job_id: str, store: JobStore, launcher: Launcher, principal: Principal) -> JobRecord:
+    """Queue a failed or cancelled job for its next attempt, once its previous driver is confirmed gone."""
     job = _get_job(store, job_id, principal)
     if job.status not in (JobStatus.failed, JobStatus.cancelled):
         raise ApiError(
@@ -202,7 +226,7 @@ def retry_job(
     retried = store.retry(job_id)
     if retried is None:  # another request retried (or changed) it first
         raise ApiError(409, "job_not_retryable", f"job {job_id!r} was retried by another request", "job_id")
-    return _public(_launch(dispatcher, store, retried, principal), store, settings)
+    return retried
 
 
 @router.get(

@@ -152,3 +152,21 @@ def test_a_waiting_jobs_waited_time_grows_between_reads_without_writes(make_api:
     again = client.get(f"/v1/jobs/{waiting['id']}").json()["waiting"]
     assert again["waited_s"] >= first + 1.0
     assert again["message"] == waiting["waiting"]["message"]
+
+
+def test_a_burst_submitted_at_once_launches_exactly_the_quota_oldest_first(make_api: ApiFactory) -> None:
+    # Concurrent POSTs meet at the gate together and are admitted in one turn (service.dispatch): still no more
+    # than the quota launches, the oldest first, none twice, and every other job says why it waits.
+    from concurrent.futures import ThreadPoolExecutor
+
+    launcher = FakeLauncher()
+    api = make_api(launcher=launcher, max_concurrent_jobs=3)
+    client = api.tenant_client("team-a")
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda i: _submit(client, name=f"burst{i}"), range(24)))
+    oldest_first = sorted(answers, key=lambda job: (job["created_at"], job["id"]))
+    assert launcher.submitted == [job["id"] for job in oldest_first[:3]]
+    for job in oldest_first[3:]:
+        assert job["status"] == "queued"
+        assert job["waiting"]["reason"] == "quota", job
+        assert "3 of 3 concurrent jobs" in job["waiting"]["message"]
