@@ -468,15 +468,18 @@ class LocalStack:
                 with contextlib.suppress(psutil.Error):
                     found.update({child.pid: child for child in proc.children(recursive=True)})
         found.pop(os.getpid(), None)
-        procs = list(found.values())
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                proc.terminate()
-        _, alive = psutil.wait_procs(procs, timeout=timeout)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=5)
+        # The GCS last: a raylet or agent told to stop while the GCS is going too keeps retrying to reach it, and
+        # sat out the whole timeout (15 s of every test stack's teardown) before it was killed.
+        gcs = [p for p in found.values() if _is_gcs(p)]
+        for group in ([p for p in found.values() if p not in gcs], gcs):
+            for proc in group:
+                with contextlib.suppress(psutil.Error):
+                    proc.terminate()
+            _, alive = psutil.wait_procs(group, timeout=timeout)
+            for proc in alive:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            psutil.wait_procs(alive, timeout=5)
 
     def ray_ready(self) -> bool:
         try:
@@ -555,6 +558,12 @@ class LocalStack:
                 f"  cache, logs    {c.home / 'cache'}, {c.home / 'logs'}",
             ]
         )
+
+
+def _is_gcs(proc: Any) -> bool:
+    with contextlib.suppress(Exception):
+        return bool(proc.name() == "gcs_server")
+    return False
 
 
 def s3rver_installed() -> bool:

@@ -130,3 +130,18 @@ def test_the_stack_makes_an_admin_key_that_its_api_the_sdk_and_the_cli_use(
             assert client.list_jobs().jobs == []
     finally:
         stack.stop_api()
+
+
+@pytest.mark.e2e
+def test_down_stops_ray_in_order_without_sitting_out_the_grace_period(tmp_path: Path) -> None:
+    # Every Ray process was told to stop at once, and a raylet whose GCS was going too kept retrying it until the
+    # grace period ran out and it was killed: 15 s of every test stack's teardown and of `trainyard-stack down`.
+    grace = 15.0
+    stack = LocalStack(StackConfig.with_free_ports(tmp_path / "home"))
+    try:
+        stack.start_ray()
+    finally:
+        began = time.monotonic()
+        stack.stop_ray(timeout=grace)
+        took = time.monotonic() - began
+    assert took < grace - 5, f"stopping Ray took {took:.1f} s: some process sat out the {grace:.0f} s grace period"
