@@ -9,7 +9,10 @@ numbers are the API's and its store's, not Ray's. With `--url` it loads that API
 whose Ray head queues the jobs). `Authorization: Bearer $TRAINYARD_API_KEY` is sent when the key is set.
 
 Each client loops until the time is up: submit a job, then poll its status `--polls` times and list the
-newest jobs once, pausing `--think` seconds between requests (the SDK's `wait` polls once a second). Prints
+newest jobs once, pausing about `--think` seconds between requests (the SDK's `wait` polls once a second). Each
+pause is drawn from think x [1 - jitter, 1 + jitter] (default ±50%, the same mean rate): with the same pause
+for all, clients answered in the same burst come back in the same burst and stay in lockstep for the whole run
+(40 requests within 100 ms), which real clients on other machines do not; `--jitter 0` measures that. Prints
 requests/s, p50/p99/max per route and the errors; writes benchmarks/results/api_load-<time>.json.
 """
 
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -28,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from pydantic import BaseModel
 
@@ -51,6 +57,7 @@ class LoadResult(BaseModel):
     clients: int
     seconds: float
     think_s: float
+    jitter: float
     requests: int
     errors: int
     per_second: float
@@ -64,28 +71,31 @@ class _Recorder:
         self.errors: dict[str, int] = defaultdict(int)
         self.samples: list[str] = []
 
-    async def call(self, client: httpx.AsyncClient, route: str, method: str, path: str, **kw: Any) -> Any:
+    async def call(self, client: aiohttp.ClientSession, route: str, method: str, path: str, **kw: Any) -> Any:
         began = time.perf_counter()
         try:
-            response = await client.request(method, path, **kw)
-            ok = response.status_code < 400
-            detail = f"{response.status_code} {response.text[:200]}"
-        except httpx.HTTPError as e:
-            ok, response, detail = False, None, f"{type(e).__name__}: {e}"
+            async with client.request(method, path, **kw) as response:
+                text = await response.text()
+            ok = response.status < 400
+            detail = f"{response.status} {text[:200]}"
+        except (aiohttp.ClientError, TimeoutError) as e:
+            ok, text, detail = False, "", f"{type(e).__name__}: {e}"
         self.latencies[route].append(time.perf_counter() - began)
         if not ok:
             self.errors[route] += 1
             if len(self.samples) < 10:
                 self.samples.append(f"{route}: {detail}")
             return None
-        return response.json() if response is not None else None
+        return json.loads(text)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))] if sorted_values else 0.0
 
 
-async def _client(n: int, http: httpx.AsyncClient, rec: _Recorder, deadline: float, polls: int, think: float) -> None:
+async def _client(
+    n: int, http: aiohttp.ClientSession, rec: _Recorder, deadline: float, polls: int, think: float, jitter: float
+) -> None:
     # Spread the first requests over one think period, as real clients would not start in lockstep.
     await asyncio.sleep(think * n / 50)
     while time.monotonic() < deadline:
@@ -94,24 +104,28 @@ async def _client(n: int, http: httpx.AsyncClient, rec: _Recorder, deadline: flo
         for _ in range(polls):
             if time.monotonic() >= deadline:
                 return
-            await asyncio.sleep(think)
+            await asyncio.sleep(think * random.uniform(1 - jitter, 1 + jitter))
             if job is not None:
                 await rec.call(http, ROUTES[1], "GET", f"/v1/jobs/{job['id']}")
-        await asyncio.sleep(think)
+        await asyncio.sleep(think * random.uniform(1 - jitter, 1 + jitter))
         await rec.call(http, ROUTES[2], "GET", "/v1/jobs", params={"limit": 20})
 
 
-async def load(url: str, clients: int, seconds: float, polls: int, think: float) -> LoadResult:
+async def load(url: str, clients: int, seconds: float, polls: int, think: float, jitter: float) -> LoadResult:
     headers = {}
     api_key = ClientConfig.resolve(url=url).api_key  # TRAINYARD_API_KEY, or the client config file
     if api_key is not None:
         headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
     rec = _Recorder()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as http:
+    # aiohttp, not httpx, on the clients' side: the load generator shares this machine's two cores with the API,
+    # and 50 httpx clients took half a core (more than the API itself), their own event loop's delays showing
+    # up as the API's latency. (aiohttp comes with ray[serve].)
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(url, headers=headers, connector=connector, timeout=timeout) as http:
         began = time.monotonic()
         deadline = began + seconds
-        await asyncio.gather(*(_client(n, http, rec, deadline, polls, think) for n in range(clients)))
+        await asyncio.gather(*(_client(n, http, rec, deadline, polls, think, jitter) for n in range(clients)))
         elapsed = time.monotonic() - began
     routes = {}
     for route in ROUTES:
@@ -130,6 +144,7 @@ async def load(url: str, clients: int, seconds: float, polls: int, think: float)
         clients=clients,
         seconds=round(elapsed, 1),
         think_s=think,
+        jitter=jitter,
         requests=total,
         errors=sum(r.errors for r in routes.values()),
         per_second=round(total / elapsed, 1),
@@ -144,16 +159,21 @@ async def load(url: str, clients: int, seconds: float, polls: int, think: float)
 class HoldingLauncher:
     """Accepts every job and never runs it: the jobs stay queued, as on a cluster with no free resources."""
 
+    def __init__(self) -> None:
+        self.submitted: set[str] = set()
+
     def submit(self, job_id: str) -> None:
-        pass
+        self.submitted.add(job_id)
 
     def stop(self, job_id: str) -> None:
         pass
 
     def state(self, job_id: str) -> Any:
+        # As Ray answers: a job never submitted is unknown to it. ("pending" for every queued job made each
+        # reconcile pass take them all for jobs launched by an older release, and claim them all at once.)
         from service.launcher import RayJobState
 
-        return RayJobState.pending
+        return RayJobState.pending if job_id in self.submitted else RayJobState.missing
 
     def ping(self) -> bool:
         return True
@@ -207,7 +227,7 @@ def _start_api(home: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def _print(result: LoadResult) -> None:
     print(
-        f"{result.clients} clients, {result.seconds} s, think {result.think_s} s: "
+        f"{result.clients} clients, {result.seconds} s, think {result.think_s} s ± {result.jitter:.0%}: "
         f"{result.requests} requests, {result.per_second} req/s, {result.errors} errors"
     )
     print(f"{'route':<20}{'requests':>9}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}")
@@ -224,6 +244,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--polls", type=int, default=5, help="status reads per submitted job")
     parser.add_argument("--think", type=float, default=1.0, help="seconds each client waits between requests")
+    parser.add_argument("--jitter", type=float, default=0.5, help="each pause is think x [1-jitter, 1+jitter]")
     parser.add_argument("--out", type=Path, help="where to write the JSON; default benchmarks/results/")
     args = parser.parse_args()
 
@@ -234,7 +255,7 @@ def main() -> None:
         else:
             url = args.url
         try:
-            result = asyncio.run(load(url, args.clients, args.seconds, args.polls, args.think))
+            result = asyncio.run(load(url, args.clients, args.seconds, args.polls, args.think, args.jitter))
         finally:
             if process is not None:
                 process.terminate()
