@@ -1,11 +1,13 @@
 """Load on the API: concurrent clients submitting, polling and listing jobs, over HTTP on loopback.
 
     .venv/bin/python -m benchmarks.api_load                       # starts its own API, 50 clients, 60 s
+    .venv/bin/python -m benchmarks.api_load --apis 2              # two API processes on one store
     .venv/bin/python -m benchmarks.api_load --url http://127.0.0.1:8000 --clients 50 --seconds 60
 
 Without `--url` it starts the API in a second process (uvicorn, a SQLite store in a temporary folder) with a
 launcher that accepts every job and never runs it, as a Ray cluster with no free resources would: the
-numbers are the API's and its store's, not Ray's. With `--url` it loads that API (e.g. the local stack's,
+numbers are the API's and its store's, not Ray's. `--apis N` starts N such processes on the one store, as the
+chart's API replicas share one database, and spreads the clients over them as a load balancer would. With `--url` it loads that API (e.g. the local stack's,
 whose Ray head queues the jobs). `Authorization: Bearer $TRAINYARD_API_KEY` is sent when the key is set.
 
 Each client loops until the time is up: submit a job, then poll its status `--polls` times and list the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -111,21 +114,31 @@ async def _client(
         await rec.call(http, ROUTES[2], "GET", "/v1/jobs", params={"limit": 20})
 
 
-async def load(url: str, clients: int, seconds: float, polls: int, think: float, jitter: float) -> LoadResult:
+async def load(urls: list[str], clients: int, seconds: float, polls: int, think: float, jitter: float) -> LoadResult:
+    """Client n loads urls[n % len(urls)]: several API processes share the clients as a load balancer would."""
     headers = {}
-    api_key = ClientConfig.resolve(url=url).api_key  # TRAINYARD_API_KEY, or the client config file
+    api_key = ClientConfig.resolve(url=urls[0]).api_key  # TRAINYARD_API_KEY, or the client config file
     if api_key is not None:
         headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
     rec = _Recorder()
     # aiohttp, not httpx, on the clients' side: the load generator shares this machine's two cores with the API,
     # and 50 httpx clients took half a core (more than the API itself), their own event loop's delays showing
     # up as the API's latency. (aiohttp comes with ray[serve].)
-    connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(url, headers=headers, connector=connector, timeout=timeout) as http:
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = [
+            await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    url, headers=headers, connector=aiohttp.TCPConnector(limit=clients), timeout=timeout
+                )
+            )
+            for url in urls
+        ]
         began = time.monotonic()
         deadline = began + seconds
-        await asyncio.gather(*(_client(n, http, rec, deadline, polls, think, jitter) for n in range(clients)))
+        await asyncio.gather(
+            *(_client(n, sessions[n % len(urls)], rec, deadline, polls, think, jitter) for n in range(clients))
+        )
         elapsed = time.monotonic() - began
     routes = {}
     for route in ROUTES:
@@ -140,7 +153,7 @@ async def load(url: str, clients: int, seconds: float, polls: int, think: float,
         )
     total = sum(r.requests for r in routes.values())
     return LoadResult(
-        url=url,
+        url=" ".join(urls),
         clients=clients,
         seconds=round(elapsed, 1),
         think_s=think,
@@ -157,23 +170,27 @@ async def load(url: str, clients: int, seconds: float, polls: int, think: float,
 
 
 class HoldingLauncher:
-    """Accepts every job and never runs it: the jobs stay queued, as on a cluster with no free resources."""
+    """Accepts every job and never runs it: the jobs stay queued, as on a cluster with no free resources.
 
-    def __init__(self) -> None:
-        self.submitted: set[str] = set()
+    It answers as Ray would for the whole cluster, whichever API process asks: a launched job is pending, and
+    a job never submitted is unknown. ("pending" for every queued job made each reconcile pass take them all
+    for jobs launched by an older release, and write a launch claim for each at once.)
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
 
     def submit(self, job_id: str) -> None:
-        self.submitted.add(job_id)
+        pass
 
     def stop(self, job_id: str) -> None:
         pass
 
     def state(self, job_id: str) -> Any:
-        # As Ray answers: a job never submitted is unknown to it. ("pending" for every queued job made each
-        # reconcile pass take them all for jobs launched by an older release, and claim them all at once.)
-        from service.launcher import RayJobState
+        from service.launcher import RayJobState, job_id_of
 
-        return RayJobState.pending if job_id in self.submitted else RayJobState.missing
+        job = self.store.get_job(job_id_of(job_id))
+        return RayJobState.pending if job is not None and job.launched_at is not None else RayJobState.missing
 
     def ping(self) -> bool:
         return True
@@ -183,10 +200,12 @@ def _serve_api(home: Path, port: int) -> None:
     import uvicorn
 
     from core.settings import Settings
+    from core.store import JobStore
     from service.main import create_app
 
     settings = Settings(home=home, database_url=f"sqlite:///{home / 'trainyard.db'}")
-    app = create_app(settings, launcher=HoldingLauncher())
+    launcher = HoldingLauncher(JobStore.from_url(settings.resolved_database_url))
+    app = create_app(settings, launcher=launcher)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_keep_alive=75)
 
 
@@ -196,8 +215,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_api(home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The API on a fresh store, migrated as the stack does; its admin key goes to the clients (TRAINYARD_API_KEY)."""
+def _start_apis(home: Path, count: int) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    """`count` API processes on one fresh store, migrated as the stack does (as the chart's replicas share one
+    database); its admin key goes to the clients (TRAINYARD_API_KEY)."""
     from core.migrate import migrate
     from core.store import JobStore
     from core.tenancy import Tenancy
@@ -207,22 +227,29 @@ def _start_api(home: Path) -> tuple[subprocess.Popen[bytes], str]:
     store = JobStore.from_url(database_url)
     _, os.environ["TRAINYARD_API_KEY"] = Tenancy(store.engine).create_key("admin", admin=True)
     store.engine.dispose()
-    port = _free_port()
-    code = (
-        f"from benchmarks.api_load import _serve_api; from pathlib import Path; _serve_api(Path({str(home)!r}), {port})"
-    )
-    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "TRAINYARD_HOME": str(home)})
-    url = f"http://127.0.0.1:{port}"
+    processes, urls = [], []
+    for _ in range(count):
+        port = _free_port()
+        code = f"from benchmarks.api_load import _serve_api; from pathlib import Path; _serve_api(Path({str(home)!r}), {port})"  # noqa: E501
+        env = {**os.environ, "TRAINYARD_HOME": str(home)}
+        processes.append(subprocess.Popen([sys.executable, "-c", code], env=env))
+        urls.append(f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the API exited during start-up; see its output above"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
+    for process, url in zip(processes, urls, strict=True):
+        while not _healthy(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                for p in processes:
+                    p.kill()
+                raise RuntimeError(f"the API at {url} did not answer /healthz within 60 s; see its output above")
             time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the API did not answer /healthz within 60 s")
+    return processes, urls
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _print(result: LoadResult) -> None:
@@ -245,19 +272,20 @@ def main() -> None:
     parser.add_argument("--polls", type=int, default=5, help="status reads per submitted job")
     parser.add_argument("--think", type=float, default=1.0, help="seconds each client waits between requests")
     parser.add_argument("--jitter", type=float, default=0.5, help="each pause is think x [1-jitter, 1+jitter]")
+    parser.add_argument("--apis", type=int, default=1, help="API processes on the one store (without --url)")
     parser.add_argument("--out", type=Path, help="where to write the JSON; default benchmarks/results/")
     args = parser.parse_args()
 
-    process = None
+    processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="trainyard-load-") as home:
         if args.url is None:
-            process, url = _start_api(Path(home))
+            processes, urls = _start_apis(Path(home), args.apis)
         else:
-            url = args.url
+            urls = [args.url]
         try:
-            result = asyncio.run(load(url, args.clients, args.seconds, args.polls, args.think, args.jitter))
+            result = asyncio.run(load(urls, args.clients, args.seconds, args.polls, args.think, args.jitter))
         finally:
-            if process is not None:
+            for process in processes:
                 process.terminate()
                 process.wait(timeout=30)
     _print(result)
