@@ -7,8 +7,9 @@
 Without `--url` it starts the API in a second process (uvicorn, a SQLite store in a temporary folder) with a
 launcher that accepts every job and never runs it, as a Ray cluster with no free resources would: the
 numbers are the API's and its store's, not Ray's. `--apis N` starts N such processes on the one store, as the
-chart's API replicas share one database, and spreads the clients over them as a load balancer would. With `--url` it loads that API (e.g. the local stack's,
-whose Ray head queues the jobs). `Authorization: Bearer $TRAINYARD_API_KEY` is sent when the key is set.
+chart's API replicas share one database, and spreads the clients over them as a load balancer would. With
+`--url` it loads that API (e.g. the local stack's, whose Ray head queues the jobs).
+`Authorization: Bearer $TRAINYARD_API_KEY` is sent when the key is set.
 
 Each client loops until the time is up: submit a job, then poll its status `--polls` times and list the
 newest jobs once, pausing about `--think` seconds between requests (the SDK's `wait` polls once a second). Each
