@@ -144,13 +144,16 @@ class Dispatcher:
     def _next_turn(self) -> None:
         with self._arrived_lock:
             arrived, self._arrived = self._arrived, []
+        # A POST whose client went away has cancelled its future: its job, stored already, is admitted all the
+        # same, but the future takes no result (setting one would raise, and leave the rest of the turn unanswered).
+        answering = [(job, future) for job, future in arrived if future.set_running_or_notify_cancel()]
         try:
             launched = self.admit([job for job, _ in arrived])
         except Exception as e:
-            for _, future in arrived:
+            for _, future in answering:
                 future.set_exception(e)
             return
-        for job, future in arrived:
+        for job, future in answering:
             future.set_result(job.id in launched)
 
     def close(self) -> None:

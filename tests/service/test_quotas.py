@@ -170,3 +170,30 @@ def test_a_burst_submitted_at_once_launches_exactly_the_quota_oldest_first(make_
         assert job["status"] == "queued"
         assert job["waiting"]["reason"] == "quota", job
         assert "3 of 3 concurrent jobs" in job["waiting"]["message"]
+
+
+def test_a_post_that_goes_away_at_the_gate_leaves_the_others_of_its_turn_answered(make_api: ApiFactory) -> None:
+    # A client that disconnects cancels its POST's wait for the gate; the other POSTs admitted in the same turn
+    # must still get their answer (a cancelled future that was given a result raised, and they waited for ever).
+    import asyncio
+
+    launcher = FakeLauncher()
+    api = make_api(launcher=launcher, max_concurrent_jobs=5)
+    dispatcher = Dispatcher(api.store, Tenancy(api.store.engine), launcher, api.settings)
+    first, gone, kept = (
+        api.store.create_job(JobParams(dataset_uri="s3://bucket/pets"), tenant="team-a")[0] for _ in range(3)
+    )
+
+    async def turns() -> bool:
+        with dispatcher._lock:  # the gate is busy: `first` takes a turn and waits; `gone` and `kept` queue up
+            waits = [asyncio.create_task(dispatcher.admit_in_turn(job)) for job in (first, gone, kept)]
+            await asyncio.sleep(0.2)
+            waits[1].cancel()
+            await asyncio.sleep(0.1)
+        return await asyncio.wait_for(waits[2], timeout=10)
+
+    try:
+        assert asyncio.run(turns()) in (True, False)  # answered (the first turn launched it with the head)
+        assert sorted(launcher.submitted) == sorted([first.id, gone.id, kept.id])  # the one that went away too
+    finally:
+        dispatcher.close()
