@@ -125,9 +125,8 @@ class Dispatcher:
         self.settings = settings
         self._lock = threading.Lock()
         # POSTs wait for the gate on its own thread, and together: each turn admits every job submitted since
-        # the last one. One at a time, in FastAPI's thread pool, a burst of POSTs held one of its 40 threads
-        # each, which the status reads then waited for, and each job paid for its own reading of its tenant's
-        # queue (a burst of 30 POSTs took 30 turns of ~25 ms; the last one answered after 0.8 s).
+        # the last one. Waiting for the lock in FastAPI's thread pool, a burst of POSTs held one of its 40
+        # threads each, which the status reads need; one turn per burst also reads each tenant's queue once.
         self._turns = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch")
         self._arrived: list[tuple[JobRecord, Future[bool]]] = []
         self._arrived_lock = threading.Lock()
