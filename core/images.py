@@ -10,11 +10,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as F
 
+import core.image_limits  # noqa: F401  (sets PIL's decoding limit for every image read here)
 from core.backbones import Normalization
 
-# Refuse decompression bombs outright rather than warn (PIL's default only warns up to 2x this).
-MAX_IMAGE_PIXELS = 64_000_000
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 # Transparent pixels become this colour: a photo's usual backdrop, and what a browser shows them on.
 ALPHA_BACKGROUND = (255, 255, 255)
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 from pydantic import BaseModel
 
-from core.images import MAX_IMAGE_PIXELS
+from core.image_limits import MAX_IMAGE_PIXELS
 from jobs.errors import StageError
 from jobs.layouts import IMAGE_SUFFIXES, Candidate, FoundLayout, Layout, find_layout
 
