@@ -91,6 +91,7 @@ def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
                 epochs=args.epochs,
                 image_size=args.image_size,
                 batch_size=args.batch_size,
+                progressive_resizing=args.progressive_resizing,
                 seed=args.seed,
                 lr_sweep={"method": args.lr_sweep},
             )
@@ -130,11 +131,12 @@ def run_plain(dataset: Path, args: argparse.Namespace) -> Run:
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from core.backbones import BACKBONES, build_classifier, local_pretrained_weights
+    from core.backbones import BACKBONES, build_classifier, freeze_batchnorm_statistics, local_pretrained_weights
     from core.images import normalize
     from jobs.data import ImageItems
     from jobs.stages.lr_sweep import lr_range_test
     from jobs.stages.validate import validate_dataset
+    from jobs.train_loop import epoch_image_sizes
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(args.seed)
@@ -182,9 +184,11 @@ def run_plain(dataset: Path, args: argparse.Namespace) -> Run:
         schedule.step()
     lap("head")
 
-    # Unfrozen: the same schedule and discriminative LRs as jobs/train_loop.py.
+    # Unfrozen: the same schedule, discriminative LRs and frozen batch-norm statistics as jobs/train_loop.py.
     head_lr = lr * 0.5
-    train = DataLoader(items(data.train, True), batch_size=batch, shuffle=True, drop_last=False)
+    train_items = items(data.train, True)
+    train = DataLoader(train_items, batch_size=batch, shuffle=True, drop_last=False)
+    sizes = epoch_image_sizes(size, args.epochs, args.progressive_resizing)
     optimizer = torch.optim.AdamW(
         [{"params": model.body.parameters(), "lr": head_lr / 100}, {"params": head.parameters(), "lr": head_lr}],
         weight_decay=0.01,
@@ -195,6 +199,8 @@ def run_plain(dataset: Path, args: argparse.Namespace) -> Run:
     rates, correct = [], 0
     for epoch in range(1, args.epochs + 1):
         model.train()
+        freeze_batchnorm_statistics(model.body)
+        train_items.train_at(sizes[epoch - 1])
         seen, epoch_start = 0, time.monotonic()
         for images, labels in train:
             loss = nn.functional.cross_entropy(model(normalize(images, norm)), labels)
@@ -350,6 +356,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3, help="unfrozen epochs (fastai's fine_tune(3))")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--progressive-resizing", type=float, default=0.75, help="Trainyard's default; 1: every epoch at full size"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr-sweep", choices=("range_test", "trials"), default="range_test")
     parser.add_argument("--only", choices=tuple(SYSTEMS), action="append", help="run only these (repeatable)")

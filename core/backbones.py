@@ -122,6 +122,14 @@ def make_head(num_features: int, num_classes: int, dropout: float = 0.2) -> nn.S
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
 
 
+def freeze_batchnorm_statistics(body: nn.Module) -> None:
+    """Put the body's batch-norm layers in eval mode (after `.train()`): they normalise with their pretrained
+    running statistics and stop updating them, while their scale and shift still train (jobs/train_loop.py)."""
+    for layer in body.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.eval()
+
+
 def build_classifier(arch: str, num_classes: int, weights: Path | None) -> Classifier:
     backbone = BACKBONES[arch]
     return Classifier(backbone.build(weights), backbone.num_features, num_classes)

@@ -186,6 +186,14 @@ class JobParams(BaseModel):
         "and the schedule do not depend on the number of workers",
     )
     image_size: int = Field(default=224, ge=32, le=1024, description="training and serving resolution (px)")
+    progressive_resizing: float | None = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="the first unfrozen epoch trains on images this fraction of image_size, growing evenly to "
+        "image_size by the last epoch (sizes rounded to 16 px); validation always uses image_size. "
+        "null or 1: every epoch at image_size",
+    )
     num_workers: int = Field(default=2, ge=1, le=256, description="Ray Train workers (one per GPU)")
     patience: int | None = Field(
         default=1,

@@ -82,6 +82,10 @@ class ImageItems(Dataset[tuple[torch.Tensor, int]]):
         self.decodes = 0
         self.augment_seed: int | None = None
 
+    def train_at(self, size: int) -> None:
+        """Crop training images to `size` from now on (progressive resizing); the decoded cache stays valid."""
+        self.transform = train_transform(size)
+
     def __len__(self) -> int:
         return len(self.paths)
 

@@ -106,6 +106,7 @@ class Client:
         lr: float | None = None,
         batch_size: int | None = None,
         image_size: int | None = None,
+        progressive_resizing: float | None = None,
         num_workers: int | None = None,
         use_gpu: bool | None = None,
         deploy: bool | None = None,
@@ -120,7 +121,8 @@ class Client:
         """Submit a training job on `dataset`: an ``s3://`` URI, or a local folder (uploaded first).
 
         Parameters left at None take the API's defaults (docs/api.md); `lr=None` runs the LR range test, or
-        the sweep `lr_sweep` names (e.g. ``{"method": "trials", "trials": 8}``).
+        the sweep `lr_sweep` names (e.g. ``{"method": "trials", "trials": 8}``); `progressive_resizing=1.0`
+        trains every unfrozen epoch at full size.
         """
         dataset_uri = dataset if isinstance(dataset, str) and dataset.startswith("s3://") else None
         if dataset_uri is None:
@@ -133,6 +135,7 @@ class Client:
             "lr": lr,
             "batch_size": batch_size,
             "image_size": image_size,
+            "progressive_resizing": progressive_resizing,
             "num_workers": num_workers,
             "use_gpu": use_gpu,
             "deploy": deploy,

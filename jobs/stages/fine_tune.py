@@ -3,10 +3,10 @@
 1. Frozen body: the head trains on the cached features for `freeze_epochs` (one-cycle, seconds on a CPU).
 2. Unfrozen: Ray Train `TorchTrainer` runs `jobs.train_loop` on `num_workers` DDP workers (gloo on CPU,
    NCCL on GPU) at half the head LR and 1/100 of that for the body, checkpointing every epoch to S3.
-The best checkpoint by validation accuracy (the head-only model included) is what the job keeps. The
-head-only model's metrics come from the cached features (the same eval transform the images would get), so
-it is checkpointed here without another pass over the validation images, and unfrozen training starts only
-to beat it (see `jobs.train_loop`: a short trial, then early stopping).
+The best checkpoint by validation accuracy (the head-only model included; `pick_best` settles ties) is what
+the job keeps. The head-only model's metrics come from the cached features (the same eval transform the images
+would get), so it is checkpointed here without another pass over the validation images, and unfrozen training
+starts only to beat it (see `jobs.train_loop`: a short trial, then early stopping).
 """
 
 from __future__ import annotations
@@ -34,7 +34,14 @@ from jobs.failures import training_failure, worker_failure_summary
 from jobs.features import Features
 from jobs.resources import worker_bundle
 from jobs.stages.validate import ValidatedDataset
-from jobs.train_loop import CHECKPOINT_FILE, PREDICTIONS_FILE, TrainLoopConfig, train_loop_per_worker
+from jobs.train_loop import (
+    CHECKPOINT_FILE,
+    MIN_DELTA,
+    PREDICTIONS_FILE,
+    TrainLoopConfig,
+    epoch_image_sizes,
+    train_loop_per_worker,
+)
 from jobs.weights import resolve_weights
 
 # fastai's fine_tune: the unfrozen cycle runs at half the frozen LR, the body at 1/lr_mult of that.
@@ -184,8 +191,10 @@ class TrainingProgress(UserCallback):
             "train_loss": round(lead["train_loss"], 5),
             "valid_loss": round(lead["valid_loss"], 5),
             "accuracy": round(lead["accuracy"], 5),
-            "seconds": lead["seconds"],
-            "images_per_second": lead["images_per_second"],
+            "seconds": lead["seconds"],  # the whole epoch, validation included
+            "train_seconds": lead["train_seconds"],
+            "image_size": lead["image_size"],  # trained at (progressive resizing); validated at the job's
+            "images_per_second": lead["images_per_second"],  # over train_seconds
             "checkpoint_uri": uri,
         }
         self.store.add_epoch(self.job_id, row)
@@ -255,6 +264,7 @@ def fine_tune(
         arch=params.arch,
         weights_uri=params.weights_uri,
         image_size=params.image_size,
+        epoch_sizes=epoch_image_sizes(params.image_size, params.epochs, params.progressive_resizing),
         batch_size=params.batch_size,
         epochs=params.epochs,
         head_lr=unfrozen_lr,
@@ -312,8 +322,19 @@ def fine_tune(
     ]
     if not candidates:
         raise StageError("no_checkpoint", "training finished without saving a checkpoint")
-    # Ties keep the earlier candidate: the head-only model when unfreezing bought nothing.
-    return max(candidates, key=lambda c: (c.value, -c.valid_loss))
+    return pick_best(candidates)
+
+
+def pick_best(candidates: list[BestCheckpoint]) -> BestCheckpoint:
+    """The most accurate; at equal accuracy the earliest (the head-only model first), unless a later one has a
+    validation loss lower by more than MIN_DELTA: the same margin by which unfreezing has to pay to go on."""
+    top = max(c.value for c in candidates)
+    tied = sorted((c for c in candidates if c.value == top), key=lambda c: c.epoch)
+    best = tied[0]
+    for later in tied[1:]:
+        if later.valid_loss < best.valid_loss - MIN_DELTA:
+            best = later
+    return best
 
 
 def checkpoint_head_only(head: HeadResult, params: JobParams, num_classes: int, location: S3Location) -> BestCheckpoint:

@@ -4,8 +4,8 @@
 (the same numbers, to the last digit) and take the same unfrozen steps over the same batches: rank r's k-th
 batch is every other image of the 1-worker run's k-th batch, and each image's random crop is seeded by
 (seed, epoch, image), not by rank. DDP averages the two ranks' mean-loss gradients, which is the gradient of
-the mean loss over the whole batch. What still differs (see `jobs.train_loop`): batch-norm statistics over 8
-images per forward instead of 16, the dropout and drop-connect masks, float summation order.
+the mean loss over the whole batch; the body's batch norm uses its pretrained statistics, whatever the batch.
+What still differs (see `jobs.train_loop`): the dropout and drop-connect masks, float summation order.
 
 Before `batch_size` was global, the same kind of pair (2 x 8 and 1 x 16, one head-only epoch) ended at 0.900 and
 0.667 validation accuracy: the head-only epoch ran at batch 8 (6 steps) in one and 16 (3 steps) in the other,
@@ -27,25 +27,28 @@ from trainyard.client import Client
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 # A fixed LR, every epoch run (no early stopping), nothing deployed: both jobs train the same schedule. Five
-# head-only epochs, so the unfrozen epoch starts from a head that has learned (with one, heads sat near chance).
+# head-only epochs, so the unfrozen epochs start from a head that has learned (with one, heads sat near chance).
 COMMON = {
     "image_size": 32,
     "batch_size": 16,
-    "epochs": 1,
+    "epochs": 3,
     "freeze_epochs": 5,
     "lr": 0.02,
     "patience": None,
+    "progressive_resizing": None,
     "deploy": False,
     "seed": 0,
 }
 VALID_PER_CLASS = 10
-# Measured on this data (2 cores, CPU): after the unfrozen epoch, validation loss 0.5565 with 2 workers and
-# 0.5578 with 1, accuracy 22 and 23 of 30. The noise a tolerance has to allow, measured in one process with
-# 1 worker and only the dropout seed changed (0, 1, 2): loss 0.551, 0.554, 0.542 and accuracy 22, 24, 25 of 30:
-# a head at loss ~0.55 has several validation images near a tie. So: the loss within 0.03 and accuracy within
-# three images; what is exact (the head-only epochs) is compared exactly.
+# The noise a tolerance has to allow, measured in one process on this data with 1 worker and only the dropout
+# seed changed (0, 1, 2; `benchmarks.unfrozen_noise --image-size 32 --batch-size 16 --train-per-class 16
+# --data-seed 0 --freeze-epochs 5 --epochs 3 --lr 0.02`): after 3 unfrozen epochs validation loss 0.078, 0.076,
+# 0.058, all 30/30; with 2 workers 0.074. After one epoch the same seeds spread from 0.256 to 0.435 and 21 to 29
+# of 30, which no small tolerance covers: hence three epochs. With dropout and drop-connect off, 1 and 2
+# workers end at the same loss to the fourth digit. So: the loss within 0.03, accuracy within two images; what is
+# exact (the head-only epochs) is compared exactly.
 LOSS_TOLERANCE = 0.03
-ACCURACY_TOLERANCE = 3 / (3 * VALID_PER_CLASS) + 1e-4
+ACCURACY_TOLERANCE = 2 / (3 * VALID_PER_CLASS) + 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +99,6 @@ def test_two_ddp_workers_and_one_worker_agree_on_the_same_seed(
         print(f"epoch {a['epoch']}: 2 workers {a['accuracy']:.3f} / {a['valid_loss']:.4f}, "
               f"1 worker {b['accuracy']:.3f} / {b['valid_loss']:.4f}")  # fmt: skip
     last_two, last_one = two_epochs[-1], one_epochs[-1]
-    assert last_two["accuracy"] > 0.6 and last_one["accuracy"] > 0.6  # both learned (chance is 1/3)
+    assert last_two["accuracy"] > 0.9 and last_one["accuracy"] > 0.9  # both learned (chance is 1/3)
     assert abs(last_two["accuracy"] - last_one["accuracy"]) <= ACCURACY_TOLERANCE
     assert last_two["valid_loss"] == pytest.approx(last_one["valid_loss"], abs=LOSS_TOLERANCE)

@@ -7,10 +7,19 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from core.backbones import build_classifier, local_pretrained_weights
 from core.spec import JobParams
 from jobs.features import Features
-from jobs.stages.fine_tune import _gpu_failure_line, train_head
-from jobs.train_loop import MIN_DELTA, EarlyStopping, shard_indices, trial_steps, worker_batch_size
+from jobs.stages.fine_tune import BestCheckpoint, _gpu_failure_line, pick_best, train_head
+from jobs.train_loop import (
+    MIN_DELTA,
+    EarlyStopping,
+    epoch_image_sizes,
+    shard_indices,
+    train_mode,
+    trial_steps,
+    worker_batch_size,
+)
 
 
 def test_shards_are_disjoint_equal_and_change_every_epoch() -> None:
@@ -97,3 +106,50 @@ def test_head_result_carries_its_validation_logits() -> None:
     assert logits.shape == (10, 2)
     loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[30:])).item()
     assert loss == pytest.approx(result.epochs[-1]["valid_loss"], abs=1e-4)  # the same numbers the epoch reported
+
+
+def test_progressive_resizing_grows_evenly_to_the_full_size_at_the_last_epoch() -> None:
+    assert epoch_image_sizes(224, 3, 0.75) == [160, 192, 224]
+    assert epoch_image_sizes(224, 2, 0.5) == [112, 224]
+    assert epoch_image_sizes(224, 1, 0.5) == [224]  # one epoch: it is the last, at full size
+    assert epoch_image_sizes(224, 3, None) == [224, 224, 224]
+    assert epoch_image_sizes(224, 3, 1.0) == [224, 224, 224]
+    assert epoch_image_sizes(40, 3, 0.3) == [32, 32, 40]  # never below 32 px, never above image_size
+    sizes = epoch_image_sizes(512, 10, 0.6)
+    assert sizes == sorted(sizes) and sizes[-1] == 512 and all(s % 16 == 0 for s in sizes)
+
+
+def test_fine_tuning_keeps_the_bodys_batch_norm_statistics_and_trains_its_scale() -> None:
+    torch.manual_seed(0)
+    # Pretrained: with random weights and ImageNet's statistics absent, ReLU6 saturates and no gradient flows.
+    model = build_classifier("efficientnet_lite0", 2, local_pretrained_weights("efficientnet_lite0"))
+    norms = [m for m in model.body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    means = [m.running_mean.clone() for m in norms]
+    scales = [m.weight.detach().clone() for m in norms]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_mode(model, model.body)
+    assert model.training and model.head.training and not any(m.training for m in norms)
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 64, 64)), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    optimizer.step()
+    assert all(torch.equal(m.running_mean, before) for m, before in zip(norms, means, strict=True))
+    assert any(not torch.equal(m.weight, before) for m, before in zip(norms, scales, strict=True))
+
+
+def _candidate(epoch: int, accuracy: float, loss: float) -> BestCheckpoint:
+    stage = "frozen" if epoch == 1 else "unfrozen"
+    return BestCheckpoint(
+        epoch=epoch, stage=stage, metric="accuracy", value=accuracy, valid_loss=loss, checkpoint_uri=f"s3://b/{epoch}"
+    )
+
+
+def test_the_kept_checkpoint_is_the_most_accurate_and_a_tie_needs_a_real_drop_in_loss() -> None:
+    head_only = _candidate(1, 1.0, 0.0056)
+    # Equal accuracy, a loss lower by less than MIN_DELTA: the head-only model stays (unfreezing did not pay).
+    assert pick_best([_candidate(2, 1.0, 0.0002), head_only]) is head_only
+    # Lower by more than MIN_DELTA: the later one, as training itself would count it.
+    better = _candidate(2, 0.99, 0.044)
+    assert pick_best([_candidate(1, 0.99, 0.0946), better]) is better
+    # Accuracy first, whatever the loss.
+    accurate = _candidate(3, 1.0, 0.09)
+    assert pick_best([_candidate(1, 0.98, 0.01), _candidate(2, 0.99, 0.02), accurate]) is accurate
