@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -83,6 +84,8 @@ def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
     stack.export_env()
     try:
         upload_folder(s3_client(), dataset, BENCH_BUCKET, dataset.name)
+        if not args.warm:
+            forget_caches()
         with Client(url=stack.config.api_url) as client:  # TRAINYARD_API_KEY, once auth lands
             started = time.monotonic()
             job = client.submit(
@@ -115,8 +118,45 @@ def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
         extra={
             "job_id": raw["id"],
             "lr_sweep": {k: v for k, v in raw["lr_sweep"].items() if k not in ("lrs", "losses")},
+            "epochs": [{k: e.get(k) for k in EPOCH_FIELDS} for e in raw["metrics"]],
+            "best": raw["best"],
+            "events": [
+                {"seconds": round(_since(raw["created_at"], e["at"]), 1), "kind": e["kind"], "message": e["message"]}
+                for e in events
+            ],
         },
     )
+
+
+EPOCH_FIELDS = (
+    "stage",
+    "epoch",
+    "image_size",
+    "seconds",
+    "train_seconds",
+    "images_per_second",
+    "valid_loss",
+    "accuracy",
+)
+
+
+def _since(start: str, at: str) -> float:
+    return (datetime.fromisoformat(at) - datetime.fromisoformat(start)).total_seconds()
+
+
+def forget_caches() -> None:
+    """A first job, as a new user's: no feature cache in S3 and no downloaded copy of any dataset on the node."""
+    from core.s3 import s3_client
+    from core.settings import get_settings
+    from core.spec import S3Location
+
+    settings = get_settings()
+    s3 = s3_client(settings)
+    location = S3Location.parse(settings.artifact_uri).child("feature-cache")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=location.prefix):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=location.bucket, Key=item["Key"])
+    shutil.rmtree(settings.resolved_cache_dir / "datasets", ignore_errors=True)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -363,6 +403,9 @@ def main() -> None:
     parser.add_argument("--lr-sweep", choices=("range_test", "trials"), default="range_test")
     parser.add_argument("--only", choices=tuple(SYSTEMS), action="append", help="run only these (repeatable)")
     parser.add_argument("--home", type=Path, default=Path.cwd() / ".trainyard", help="the local stack's folder")
+    parser.add_argument(
+        "--warm", action="store_true", help="keep the stack's feature cache and dataset copies (default: a first job)"
+    )
     parser.add_argument("--keep-stack", action="store_true", help="leave a stack this run started running")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the Trainyard job")
     parser.add_argument("--json-stdout", action="store_true", help=argparse.SUPPRESS)  # a child's answer

@@ -235,7 +235,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     # Moves to the device and wraps in DDP when world > 1. The buffers (batch-norm statistics) never change while
     # frozen and start equal on every rank: no broadcast before each forward.
-    ddp_model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"broadcast_buffers": False})
+    ddp_model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"forward_sync_buffers": False})
     module: Classifier = ddp_model.module if hasattr(ddp_model, "module") else ddp_model  # type: ignore[assignment]
 
     # Decoded once, kept as uint8 for the later epochs (the loader runs in this process: one copy per worker).
