@@ -251,6 +251,17 @@ def fine_tune(
             "head-only model checkpointed",
             {"epoch": head_only.epoch, "uri": head_only.checkpoint_uri},
         )
+    if head_only is not None and params.patience is not None and head_only.value == 1.0:
+        # Kept models are picked by validation accuracy first: none can beat this one, and finding that out would
+        # cost Ray Train's start-up and an epoch (on cats-vs-whales, 3 epochs for 150/150 again: 116 s against 42).
+        store.add_event(
+            job_id,
+            "unfreeze_skipped",
+            "the head-only model is kept: it classifies every validation image correctly, so no unfrozen epoch "
+            "could be more accurate (patience: null unfreezes anyway)",
+            {"epoch": head_only.epoch, "valid_loss": head_only.valid_loss},
+        )
+        return head_only
     total_epochs = params.freeze_epochs + params.epochs
     store.set_progress(job_id, phase_progress(Phase.training, params.freeze_epochs / total_epochs))
 

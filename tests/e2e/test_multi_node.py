@@ -29,6 +29,7 @@ REQUEST = {
     "batch_size": 16,  # global: 8 per worker
     "image_size": 32,
     "num_workers": 2,
+    "patience": None,  # the unfrozen epoch runs whatever the head-only model scores: it is what spans the nodes
 }
 
 
