@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from benchmarks.training import train_one_epoch
 from core.backbones import BACKBONES, build_classifier, freeze_batchnorm_statistics, local_pretrained_weights
 from core.images import normalize
 from jobs.data import ImageItems
@@ -128,14 +129,8 @@ def main() -> None:
             if variant.frozen_bn:
                 freeze_batchnorm_statistics(model.body)
             train.train_at(size)
-            started, seen = time.monotonic(), 0
-            for images, labels in loader:
-                loss = nn.functional.cross_entropy(model(normalize(images, norm)), labels)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                seen += len(labels)
+            started = time.monotonic()
+            seen = train_one_epoch(model, loader, optimizer, schedule, norm)
             seconds = time.monotonic() - started
             model.eval()
             with torch.inference_mode():

@@ -166,6 +166,23 @@ def _mean(values: list[float]) -> float | None:
 # --- (b) plain PyTorch, one process ----------------------------------------------------------------------
 
 
+def train_one_epoch(model: Any, loader: Any, optimizer: Any, schedule: Any, norm: Any) -> int:
+    """One pass of plain-PyTorch training (cross-entropy, a scheduler step per batch); returns the images seen."""
+    from torch import nn
+
+    from core.images import normalize
+
+    seen = 0
+    for images, labels in loader:
+        loss = nn.functional.cross_entropy(model(normalize(images, norm)), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        seen += len(labels)
+    return seen
+
+
 def run_plain(dataset: Path, args: argparse.Namespace) -> Run:
     import torch
     from torch import nn
@@ -241,14 +258,8 @@ def run_plain(dataset: Path, args: argparse.Namespace) -> Run:
         model.train()
         freeze_batchnorm_statistics(model.body)
         train_items.train_at(sizes[epoch - 1])
-        seen, epoch_start = 0, time.monotonic()
-        for images, labels in train:
-            loss = nn.functional.cross_entropy(model(normalize(images, norm)), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            seen += len(labels)
+        epoch_start = time.monotonic()
+        seen = train_one_epoch(model, train, optimizer, schedule, norm)
         rates.append(seen / (time.monotonic() - epoch_start))
         lap(f"epoch {epoch} train")
         model.eval()
