@@ -26,7 +26,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from benchmarks.training import train_one_epoch
-from core.backbones import BACKBONES, build_classifier, freeze_batchnorm_statistics, local_pretrained_weights
+from core.backbones import (
+    BACKBONES,
+    build_classifier,
+    channels_last,
+    freeze_batchnorm_statistics,
+    local_pretrained_weights,
+)
 from core.images import normalize
 from jobs.data import ImageItems
 from jobs.stages.fine_tune import BODY_LR_MULT, UNFROZEN_LR_FACTOR
@@ -75,7 +81,7 @@ def main() -> None:
         return ImageItems(args.dataset, [i.path for i in split], [i.label for i in split], size, train, 1 << 30)
 
     valid = items(data.valid, 224, False)
-    model = build_classifier(ARCH, len(classes), local_pretrained_weights(ARCH))
+    model = channels_last(build_classifier(ARCH, len(classes), local_pretrained_weights(ARCH)))
     model.eval()
     with torch.inference_mode():
         train_batches = [(model.body(normalize(i, norm)), y) for i, y in DataLoader(items(data.train, 224, False), 64)]

@@ -12,10 +12,13 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from pydantic import BaseModel
 from torch import nn
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class Normalization(BaseModel):
@@ -128,6 +131,13 @@ def freeze_batchnorm_statistics(body: nn.Module) -> None:
     for layer in body.modules():
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):
             layer.eval()
+
+
+def channels_last(module: ModuleT) -> ModuleT:
+    """The layout the convolutions run fastest in, on CPU as on GPU: an EfficientNet-Lite0 training step at
+    224 px takes ~25% less time than with contiguous weights on this machine's cores (benchmarks/README.md).
+    The inputs follow: a convolution runs channels-last when its weights are."""
+    return module.to(memory_format=torch.channels_last)  # type: ignore[return-value]
 
 
 def build_classifier(arch: str, num_classes: int, weights: Path | None) -> Classifier:

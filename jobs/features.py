@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch.utils.data import DataLoader
 
-from core.backbones import BACKBONES
+from core.backbones import BACKBONES, channels_last
 from core.images import normalize
 from jobs.data import ImageItems
 from jobs.stages.validate import Item
@@ -48,7 +48,7 @@ def compute_features(
     batch_size: int = 64,
 ) -> Features:
     started = time.monotonic()
-    body = BACKBONES[arch].build(weights).eval().to(device)
+    body = channels_last(BACKBONES[arch].build(weights).eval().to(device))
     target = torch.device(device)
     xs = []
     for items in (train, valid):

@@ -43,7 +43,7 @@ from pydantic import BaseModel
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from core.backbones import BACKBONES, Classifier, build_classifier, freeze_batchnorm_statistics
+from core.backbones import BACKBONES, Classifier, build_classifier, channels_last, freeze_batchnorm_statistics
 from core.images import normalize
 from core.s3 import s3_client
 from core.settings import get_settings
@@ -151,9 +151,7 @@ def train_mode(model: nn.Module, body: nn.Module) -> None:
 
 def _batch(images: torch.Tensor, arch: str, device: torch.device) -> torch.Tensor:
     batch = normalize(images, BACKBONES[arch].normalization).to(device, non_blocking=True)
-    if device.type == "cuda":
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    return batch
+    return batch.contiguous(memory_format=torch.channels_last)  # as the model's weights: see channels_last
 
 
 @torch.no_grad()
@@ -231,8 +229,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     model: Classifier = build_classifier(cfg.arch, len(cfg.classes), weights)
     if cfg.head_state is not None:
         model.head.load_state_dict(torch.load(io.BytesIO(cfg.head_state), weights_only=True))
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = channels_last(model)
     # Moves to the device and wraps in DDP when world > 1. The buffers (batch-norm statistics) never change while
     # frozen and start equal on every rank: no broadcast before each forward.
     ddp_model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"forward_sync_buffers": False})

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from torch import nn
 from torch.utils.data import DataLoader
 
-from core.backbones import BACKBONES, Classifier, build_classifier
+from core.backbones import BACKBONES, Classifier, build_classifier, channels_last
 from core.images import normalize
 from core.spec import S3Location
 from jobs.data import ImageItems
@@ -62,7 +62,7 @@ def load_checkpoint_model(s3: Any, checkpoint_uri: str, arch: str, num_classes: 
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     model = build_classifier(arch, num_classes, weights=None)
     model.load_state_dict(state["model"])
-    return model.eval()
+    return channels_last(model.eval())
 
 
 @torch.inference_mode()
