@@ -9,7 +9,7 @@ malloc settings (FIELD-NOTES: they decide CPU speed for every PyTorch process he
       through the REST API and polled to `succeeded`; phases from the job's own event log;
   (b) plain: one process, no Ray, no S3, no API, the same recipe (features, range test, head, unfrozen
       epochs at the same LRs): the floor for Trainyard's overhead;
-  (c) fastai: `lr_find()` then `fine_tune(3, base_lr=valley)`, as the lesson does.
+  (c) fastai: `lr_find()` then `fine_tune(3, base_lr=valley)`, as the lesson does (`--fastai-epochs`).
 (b) and (c) run in child processes of their own (glibc reads MALLOC_* at start-up; memory is returned).
 Prints one Markdown table and writes benchmarks/results/training-<dataset>-<time>.json beside it.
 The machine's load (`uptime`) goes into both: on a shared machine, compare only runs made side by side.
@@ -188,7 +188,13 @@ def run_plain(dataset: Path, args: argparse.Namespace) -> Run:
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from core.backbones import BACKBONES, build_classifier, freeze_batchnorm_statistics, local_pretrained_weights
+    from core.backbones import (
+        BACKBONES,
+        build_classifier,
+        channels_last,
+        freeze_batchnorm_statistics,
+        local_pretrained_weights,
+    )
     from core.images import normalize
     from jobs.data import ImageItems
     from jobs.stages.lr_sweep import lr_range_test
@@ -209,7 +215,7 @@ def run_plain(dataset: Path, args: argparse.Namespace) -> Run:
 
     data = validate_dataset(dataset, str(dataset), 1.0)
     classes = data.summary.classes
-    model = build_classifier(ARCH, len(classes), local_pretrained_weights(ARCH))
+    model = channels_last(build_classifier(ARCH, len(classes), local_pretrained_weights(ARCH)))
     norm = BACKBONES[ARCH].normalization
     size, batch = args.image_size, args.batch_size
 
@@ -348,7 +354,7 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
     timer = EpochTimer()
     t0 = time.monotonic()
     with learn.no_bar(), learn.no_logging():
-        learn.fine_tune(args.epochs, base_lr=lr, cbs=[timer])
+        learn.fine_tune(args.fastai_epochs, base_lr=lr, cbs=[timer])
     fine_tune_seconds = time.monotonic() - t0
     final_accuracy = float(learn.recorder.values[-1][2])
     valid_images = len(dls.valid_ds)
@@ -405,7 +411,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path, help="a folder with train/<class>/ and valid/<class>/")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--epochs", type=int, default=3, help="unfrozen epochs (fastai's fine_tune(3))")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="Trainyard's and the plain loop's unfrozen epochs (default: Trainyard's)",
+    )
+    parser.add_argument("--fastai-epochs", type=int, default=3, help="fastai's fine_tune(N): the issue's N is 3")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--progressive-resizing", type=float, default=0.75, help="Trainyard's default; 1: every epoch at full size"
@@ -421,6 +433,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the Trainyard job")
     parser.add_argument("--json-stdout", action="store_true", help=argparse.SUPPRESS)  # a child's answer
     args = parser.parse_args()
+    if args.epochs is None:
+        from core.spec import JobParams
+
+        args.epochs = JobParams.model_fields["epochs"].default
     dataset = args.dataset.resolve()
     systems = args.only or list(SYSTEMS)
 
@@ -431,12 +447,15 @@ def main() -> None:
     passed = [
         f"--image-size={args.image_size}",
         f"--epochs={args.epochs}",
+        f"--fastai-epochs={args.fastai_epochs}",
+        f"--progressive-resizing={args.progressive_resizing}",
         f"--batch-size={args.batch_size}",
         f"--seed={args.seed}",
         f"--lr-sweep={args.lr_sweep}",
         f"--home={args.home}",
         f"--timeout={args.timeout}",
         *(["--keep-stack"] if args.keep_stack else []),
+        *(["--warm"] if args.warm else []),
     ]
     load = {"start": load_average()}
     runs = []

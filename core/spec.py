@@ -164,7 +164,9 @@ class JobParams(BaseModel):
     weights_uri: S3Uri | None = Field(
         default=None, description="s3:// URI of the backbone's state dict (torchvision archs offline)"
     )
-    epochs: int = Field(default=3, ge=1, le=100, description="epochs with the whole network unfrozen")
+    # 2, not fastai's lesson's 3: on dogs-vs-cats, epochs at 160 then 224 px reach the same 199/200 as three
+    # (160, 192, 224 px) in ~60% of the unfrozen time (benchmarks/README.md, issue 7).
+    epochs: int = Field(default=2, ge=1, le=100, description="epochs with the whole network unfrozen")
     freeze_epochs: int = Field(default=1, ge=0, le=100, description="head-only epochs on cached features")
     lr: float | None = Field(default=None, gt=0, le=10, description="null: pick it by an LR range test")
     lr_sweep: LrSweep = Field(
