@@ -1,16 +1,21 @@
 """docs/api.md documents exactly the routes the app serves: every path and method in the live OpenAPI schema
-has a `### METHOD /path` section, and every such section names a route the schema has."""
+has a `### METHOD /path` section, and every such section names a route the schema has. Its table of job
+parameters names every field of `JobParams` with the default the API applies."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from pydantic_core import PydanticUndefined
+
 from core.settings import Settings
+from core.spec import JobParams
 from service.main import create_app
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 _SECTION = re.compile(r"^### (GET|POST|PUT|PATCH|DELETE) (/\S*)\s*$", re.MULTILINE)
+_PARAM_ROW = re.compile(r"^\| `(\w+)` \| ([^|]+?) \|", re.MULTILINE)
 
 
 def test_api_doc_matches_the_live_openapi_schema(tmp_path: Path) -> None:
@@ -21,3 +26,25 @@ def test_api_doc_matches_the_live_openapi_schema(tmp_path: Path) -> None:
     stale = sorted(f"### {m} {p}" for m, p in documented - served)
     assert not missing, f"docs/api.md lacks a section for: {missing}"
     assert not stale, f"docs/api.md documents routes the app does not serve: {stale}"
+
+
+def _documented(value: object) -> str:
+    """A default as the table writes it: JSON scalars, strings in backticks."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f"`{value}`"
+    return str(value)
+
+
+def test_every_job_parameter_is_documented_with_its_default() -> None:
+    rows = dict(_PARAM_ROW.findall(DOC.read_text()))
+    for name, field in JobParams.model_fields.items():
+        assert name in rows, f"docs/api.md's job parameter table lacks `{name}`"
+        if field.default is PydanticUndefined:
+            expected = "required" if field.default_factory is None else rows[name]  # a model: described in words
+        else:
+            expected = _documented(field.default)
+        assert rows[name] == expected, f"docs/api.md gives `{name}` the default {rows[name]!r}, the API {expected!r}"
