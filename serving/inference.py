@@ -12,6 +12,7 @@ import os
 import torch
 
 from core.backbones import Normalization
+from core.backbones import channels_last as to_channels_last
 from core.images import decode_image, eval_tensor, normalize
 
 
@@ -72,7 +73,7 @@ def preprocess(data: bytes, image_size: int, norm: Normalization, tta: bool = Fa
 
 
 def prepare(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    return to_channels_last(model) if channels_last else model
 
 
 @torch.inference_mode()
