@@ -50,11 +50,10 @@ from core.settings import get_settings
 from jobs.data import ImageItems
 from jobs.stages.fetch import fetch_dataset
 from jobs.stages.validate import Item
+from jobs.training_progress import CHECKPOINT_FILE, PREDICTIONS_FILE
 from jobs.usage import this_node
 from jobs.weights import resolve_weights
 
-CHECKPOINT_FILE = "model.pt"
-PREDICTIONS_FILE = "predictions.pt"  # {"valid_logits": float tensor [n_valid, classes]}, in validation order
 # Decoded-image memory per worker and split: ~1,000 presized 224 px training images, ~3,300 validation crops.
 DECODED_CACHE_BYTES = 512 << 20
 # A validation loss must fall by more than this to count as an improvement (early stopping, the trial).

@@ -116,7 +116,7 @@ def evaluate_model(
 
 
 def load_predictions(s3: Any, predictions_uri: str) -> torch.Tensor:
-    """The validation logits a checkpoint was saved with (see `jobs.train_loop.PREDICTIONS_FILE`)."""
+    """The validation logits a checkpoint was saved with (see `jobs.training_progress.PREDICTIONS_FILE`)."""
     location = S3Location.parse(predictions_uri)
     data = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
     logits: torch.Tensor = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["valid_logits"]
