@@ -42,13 +42,15 @@ from jobs.stages.lr_trials import lr_trials
 from jobs.stages.publish import artifact_location, publish_model
 from jobs.stages.validate import ValidatedDataset
 from jobs.thumbnails import attach_thumbnails
-from jobs.usage import located
+from jobs.usage import located, this_node
 from jobs.weights import resolve_weights
 
 log = logging.getLogger("trainyard.driver")
 T = TypeVar("T")
 # Ray Train's record of a run's checkpoints, under the job's folder (fine_tune's RunConfig: checkpoints/train).
 TRAIN_SNAPSHOT = "checkpoints/train/checkpoint_manager_snapshot.json"
+# How long heavy work waits for CPUs on the driver's own node before it goes to a worker node instead.
+LOCAL_WAIT_S = 1.0
 
 
 class ResumePoint(BaseModel):
@@ -90,16 +92,58 @@ class Pipeline:
         cost = job_cost(self.usage, self.settings.node_types, self.settings.rates_as_of)
         self.store.set_result(self.job_id, "cost", cost.model_dump(mode="json"))
 
-    def _remote(self, work: Work, fn: Callable[..., T], *args: Any) -> T:
-        """Run heavy one-off work as a Ray task on a worker node, in a placement group of its own.
+    def _run_work(self, work: Work, fn: Callable[..., T], *args: Any) -> tuple[T, str]:
+        """Run heavy one-off work (feature extraction, an evaluation pass) in a placement group of its own.
 
         The placement group is what makes a wait for nodes visible (`jobs.waiting`) and bounds the time the
-        work held its resources (its cost): from the moment the group is placed until the task returns.
+        work held its resources (its cost): from the moment the group is placed until the work returns.
+        Where it runs: in this driver's process when the driver's node can hold it now (a CPU job on a node
+        with free CPUs, as on the single-machine stack), else as a Ray task on a worker node (GPU jobs, a head
+        that offers no CPUs). A task costs a worker process its own import of torch, torchvision and the job's
+        modules, which this driver has already paid: 11 s of a first dogs-vs-cats job's 30 s LR sweep on 2
+        cores, against about 1 s here (benchmarks/README.md). Returns the result and where it ran: "driver" or
+        "task".
         """
+        from ray.util.placement_group import remove_placement_group
+
+        cpus, gpus = task_cpus(self.params), 1.0 if self.params.use_gpu else 0.0
+        group = self._local_group(cpus) if not gpus else None
+        if group is not None:
+            try:
+                placed = time.monotonic()
+                result, (node_id, node_type) = fn(*args), this_node()
+                held = round(time.monotonic() - placed, 3)
+            finally:
+                remove_placement_group(group)
+        else:
+            result, node_id, node_type, held = self._remote(cpus, gpus, fn, *args)
+        self._record_usage(
+            WorkUsage(work=work, node_id=node_id, node_type=node_type, cpus=cpus, gpus=gpus, seconds=held)
+        )
+        return result, "driver" if group is not None else "task"
+
+    def _local_group(self, cpus: float) -> Any:
+        """A placement group of `cpus` CPUs on this driver's node, or None when that node cannot hold it within
+        LOCAL_WAIT_S (it has fewer CPUs, or other work holds them): then the work goes to a worker node."""
+        from ray._raylet import RAY_NODE_ID_KEY  # type: ignore[attr-defined]  # the label Ray gives each node its id
+        from ray.util.placement_group import placement_group, remove_placement_group
+
+        here = ray.get_runtime_context().get_node_id()
+        node = next((n for n in ray.nodes() if n["NodeID"] == here), None)
+        if node is None or node["Resources"].get("CPU", 0.0) < cpus:
+            return None
+        group = placement_group([{"CPU": cpus}], bundle_label_selector=[{RAY_NODE_ID_KEY: here}])
+        ready, _ = ray.wait([group.ready()], timeout=LOCAL_WAIT_S)
+        if not ready:
+            remove_placement_group(group)
+            return None
+        return group
+
+    def _remote(self, cpus: float, gpus: float, fn: Callable[..., T], *args: Any) -> tuple[T, str, str | None, float]:
+        """`fn(*args)` as a Ray task on a worker node: its result, node id, node type and seconds held."""
         from ray.util.placement_group import placement_group, remove_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        cpus, gpus = task_cpus(self.params), 1.0 if self.params.use_gpu else 0.0
         group = placement_group([{"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}])
         try:
             ray.get(group.ready())
@@ -109,37 +153,33 @@ class Pipeline:
                 num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy, max_retries=1
             )
             result, node_id, node_type = ray.get(task.remote(fn, *args))
-            held = round(time.monotonic() - placed, 3)
+            return result, node_id, node_type, round(time.monotonic() - placed, 3)
         finally:
             remove_placement_group(group)
-        self._record_usage(
-            WorkUsage(work=work, node_id=node_id, node_type=node_type, cpus=cpus, gpus=gpus, seconds=held)
-        )
-        return result  # type: ignore[no-any-return]
 
     def _features(self, etags_digest: str, dataset: ValidatedDataset) -> Features:
-        """The backbone features from the S3 cache, or computed on a worker node and cached for the next job."""
+        """The backbone features from the S3 cache, or computed (`_run_work`) and cached for the next job."""
         p = self.params
         weights = resolve_weights(p.arch, p.weights_uri, self.s3, self.settings.resolved_cache_dir)
         key = feature_key(etags_digest, p.arch, weights, p.image_size, dataset.train, dataset.valid)
         location = cache_location(self.settings.artifact_uri, key)
         started = time.monotonic()
-        features = load_features(self.s3, location)
-        if features is not None:
+        cached = load_features(self.s3, location)
+        if cached is not None:
             self.store.add_event(
                 self.job_id,
                 "features",
                 f"backbone features read from the cache in {time.monotonic() - started:.1f}s: no extraction",
                 {"cache": "hit", "key": key, "seconds": round(time.monotonic() - started, 3)},
             )
-            return features
-        features = self._remote("features", _features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
+            return cached
+        features, ran_in = self._run_work("features", _features_task, p, dataset, "cuda" if p.use_gpu else "cpu")
         save_features(self.s3, location, features)
         self.store.add_event(
             self.job_id,
             "features",
-            f"backbone features extracted at {features.images_per_second} img/s and cached",
-            {"cache": "miss", "key": key, "seconds": round(time.monotonic() - started, 3)},
+            f"backbone features extracted at {features.images_per_second} img/s (in the job's {ran_in}) and cached",
+            {"cache": "miss", "key": key, "seconds": round(time.monotonic() - started, 3), "ran_in": ran_in},
         )
         return features
 
@@ -147,7 +187,8 @@ class Pipeline:
         """From the validation logits saved with the best checkpoint; a pass over images only for a test split or
         test-time augmentation (both need images the checkpoint's own validation pass did not see that way)."""
         if best.predictions_uri is None or dataset.test or self.params.tta:
-            return self._remote("evaluation", _evaluate_task, self.params, dataset, best)  # type: ignore[no-any-return]
+            evaluation: Evaluation = self._run_work("evaluation", _evaluate_task, self.params, dataset, best)[0]
+            return evaluation
         logits = load_predictions(self.s3, best.predictions_uri)
         self.store.add_event(
             self.job_id,

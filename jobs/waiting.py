@@ -1,7 +1,7 @@
 """Say on the job when its Ray work waits for resources (an autoscaling cluster bringing nodes up).
 
 Everything heavy a job runs reserves its resources through a placement group: Ray Train's worker group
-creates one, and the driver's feature and evaluation tasks run in one of their own (`Driver._remote`).
+creates one, and the driver's feature and evaluation work runs in one of its own (`Pipeline._run_work`).
 A placement group that stays PENDING is work waiting for nodes. A thread in the driver looks at this
 job's pending placement groups every few seconds and writes what they wait for, and since when, on the
 job (`waiting`); it clears that once nothing waits.

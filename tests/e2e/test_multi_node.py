@@ -77,7 +77,8 @@ def finished(cluster: tuple[LocalStack, list[WorkerNode]], tmp_path_factory: pyt
             image = next((data / "valid" / "circle").iterdir()).read_bytes()
             prediction = api.post(f"/v1/models/{job['model']['id']}/predict", content=image)
         metrics = api.get("/metrics").text
-    return {"job": job, "prediction": prediction, "metrics": metrics}
+        events = api.get(f"/v1/jobs/{job['id']}/events").json()["events"]
+    return {"job": job, "prediction": prediction, "metrics": metrics, "events": events}
 
 
 def test_job_succeeds_with_training_on_two_worker_nodes(
@@ -103,6 +104,8 @@ def test_feature_and_evaluation_tasks_ran_on_worker_nodes(
     assert set(by_work) == {"features"}
     for item in by_work.values():
         assert item["node_id"] in {w.node_id for w in workers}
+    # The head (the driver's node) offers no CPUs, so the extraction went to a worker node as a Ray task.
+    assert [e["data"]["ran_in"] for e in finished["events"] if e["kind"] == "features"] == ["task"]
 
 
 def test_each_worker_node_fetched_into_its_own_cache(cluster: tuple[LocalStack, list[WorkerNode]]) -> None:

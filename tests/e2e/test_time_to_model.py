@@ -114,6 +114,8 @@ def test_second_job_on_the_same_data_downloads_and_extracts_nothing(jobs: dict[s
     first, second = jobs["first"], jobs["second"]
     assert second["job"]["status"] == "succeeded", second["job"].get("error")
     assert [e["data"]["cache"] for e in _events(first, "features")] == ["miss"]
+    # On one machine the driver's node holds the extraction: no task, no second import of torch and the backbone.
+    assert [e["data"]["ran_in"] for e in _events(first, "features")] == ["driver"]
     assert [e["data"]["cache"] for e in _events(second, "features")] == ["hit"]
     assert _events(second, "fetched")[0]["data"]["downloaded"] == 0
     assert "features" not in {u["work"] for u in second["job"]["cost"]["usage"]}  # no extraction task at all
