@@ -76,9 +76,10 @@ def fold_symmetric_padding(net: nn.Module) -> int:
 
     The package pads every such convolution's input with a separate `ZeroPad2d` first: a copy of the activations
     per layer, 8% of a training worker's samples under py-spy. Zero padding inside the convolution gives the same
-    numbers (bit for bit, tests/core/test_backbones.py) without the copy: a training step 7-9% faster on one thread
-    (benchmarks/README.md). The stride-2 layers pad one more pixel on one side than the other, which a
-    convolution's own padding cannot express: they keep theirs. Returns how many layers were folded.
+    numbers (bit for bit, tests/core/test_backbones.py) without the copy: a training step in 0.83-0.94x the time
+    on one thread, 2-thread inference in 0.90x (`python -m benchmarks.padding`). The stride-2 layers pad one more
+    pixel on one side than the other, which a convolution's own padding cannot express: they keep theirs.
+    Returns how many layers were folded.
     """
     from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
 
