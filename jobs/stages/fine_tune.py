@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import time
 from typing import Any
@@ -47,6 +48,13 @@ MAX_FAILURES = 1
 _GPU_FAILURE = re.compile(r"CUDA|NVIDIA|NCCL|no GPUs|GPU.*not available", re.IGNORECASE)
 # glibc gives Ray Train's training thread its own malloc arena; these settings cut page faults (16 s vs 19 s/epoch).
 WORKER_ENV = TORCH_MALLOC_ENV
+# Ray Train's controller takes the workers' reports, and learns that training has ended, only when it polls
+# them: every 2 s by default, so fit() returned up to 2 s after the last epoch. At 0.5 s the last epoch ->
+# `evaluating` gap on dogs-vs-cats went from 2.75 s to 0.9-1.5 s, and the controller's CPU during an epoch from
+# 0.28 to 0.40 CPU-s in 25 s. Ray Train copies this variable from the driver to its controller; an operator's
+# own value wins.
+CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+CONTROLLER_POLL_S = 0.5
 
 
 def _gpu_failure_line(exc: BaseException) -> str | None:
@@ -200,6 +208,7 @@ def fine_tune(
         patience=params.patience,
     )
     resources = worker_bundle(params)
+    os.environ.setdefault(CONTROLLER_POLL_ENV, str(CONTROLLER_POLL_S))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config.model_dump(),

@@ -10,7 +10,14 @@ from pydantic import ValidationError
 from core.backbones import build_classifier, local_pretrained_weights
 from core.spec import JobParams
 from jobs.features import Features
-from jobs.stages.fine_tune import BestCheckpoint, _gpu_failure_line, pick_best, train_head
+from jobs.stages.fine_tune import (
+    CONTROLLER_POLL_ENV,
+    CONTROLLER_POLL_S,
+    BestCheckpoint,
+    _gpu_failure_line,
+    pick_best,
+    train_head,
+)
 from jobs.train_loop import (
     MIN_DELTA,
     EarlyStopping,
@@ -153,3 +160,15 @@ def test_the_kept_checkpoint_is_the_most_accurate_and_a_tie_needs_a_real_drop_in
     # Accuracy first, whatever the loss.
     accurate = _candidate(3, 1.0, 0.09)
     assert pick_best([_candidate(1, 0.98, 0.01), _candidate(2, 0.99, 0.02), accurate]) is accurate
+
+
+def test_the_controller_poll_interval_reaches_ray_trains_controller(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fine_tune shortens the controller's poll (the last epoch -> fit() returning) through this variable. If Ray
+    # Train renamed it or stopped copying it from the driver to its controller, the setting would silently do
+    # nothing.
+    from ray.train.v2._internal import constants
+
+    monkeypatch.setenv(CONTROLLER_POLL_ENV, str(CONTROLLER_POLL_S))
+    assert constants.get_env_vars_to_propagate()[CONTROLLER_POLL_ENV] == str(CONTROLLER_POLL_S)
+    assert constants.HEALTH_CHECK_INTERVAL_S_ENV_VAR == CONTROLLER_POLL_ENV
+    assert CONTROLLER_POLL_S < constants.DEFAULT_HEALTH_CHECK_INTERVAL_S
