@@ -86,6 +86,7 @@ class Driver:
         loader = ThreadPoolExecutor(1, thread_name_prefix="import")
         try:
             stages = loader.submit(importlib.import_module, "jobs.pipeline")
+            loader.submit(_import_later_modules)  # after jobs.pipeline, on the same thread; errors surface in the stage
             pipeline = self._fetch_and_validate(stages)
         finally:
             loader.shutdown(wait=False)  # a job that failed validation is recorded now, not after the imports
@@ -132,6 +133,11 @@ class Driver:
             self._connect_ray()
             pipeline.check_before_work()
         return pipeline
+
+
+def _import_later_modules() -> None:
+    for name in importlib.import_module("jobs.pipeline").LATER_MODULES:
+        importlib.import_module(name)
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

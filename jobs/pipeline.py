@@ -1,7 +1,8 @@
 """The stages after validation: LR sweep, fine-tuning, evaluation, publishing and deployment.
 
 They need torch, Ray Train and the rest of the heavy stack; `jobs.driver` imports this module on a thread while it
-fetches and validates the dataset, so a job starts working before these imports are done.
+fetches and validates the dataset, so a job starts working before these imports are done. What only the later
+stages use (`LATER_MODULES`) is imported inside them, and by the same thread after this module.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import ray
 from botocore.exceptions import ClientError
@@ -26,7 +27,6 @@ from jobs.driver import Driver
 from jobs.errors import JobCancelled
 from jobs.feature_cache import cache_location, feature_key, load_features, save_features
 from jobs.features import Features, compute_features
-from jobs.plots import confusion_matrix_png, lr_sweep_png, training_curves_png
 from jobs.resources import check_cluster_fits, task_cpus, worker_bundle
 from jobs.stages.evaluate import (
     Evaluation,
@@ -36,19 +36,24 @@ from jobs.stages.evaluate import (
     load_predictions,
 )
 from jobs.stages.fetch import FetchResult, fetch_dataset
-from jobs.stages.fine_tune import BestCheckpoint, fine_tune
 from jobs.stages.lr_sweep import lr_range_test
-from jobs.stages.lr_trials import lr_trials
 from jobs.stages.publish import artifact_location, publish_model
 from jobs.stages.validate import ValidatedDataset
 from jobs.thumbnails import attach_thumbnails
 from jobs.usage import located, this_node
 from jobs.weights import resolve_weights
 
+if TYPE_CHECKING:
+    from jobs.stages.fine_tune import BestCheckpoint
+
 log = logging.getLogger("trainyard.driver")
 T = TypeVar("T")
 # Ray Train's record of a run's checkpoints, under the job's folder (fine_tune's RunConfig: checkpoints/train).
 TRAIN_SNAPSHOT = "checkpoints/train/checkpoint_manager_snapshot.json"
+# Imported by the driver's loader thread once this module is, while the job connects to Ray and extracts features:
+# about 1.8 s of imports on 2 cores (matplotlib, Ray Train) that kept a small job waiting at the end of validation.
+# The stages import them again where they use them, which costs nothing once they are loaded.
+LATER_MODULES = ("jobs.plots", "jobs.stages.fine_tune")
 # How long heavy work waits for CPUs on the driver's own node before it goes to a worker node instead.
 LOCAL_WAIT_S = 1.0
 
@@ -227,6 +232,8 @@ class Pipeline:
                     f"attempt {self.attempt} resumes training after epoch {resume.epoch} from its last checkpoint",
                     resume.model_dump(),
                 )
+            from jobs.stages.fine_tune import fine_tune
+
             best = fine_tune(
                 self.job_id, p, dataset, features, lr, self.store, self.settings, resume=resume is not None
             )
@@ -240,6 +247,8 @@ class Pipeline:
             evaluation.most_wrong = attach_thumbnails(self.s3, location, fetched.root, evaluation.most_wrong)
             evaluation.least_certain = attach_thumbnails(self.s3, location, fetched.root, evaluation.least_certain)
             self.store.set_result(self.job_id, "evaluation", evaluation.model_dump())
+            from jobs.plots import confusion_matrix_png, training_curves_png
+
             png = training_curves_png(self.store.epochs(self.job_id))
             self._artifact("training_curves.png", png, "image/png")
             png = confusion_matrix_png(evaluation.confusion_matrix, evaluation.classes)
@@ -294,6 +303,8 @@ class Pipeline:
             sweep_record: dict[str, Any] = {"suggested_lr": None, "chosen_lr": lr, "method": "user"}
         elif isinstance(p.lr_sweep, TrialsSweep):
             assert features is not None
+            from jobs.stages.lr_trials import lr_trials  # Ray Tune: only for this method
+
             trials = lr_trials(
                 self.job_id, features, len(dataset.summary.classes), p.lr_sweep, p.batch_size, p.seed, self.settings
             )
@@ -318,6 +329,8 @@ class Pipeline:
             )
             lr = sweep.suggested_lr
             sweep_record = sweep.model_dump() | {"features_images_per_second": features.images_per_second}
+            from jobs.plots import lr_sweep_png
+
             png = lr_sweep_png(sweep.lrs, sweep.losses, sweep.suggestions, lr)
             self._artifact("lr_sweep.png", png, "image/png")
         self.store.set_result(self.job_id, "lr_sweep", sweep_record | {"chosen_lr": lr})

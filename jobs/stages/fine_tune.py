@@ -55,6 +55,10 @@ WORKER_ENV = TORCH_MALLOC_ENV
 # own value wins.
 CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 CONTROLLER_POLL_S = 0.5
+# Ray Train's preemption watcher only tells the training function that its node is being drained
+# (`ray.train.get_preemption_info`), which jobs.train_loop never asks: a checkpoint every epoch and a restart from
+# it are what recover a preempted worker here. Off, Ray Train starts one actor process fewer per job.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def _gpu_failure_line(exc: BaseException) -> str | None:
@@ -209,6 +213,7 @@ def fine_tune(
     )
     resources = worker_bundle(params)
     os.environ.setdefault(CONTROLLER_POLL_ENV, str(CONTROLLER_POLL_S))
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config.model_dump(),
