@@ -8,7 +8,9 @@ malloc settings (FIELD-NOTES: they decide CPU speed for every PyTorch process he
   (a) trainyard: the local stack started as the demo starts it, the folder uploaded to its S3, a job POSTed
       through the REST API and polled to `succeeded`; phases from the job's own event log;
   (b) plain: one process, no Ray, no S3, no API, the same recipe (features, range test, head, unfrozen
-      epochs at the same LRs): the floor for Trainyard's overhead;
+      epochs at the same LRs): the floor for Trainyard's overhead; run twice, first with the stack up and idle
+      beside it (the machine as Trainyard's training workers have it: the idle stack takes ~10% of 2 cores),
+      then alone, so Ray Train's own cost and the stack's show apart;
   (c) fastai: `lr_find()` then `fine_tune(3, base_lr=valley)`, as the lesson does (`--fastai-epochs`).
 (b) and (c) run in child processes of their own (glibc reads MALLOC_* at start-up; memory is returned).
 Prints one Markdown table and writes benchmarks/results/training-<dataset>-<time>.json beside it.
@@ -379,7 +381,28 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
 
 # --- the run ---------------------------------------------------------------------------------------------
 
-SYSTEMS = {"trainyard": run_trainyard, "plain": run_plain, "fastai": run_fastai}
+
+def run_plain_beside_stack(dataset: Path, args: argparse.Namespace) -> Run:
+    """(b) while the local stack runs idle beside it, as it does beside Trainyard's own training workers."""
+    from infra.local.stack import LocalStack
+
+    stack = LocalStack.load(args.home.resolve())
+    was_up = stack.ray_ready()
+    stack.up()
+    try:
+        run = run_plain(dataset, args)
+    finally:
+        if not was_up and not args.keep_stack:
+            stack.down()
+    return run.model_copy(update={"system": "plain PyTorch (1 process), the idle stack beside it"})
+
+
+SYSTEMS = {
+    "trainyard": run_trainyard,
+    "plain-beside-stack": run_plain_beside_stack,
+    "plain": run_plain,
+    "fastai": run_fastai,
+}
 
 
 def _child(system: str, dataset: Path, argv: list[str]) -> Run:
