@@ -12,7 +12,7 @@ malloc settings (FIELD-NOTES: they decide CPU speed for every PyTorch process he
       beside it (the machine as Trainyard's training workers have it: the idle stack takes ~10% of 2 cores),
       then alone, so Ray Train's own cost and the stack's show apart;
   (c) fastai: `lr_find()` then `fine_tune(3, base_lr=valley)`, as the lesson does (`--fastai-epochs`).
-(b) and (c) run in child processes of their own (glibc reads MALLOC_* at start-up; memory is returned).
+Each system runs in a child process of its own (glibc reads MALLOC_* at start-up; memory is returned).
 Prints one Markdown table and writes benchmarks/results/training-<dataset>-<time>.json beside it.
 The machine's load (`uptime`) goes into both: on a shared machine, compare only runs made side by side.
 """
@@ -27,11 +27,16 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from infra.local.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
 MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
@@ -74,17 +79,29 @@ def phase_seconds(created_at: str, events: list[dict[str, Any]]) -> dict[str, fl
     return {name: round(value, 1) for name, value in seconds.items()}
 
 
-def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
-    from core.s3 import s3_client
-    from infra.local.sample_data import upload_folder
+@contextmanager
+def local_stack(args: argparse.Namespace) -> Iterator[LocalStack]:
+    """The local stack, started unless it runs already; stopped afterwards only if this started it (and no
+    `--keep-stack`)."""
     from infra.local.stack import LocalStack
-    from trainyard.client import Client
 
     stack = LocalStack.load(args.home.resolve())
     was_up = stack.ray_ready()
     stack.up()
-    stack.export_env()
     try:
+        yield stack
+    finally:
+        if not was_up and not args.keep_stack:
+            stack.down()
+
+
+def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
+    from core.s3 import s3_client
+    from infra.local.sample_data import upload_folder
+    from trainyard.client import Client
+
+    with local_stack(args) as stack:
+        stack.export_env()
         upload_folder(s3_client(), dataset, BENCH_BUCKET, dataset.name)
         if not args.warm:
             forget_caches()
@@ -104,9 +121,6 @@ def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
             wall = time.monotonic() - started
             raw = done.model_dump(mode="json")
             events = [e.model_dump(mode="json") for e in client.events(job.id)]
-    finally:
-        if not was_up and not args.keep_stack:
-            stack.down()
     evaluation = raw["evaluation"]
     unfrozen = [e for e in raw["metrics"] if e["stage"] == "unfrozen" and e.get("images_per_second")]
     return Run(
@@ -384,16 +398,8 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
 
 def run_plain_beside_stack(dataset: Path, args: argparse.Namespace) -> Run:
     """(b) while the local stack runs idle beside it, as it does beside Trainyard's own training workers."""
-    from infra.local.stack import LocalStack
-
-    stack = LocalStack.load(args.home.resolve())
-    was_up = stack.ray_ready()
-    stack.up()
-    try:
+    with local_stack(args):
         run = run_plain(dataset, args)
-    finally:
-        if not was_up and not args.keep_stack:
-            stack.down()
     return run.model_copy(update={"system": "plain PyTorch (1 process), the idle stack beside it"})
 
 
