@@ -81,8 +81,9 @@ class Driver:
         self.watcher.start()
 
     def run(self) -> None:
-        # The later stages' modules (torch, torchvision, Ray Train: ~7 s of imports on 2 cores) load on a thread
-        # while this one fetches and validates the dataset, which needs only S3 and PIL.
+        # The later stages' modules (torch, torchvision, Ray: ~4.5 s of imports on 2 cores) load on a thread while
+        # this one fetches and validates the dataset, which needs only S3 and PIL; what only training and the plots
+        # use (Ray Train, matplotlib) follows on the same thread while the job connects to Ray.
         loader = ThreadPoolExecutor(1, thread_name_prefix="import")
         try:
             stages = loader.submit(importlib.import_module, "jobs.pipeline")

@@ -59,6 +59,7 @@ CONTROLLER_POLL_S = 0.5
 # (`ray.train.get_preemption_info`), which jobs.train_loop never asks: a checkpoint every epoch and a restart from
 # it are what recover a preempted worker here. Off, Ray Train starts one actor process fewer per job.
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+RAY_TRAIN_ENV = {CONTROLLER_POLL_ENV: str(CONTROLLER_POLL_S), PREEMPTION_WATCHER_ENV: "0"}
 
 
 def _gpu_failure_line(exc: BaseException) -> str | None:
@@ -212,8 +213,8 @@ def fine_tune(
         patience=params.patience,
     )
     resources = worker_bundle(params)
-    os.environ.setdefault(CONTROLLER_POLL_ENV, str(CONTROLLER_POLL_S))
-    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    for name, value in RAY_TRAIN_ENV.items():
+        os.environ.setdefault(name, value)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config.model_dump(),

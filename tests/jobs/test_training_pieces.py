@@ -13,6 +13,8 @@ from jobs.features import Features
 from jobs.stages.fine_tune import (
     CONTROLLER_POLL_ENV,
     CONTROLLER_POLL_S,
+    PREEMPTION_WATCHER_ENV,
+    RAY_TRAIN_ENV,
     BestCheckpoint,
     _gpu_failure_line,
     pick_best,
@@ -172,3 +174,13 @@ def test_the_controller_poll_interval_reaches_ray_trains_controller(monkeypatch:
     assert constants.get_env_vars_to_propagate()[CONTROLLER_POLL_ENV] == str(CONTROLLER_POLL_S)
     assert constants.HEALTH_CHECK_INTERVAL_S_ENV_VAR == CONTROLLER_POLL_ENV
     assert CONTROLLER_POLL_S < constants.DEFAULT_HEALTH_CHECK_INTERVAL_S
+
+
+def test_the_preemption_watcher_switch_reaches_ray_trains_controller(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fine_tune turns the watcher off (one actor process fewer per job); Ray Train must still read and copy the switch.
+    from ray.train.v2._internal import constants
+
+    monkeypatch.setenv(PREEMPTION_WATCHER_ENV, RAY_TRAIN_ENV[PREEMPTION_WATCHER_ENV])
+    assert constants.ENABLE_PREEMPTION_WATCHER_ENV_VAR == PREEMPTION_WATCHER_ENV
+    assert constants.get_env_vars_to_propagate()[PREEMPTION_WATCHER_ENV] == "0"
+    assert constants.DEFAULT_ENABLE_PREEMPTION_WATCHER  # on unless told: the setting is what turns it off
