@@ -41,7 +41,7 @@ ROWS = {
 }
 
 
-def _steps(rank: int, world: int, threads: int, ddp: bool, args: argparse.Namespace, port: int, out: Queue) -> None:
+def _steps(rank: int, world: int, threads: int, ddp: bool, args: argparse.Namespace, out: Queue) -> None:
     import torch
     import torch.distributed as dist
     from torch import nn
@@ -50,12 +50,13 @@ def _steps(rank: int, world: int, threads: int, ddp: bool, args: argparse.Namesp
 
     torch.set_num_threads(threads)
     torch.manual_seed(rank)
-    model: nn.Module = channels_last(build_classifier(ARCH, 2, local_pretrained_weights(ARCH)))
-    model.train()
-    freeze_batchnorm_statistics(model.body)  # type: ignore[arg-type]
+    classifier = channels_last(build_classifier(ARCH, 2, local_pretrained_weights(ARCH)))
+    classifier.train()
+    freeze_batchnorm_statistics(classifier.body)
+    model: nn.Module = classifier
     if ddp:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-        model = nn.parallel.DistributedDataParallel(model, forward_sync_buffers=False)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=rank, world_size=world)
+        model = nn.parallel.DistributedDataParallel(classifier, forward_sync_buffers=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = args.batch_size // world
     x = torch.randn(batch, 3, args.image_size, args.image_size).contiguous(memory_format=torch.channels_last)
@@ -72,14 +73,13 @@ def _steps(rank: int, world: int, threads: int, ddp: bool, args: argparse.Namesp
         dist.destroy_process_group()
 
 
-def measure(row: str, args: argparse.Namespace, port: int) -> float:
+def measure(row: str, args: argparse.Namespace) -> float:
     """Images per second of the whole row (the sum over its processes)."""
     context = mp.get_context("spawn")  # fresh interpreters: glibc reads MALLOC_* at start-up
     out: Queue = context.Queue()
     world, threads = (1, args.workers) if row == "plain" else (args.workers, 1)
     processes = [
-        context.Process(target=_steps, args=(rank, world, threads, row == "ddp", args, port, out))
-        for rank in range(world)
+        context.Process(target=_steps, args=(rank, world, threads, row == "ddp", args, out)) for rank in range(world)
     ]
     for process in processes:
         process.start()
@@ -105,7 +105,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {row: [] for row in ROWS}
     for _ in range(args.rounds):
         for row in ROWS:
-            rates[row].append(measure(row, args, args.port))
+            rates[row].append(measure(row, args))
     plain = statistics.median(rates["plain"])
     print(f"\n{ARCH}, {args.image_size} px, global batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds")
     print(f"{'layout':<62}{'img/s (median)':>16}{'rounds':>18}{'x plain':>9}")

@@ -21,8 +21,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from core.runtime_env import TORCH_MALLOC_ENV
+
 RESULTS = Path(__file__).parent / "results"
-MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 SETTINGS = [("training step", 1, 160), ("training step", 1, 224), ("inference", 2, 224)]
 
 
@@ -76,7 +77,7 @@ def main() -> None:
     for what, threads, size in SETTINGS:
         argv = [sys.executable, "-m", "benchmarks.padding", "--rounds", str(args.rounds), "--child"]
         argv += ["train" if what == "training step" else "eval", str(threads), str(size)]
-        out = subprocess.run(argv, env=os.environ | MALLOC, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(argv, env=os.environ | TORCH_MALLOC_ENV, capture_output=True, text=True, check=True).stdout
         ms = json.loads(out.strip().splitlines()[-1])
         rows.append(
             {"pass": what, "threads": threads, "size": size, **ms, "ratio": round(ms["folded"] / ms["separate"], 3)}

@@ -18,8 +18,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from core.runtime_env import TORCH_MALLOC_ENV
+
 RESULTS = Path(__file__).parent / "results"
-MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 
 
 def measure(dataset: Path, arch: str, image_size: int, batch_size: int, steps: int) -> dict[str, float]:
@@ -76,7 +77,7 @@ def main() -> None:
 
     rows = {}
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    for name, extra in (("glibc default", {}), ("malloc tuned", MALLOC)):
+    for name, extra in (("glibc default", {}), ("malloc tuned", TORCH_MALLOC_ENV)):
         child = subprocess.run(
             [sys.executable, "-m", "benchmarks.train_step", *sys.argv[1:], "--child"],
             env=base_env | extra | {"OMP_NUM_THREADS": "1"},

@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from core.runtime_env import TORCH_MALLOC_ENV
+
 if TYPE_CHECKING:
     from infra.local.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
-MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 ARCH = "efficientnet_lite0"
 BENCH_BUCKET = "trainyard-bench"
 CURVE = ("lrs", "losses")  # the range test's curve: long, and in the job already
@@ -413,7 +414,7 @@ SYSTEMS = {
 
 def _child(system: str, dataset: Path, argv: list[str]) -> Run:
     """Run one system in a fresh process with the malloc settings, and read its result back."""
-    env = os.environ | MALLOC
+    env = os.environ | TORCH_MALLOC_ENV
     cmd = [sys.executable, "-m", "benchmarks.training", str(dataset), *argv, "--only", system, "--json-stdout"]
     out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
     return Run.model_validate_json(out.strip().splitlines()[-1])
