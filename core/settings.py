@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     # Tries per S3 request (the first one included) before an unreachable or throttling S3 is reported as
-    # `storage_unavailable`: boto3 waits a jittered exponential backoff between tries (up to ~1, 2, 4, 8, 16 s,
-    # capped at 20 s), so 8 tries ride out an outage of several seconds and give up within about a minute.
+    # `storage_unavailable`: boto3 waits a jittered exponential backoff between tries. On a connection error its
+    # base is 50 ms (0-50 ms, 0-100 ms, 0-200 ms …, capped at 20 s; 1 s for throttling), so 8 tries span about
+    # 3 s on average (at most 6.4 s of backoff): an outage longer than that fails the job.
     s3_max_attempts: int = Field(default=8, ge=1, le=20)
     # Checkpoints, model artifacts and reports go under <artifact_uri>/jobs/<job id>/.
     artifact_uri: str = "s3://trainyard-artifacts"

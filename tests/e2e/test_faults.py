@@ -52,8 +52,11 @@ JOB: dict[str, Any] = {
     "deploy": False,
     "patience": None,  # every epoch runs: what is counted is a resumed run's epochs, not early stopping
 }
-# Fewer S3 tries than the default 8, so a test that keeps S3 down waits ~15 s (at most 31 s) per request, not a minute.
-S3_MAX_ATTEMPTS = 6
+# boto3 backs off a random 0-50 ms, 0-100 ms, 0-200 ms … between tries on a connection error (botocore's
+# non-throttling base of 50 ms), so 6 tries spanned only 1-2 s and an S3 restarted 0.5 s after the driver's
+# first listing sometimes came back after the last try (18:22 UTC 27 Nov). 10 tries span ~13 s on average (at
+# most 26 s of backoff): S3 back within the retries is then all but certain, and one kept down still fails fast.
+S3_MAX_ATTEMPTS = 10
 DATASET = "s3://faults/shapes"
 TRAIN_WORKER = "RayTrainWorker"
 
@@ -343,7 +346,7 @@ def test_s3_back_within_the_retries_during_fetch_lets_the_job_go_on(
     wait_phase(store, job_id, ("fetching",))
     _stop_s3(fault_stack)
     # Back shortly after the driver's hold ends: its first listing meets the outage and a retry finds S3 again
-    # (boto3 backs off by a random 0-1, 0-2, 0-4 … s, so a retry after S3 is back is all but certain).
+    # (S3_MAX_ATTEMPTS: the tries span ~13 s on average, so a retry after S3 is back is all but certain).
     time.sleep(FAULT_DELAYS["fetching"] + 0.5)
     fault_stack.start_s3()
     fetched = wait_event(store, job_id, lambda e: e.kind == "fetched", what="the fetch finishing")
