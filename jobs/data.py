@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
-from core.images import eval_tensor, to_rgb
+from core.images import draft_for, eval_tensor, to_rgb
 
 # Training images are kept at 1.5x the training size: random crops of a third of the area still upsample
 # little, at 2.25x the memory of the final size (fastai presizes to ~2x).
@@ -25,10 +25,7 @@ PRESIZE_MARGIN = 1.5
 
 
 def load_rgb(path: Path, image_size: int) -> Image.Image:
-    image = Image.open(path)
-    # JPEG decodes at the smallest scale still >= 2x the target: much faster on large photos, same result.
-    image.draft("RGB", (image_size * 2, image_size * 2))
-    return to_rgb(image)
+    return to_rgb(draft_for(Image.open(path), image_size))
 
 
 def train_transform(image_size: int) -> T.Compose:

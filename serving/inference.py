@@ -68,7 +68,7 @@ def preprocess(data: bytes, image_size: int, norm: Normalization, tta: bool = Fa
 
     Raises `core.images.InvalidImage` for bytes that do not decode. Runs in the replica's preprocessing pool.
     """
-    x = normalize(eval_tensor(decode_image(data), image_size), norm).unsqueeze(0)
+    x = normalize(eval_tensor(decode_image(data, image_size), image_size), norm).unsqueeze(0)
     return torch.cat([x, x.flip(-1)]) if tta else x
 
 

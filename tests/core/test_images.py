@@ -53,7 +53,7 @@ def test_decodes_to_rgb_in_serving_and_training(name: str, tmp_path: Path) -> No
     data = make()
     path = tmp_path / "image"
     path.write_bytes(data)
-    for image in (decode_image(data), load_rgb(path, 32)):
+    for image in (decode_image(data), decode_image(data, 32), load_rgb(path, 32)):
         assert image.mode == "RGB"
         pixel = image.getpixel((8, 8))
         assert isinstance(pixel, tuple)

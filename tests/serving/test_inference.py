@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from core.backbones import TF_SCALING, build_classifier
-from core.images import InvalidImage
+from core.images import InvalidImage, decode_image, eval_tensor, normalize
+from jobs.data import load_rgb
 from serving import inference
 
 
@@ -53,6 +56,19 @@ def test_preprocess_gives_one_row_or_the_image_and_its_mirror() -> None:
     assert torch.equal(doubled[1], plain[0].flip(-1)) and not torch.equal(doubled[1], plain[0])
     with pytest.raises(InvalidImage):
         inference.preprocess(b"not an image", 32, TF_SCALING)
+
+
+def test_a_large_photo_reaches_the_model_as_the_validation_set_saw_it(tmp_path: Path) -> None:
+    # A camera-sized JPEG, noisy enough that decoding at full size and then resizing gives other pixels than the
+    # DCT-scaled decode training uses (jobs.data.load_rgb): serving must take the same path.
+    pixels = np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+    served = inference.preprocess(path.read_bytes(), 64, TF_SCALING)
+    validated = normalize(eval_tensor(load_rgb(path, 64), 64), TF_SCALING).unsqueeze(0)
+    assert torch.equal(served, validated)
+    full_size = normalize(eval_tensor(decode_image(path.read_bytes()), 64), TF_SCALING).unsqueeze(0)
+    assert not torch.equal(served, full_size)  # the check above can tell the two decodes apart
 
 
 def test_channels_last_and_batching_change_no_answer() -> None:
