@@ -95,7 +95,7 @@ def raw_rows(artifact: Path, image: bytes, batches: list[int], seconds: float) -
     ]:
         torch.set_num_threads(threads)
         _, loaded = load_artifact(artifact.read_bytes())  # a fresh copy: `prepare` converts the module in place
-        model = inference.prepare(loaded, channels_last)
+        model = inference.prepare(loaded, channels_last, graph_size=meta.image_size)  # as a replica on CPU runs it
 
         def step(batch: int, model: torch.nn.Module = model, channels_last: bool = channels_last) -> None:
             x = torch.cat([inference.preprocess(image, meta.image_size, meta.normalization) for _ in range(batch)])

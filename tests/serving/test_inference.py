@@ -71,20 +71,35 @@ def test_a_large_photo_reaches_the_model_as_the_validation_set_saw_it(tmp_path: 
     assert not torch.equal(served, full_size)  # the check above can tell the two decodes apart
 
 
-def test_channels_last_and_batching_change_no_answer() -> None:
+def test_channels_last_the_graph_and_batching_change_no_answer() -> None:
     torch.manual_seed(0)
     images = [png((200, 30, 30)), png((30, 200, 30)), png((30, 30, 200))]
     x = torch.cat([inference.preprocess(image, 32, TF_SCALING) for image in images])
     contiguous = build_classifier("efficientnet_lite0", 3, weights=None).eval()
     fresh = build_classifier("efficientnet_lite0", 3, weights=None).eval()
     fresh.load_state_dict(contiguous.state_dict())
-    nhwc = inference.prepare(fresh, channels_last=True)
+    # What a replica runs on CPU: NHWC, traced at batch 1 and frozen; asked here for a batch of 3 and of 1.
+    nhwc = inference.prepare(fresh, channels_last=True, graph_size=32)
+    assert isinstance(nhwc, torch.jit.ScriptModule)
 
     batched = inference.forward(nhwc, x, channels_last=True)
     assert torch.allclose(batched, inference.forward(contiguous, x, channels_last=False), atol=1e-5)
     for row, single in zip(batched, x.split(1), strict=True):
         assert torch.allclose(row, inference.forward(nhwc, single, channels_last=True)[0], atol=1e-5)
     assert torch.allclose(batched.sum(1), torch.ones(3))
+
+
+def test_a_model_that_cannot_be_traced_is_served_eagerly() -> None:
+    class DictOutput(torch.nn.Module):  # the tracer refuses dict outputs
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": self.linear(x.mean((2, 3)))}
+
+    model = DictOutput().eval()
+    assert inference.prepare(model, channels_last=False, graph_size=8) is model
 
 
 def test_tta_averages_each_image_with_its_mirror() -> None:
