@@ -1,4 +1,4 @@
-"""A replica's forward pass, eager PyTorch vs the frozen TorchScript graph it now runs, alone and beside busy Python.
+"""A replica's forward pass, eager PyTorch vs the TorchScript graph it now runs, alone and beside busy Python.
 
     .venv/bin/python -m benchmarks.forward
     .venv/bin/python -m benchmarks.forward --batches 1 16 --rounds 9
@@ -70,7 +70,7 @@ def measure(batches: list[int], rounds: int, threads: int) -> list[dict[str, obj
     eager = inference.prepare(build_classifier("efficientnet_lite0", 2, weights).eval(), True)
     began = time.perf_counter()
     graph = inference.prepare(build_classifier("efficientnet_lite0", 2, weights).eval(), True, graph_size=224)
-    print(f"trace + freeze + warm-up: {time.perf_counter() - began:.2f} s", flush=True)
+    print(f"trace + copy + warm-up: {time.perf_counter() - began:.2f} s", flush=True)
     rows: list[dict[str, object]] = []
     for neighbour in ("none", "busy Python thread"):
         for batch in batches:

@@ -9,7 +9,8 @@ that already hold the model, and a batcher (`serving/batcher.py`) gathers concur
     ?top_k=5&tta=false      on both
 
 The hot path keeps the event loop free for accepting and batching: decoding and resizing run in a pool as
-wide as the replica's torch threads, the forward in its own thread. A batch starts the moment the replica
+wide as the replica's torch threads, the forward in its own thread (on CPU, each model as a TorchScript
+graph that needs no GIL: `serving/graphs.py`). A batch starts the moment the replica
 is free (no batch wait; `serving/batcher.py`, not `@serve.batch`, which formed batches of one): requests that
 arrive during a forward form the next batch, so a lone request never waits for company and a busy replica
 still runs full batches. Every answer says where its time went.
@@ -63,8 +64,8 @@ class AppArgs(BaseModel):
     num_threads: int | None = Field(default=None, ge=1, le=64)
     # NHWC is faster for these convnets on CPU too (FIELD-NOTES: 13.5 vs 22 ms at batch 1).
     channels_last: bool = True
-    # On CPU, each model runs as one frozen TorchScript graph (serving/inference.py `prepare`: the forward no
-    # longer waits for the GIL between ops). False: eager PyTorch.
+    # On CPU, each model runs as a TorchScript graph (serving/graphs.py: the forward no longer waits for the
+    # GIL between ops). False: eager PyTorch.
     graph: bool = True
     max_ongoing_requests: int = Field(default=64, ge=1)
     max_queued_requests: int = Field(default=256, ge=1)

@@ -7,17 +7,14 @@ is the limit of what the replica runs.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import warnings
 
 import torch
 
 from core.backbones import Normalization
 from core.backbones import channels_last as to_channels_last
 from core.images import decode_image, eval_tensor, normalize
-
-logger = logging.getLogger(__name__)
+from serving.graphs import GRAPHS
 
 
 def replica_threads(assigned_cpus: float | None) -> int:
@@ -76,42 +73,15 @@ def preprocess(data: bytes, image_size: int, norm: Normalization, tta: bool = Fa
     return torch.cat([x, x.flip(-1)]) if tta else x
 
 
-# The profiling executor runs a frozen graph's first calls unoptimised (~100 ms, then ~40, then steady): a
-# model load pays them, not the first requests.
-GRAPH_WARM_CALLS = 3
-
-
 def prepare(model: torch.nn.Module, channels_last: bool, graph_size: int | None = None) -> torch.nn.Module:
-    """The module a replica runs: NHWC when `channels_last`; on CPU with `graph_size`, one frozen TorchScript graph.
+    """The module a replica runs: NHWC when `channels_last`; on CPU with `graph_size`, a TorchScript graph.
 
-    Why a graph: eager PyTorch takes the GIL back between every op (a few hundred per forward), and a replica
-    has other Python threads (Serve's event loops and metrics pushers, the decode pool) that hold it meanwhile.
-    EfficientNet-Lite0 at batch 1 on one thread took 28 ms alone and ~980 ms beside one busy Python thread; the
-    frozen graph runs in C++ without the GIL: 19 ms alone, 31-35 ms beside it (benchmarks/forward.py).
-    Freezing also folds batch norm into the convolutions (answers agree to ~1e-6). torch.compile ran as fast
-    alone (20 ms) but took 371 ms beside the busy thread (its wrapper launches kernels from Python) and 57 s to
-    compile on 2 cores against ~1.5 s here, and a replica loads models on demand. TorchScript is deprecated
-    upstream (a FutureWarning in the pinned torch 2.14): a model it cannot trace is served eagerly. GPUs keep
-    eager: this path has not been measured on one.
+    The graph (`serving/graphs.py`) runs the forward in C++ without taking the GIL between ops.
     """
     model = to_channels_last(model) if channels_last else model
     if graph_size is None or next(model.parameters()).device.type != "cpu":
         return model
-    example = torch.zeros(1, 3, graph_size, graph_size)
-    if channels_last:
-        example = example.contiguous(memory_format=torch.channels_last)
-    try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation: see above
-            graph = torch.jit.freeze(torch.jit.trace(model.eval(), example, check_trace=False))
-            for _ in range(GRAPH_WARM_CALLS):
-                graph(example)
-    except Exception as exc:  # tracing runs the model's own Python: anything it raises means "serve it eagerly"
-        logger.warning(
-            "the model cannot run as a TorchScript graph (%s: %s); serving it eagerly", type(exc).__name__, exc
-        )
-        return model
-    return graph
+    return GRAPHS.graph_of(model, graph_size, channels_last)
 
 
 @torch.inference_mode()
