@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from core.runtime_env import TORCH_MALLOC_ENV
+from serving import inference
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -53,8 +54,6 @@ class BusyPython:
 
 
 def time_ms(model: torch.nn.Module, x: torch.Tensor) -> float:
-    from serving import inference
-
     began = time.perf_counter()
     inference.forward(model, x, channels_last=True)
     return (time.perf_counter() - began) * 1000
@@ -62,7 +61,6 @@ def time_ms(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 def measure(batches: list[int], rounds: int, threads: int) -> list[dict[str, object]]:
     from core.backbones import build_classifier, local_pretrained_weights
-    from serving import inference
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -83,20 +81,19 @@ def measure(batches: list[int], rounds: int, threads: int) -> list[dict[str, obj
                     times["eager"].append(time_ms(eager, x))
                     times["graph"].append(time_ms(graph, x))
             eager_ms, graph_ms = (round(statistics.median(times[k]), 1) for k in ("eager", "graph"))
+            eager_img_s, graph_img_s = round(batch * 1000 / eager_ms, 1), round(batch * 1000 / graph_ms, 1)
             rows.append(
                 {
                     "neighbour": neighbour,
                     "batch": batch,
                     "eager_ms": eager_ms,
                     "graph_ms": graph_ms,
-                    "eager_img_s": round(batch * 1000 / eager_ms, 1),
-                    "graph_img_s": round(batch * 1000 / graph_ms, 1),
+                    "eager_img_s": eager_img_s,
+                    "graph_img_s": graph_img_s,
                 }
             )
-            row = rows[-1]
             print(
-                f"{neighbour:<20}{batch:>6}{eager_ms:>10}{graph_ms:>10}{row['eager_img_s']:>10}{row['graph_img_s']:>10}",
-                flush=True,
+                f"{neighbour:<20}{batch:>6}{eager_ms:>10}{graph_ms:>10}{eager_img_s:>10}{graph_img_s:>10}", flush=True
             )
     return rows
 
@@ -110,8 +107,6 @@ def main() -> None:
         os.execve(
             sys.executable, [sys.executable, "-m", "benchmarks.forward", *sys.argv[1:]], os.environ | TORCH_MALLOC_ENV
         )
-    from serving import inference
-
     threads = inference.replica_threads(None)
     print(f"{'neighbour':<20}{'batch':>6}{'eager ms':>10}{'graph ms':>10}{'eager/s':>10}{'graph/s':>10}", flush=True)
     rows = measure(args.batches, args.rounds, threads)
