@@ -25,6 +25,7 @@ from core.spec import JobParams, Phase, TrialsSweep
 from core.store import ModelRecord
 from jobs.driver import Driver
 from jobs.errors import JobCancelled
+from jobs.export import publish_exports
 from jobs.feature_cache import cache_location, feature_key, load_features, save_features
 from jobs.features import Features, compute_features
 from jobs.resources import check_cluster_fits, task_cpus, worker_bundle
@@ -37,7 +38,7 @@ from jobs.stages.evaluate import (
 )
 from jobs.stages.fetch import FetchResult, fetch_dataset
 from jobs.stages.lr_sweep import lr_range_test
-from jobs.stages.publish import artifact_location, publish_model
+from jobs.stages.publish import artifact_location, artifact_meta, publish_model
 from jobs.stages.validate import ValidatedDataset
 from jobs.thumbnails import attach_thumbnails
 from jobs.usage import located, this_node
@@ -267,6 +268,8 @@ class Pipeline:
             self.artifacts[ARTIFACT_NAME] = artifact_uri
             self.store.set_result(self.job_id, "artifacts", self.artifacts)
             self.store.add_event(self.job_id, "published", "model artifact written", {"uri": artifact_uri})
+            meta = artifact_meta(self.job_id, p.arch, dataset.summary.classes, p.image_size, metrics)
+            self.store.add_event(self.job_id, "exported", *publish_exports(self.s3, artifact_uri, model, meta).event())
 
         if not p.deploy:
             self.store.succeed(self.job_id, None)

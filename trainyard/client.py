@@ -11,6 +11,7 @@ print(job.model.predict("cat.jpg", top_k=3))
 from __future__ import annotations
 
 import io
+import json
 import mimetypes
 import time
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from trainyard.errors import (
     from_response,
     unreachable,
 )
-from trainyard.models import Event, Job, JobPage, JobStatus, Model, Prediction, _Bound
+from trainyard.models import Event, ExportedModel, ExportFormat, Job, JobPage, JobStatus, Model, Prediction, _Bound
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -295,6 +296,31 @@ class Client:
         )
         return [Prediction.model_validate(p) for p in response.json()["predictions"]]
 
+    def export(self, model: str, path: str | Path | None = None, *, format: ExportFormat = "onnx") -> ExportedModel:
+        """Download a model as a file that runs without Trainyard, and the preprocessing JSON beside it.
+
+        `model`: an id, `name`, `name@alias` or `name@version`. `format`: ``onnx`` (onnxruntime),
+        ``torchscript`` (``torch.jit.load``) or ``state_dict`` (the weights alone). `path` defaults to the name the
+        server suggests (``pets-v3.onnx``) in the current folder; the JSON goes beside it (``pets-v3.json``).
+        """
+        preprocessing = self._request("GET", f"/v1/models/{model}/export/preprocessing").json()
+        try:
+            with self._http.stream("GET", f"/v1/models/{model}/export", params={"format": format}) as response:
+                if response.is_error:
+                    response.read()
+                    raise from_response(response)
+                target = Path(path) if path is not None else Path(_suggested_name(response) or f"model.{format}")
+                partial = target.with_name(target.name + ".part")
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                partial.replace(target)
+        except httpx.TransportError as e:
+            raise unreachable(self.url, e) from None
+        sidecar = target.with_suffix(".json")
+        sidecar.write_text(json.dumps(preprocessing, indent=2) + "\n", encoding="utf-8")
+        return ExportedModel(path=target, preprocessing_path=sidecar, preprocessing=preprocessing)
+
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/healthz").json())
 
@@ -320,6 +346,12 @@ def _retry_unsupported(url: str, status: int | None) -> NotSupported:
         status=status,
         code="retry_not_supported",
     )
+
+
+def _suggested_name(response: httpx.Response) -> str | None:
+    """The file name in Content-Disposition (`attachment; filename="pets-v3.onnx"`), without any folder part."""
+    _, _, name = response.headers.get("content-disposition", "").partition("filename=")
+    return Path(name.strip().strip('"')).name or None
 
 
 def _image_body(image: Any) -> tuple[bytes, str]:

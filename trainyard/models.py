@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from trainyard.client import Client, ImageInput
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+ExportFormat = Literal["onnx", "torchscript", "state_dict"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -157,3 +158,11 @@ class Event(_ApiModel):
     kind: str
     message: str
     data: dict[str, Any] | None = None
+
+
+class ExportedModel(BaseModel):
+    """A model downloaded by `Client.export`: the file, and the preprocessing JSON written beside it."""
+
+    path: Path
+    preprocessing_path: Path
+    preprocessing: dict[str, Any] = Field(description="input shape, preprocessing, classes (docs/api.md)")

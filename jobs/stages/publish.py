@@ -14,6 +14,17 @@ def artifact_location(settings: Settings, job_id: str) -> S3Location:
     return S3Location.parse(settings.artifact_uri).child("jobs", job_id)
 
 
+def artifact_meta(job_id: str, arch: str, classes: list[str], image_size: int, metrics: dict[str, Any]) -> ArtifactMeta:
+    return ArtifactMeta(
+        job_id=job_id,
+        arch=arch,
+        classes=classes,
+        image_size=image_size,
+        normalization=BACKBONES[arch].normalization,
+        metrics=metrics,
+    )
+
+
 def publish_model(
     s3: Any,
     settings: Settings,
@@ -24,14 +35,7 @@ def publish_model(
     image_size: int,
     metrics: dict[str, Any],
 ) -> str:
-    meta = ArtifactMeta(
-        job_id=job_id,
-        arch=arch,
-        classes=classes,
-        image_size=image_size,
-        normalization=BACKBONES[arch].normalization,
-        metrics=metrics,
-    )
+    meta = artifact_meta(job_id, arch, classes, image_size, metrics)
     location = artifact_location(settings, job_id)
     key = f"{location.prefix}{ARTIFACT_NAME}"
     s3.put_object(Bucket=location.bucket, Key=key, Body=dump_artifact(model, meta))

@@ -16,7 +16,7 @@ from trainyard.cli.exit_codes import HELP, ExitCode, exit_code_for
 from trainyard.cli.output import State, print_json, print_json_line, report_error
 from trainyard.client import raise_for_outcome
 from trainyard.errors import TrainyardError
-from trainyard.models import Job, JobStatus
+from trainyard.models import ExportFormat, Job, JobStatus
 from trainyard.progress import describe_epoch, describe_metrics, describe_state
 
 
@@ -289,6 +289,26 @@ def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             "yes" if model.available else f"no: {model.unavailable_reason}",
         )
     state.console.print(table)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    model_id: Annotated[str, typer.Argument(metavar="MODEL", help="a model id, name, name@alias or name@version")],
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="onnx, torchscript or state_dict")] = "onnx",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", dir_okay=False, help="the file to write (default: pets-v3.onnx …)")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Download a model as a file that runs without Trainyard, with its preprocessing JSON beside it."""
+    state = _state(ctx, as_json)
+    exported = state.client().export(model_id, output, format=format)
+    if state.json:
+        print_json(exported)
+        return
+    state.say(f"wrote {exported.path} ({exported.path.stat().st_size:,} bytes)")
+    state.say(f"wrote {exported.preprocessing_path}: image size, normalisation and classes it expects")
 
 
 @app.command()
