@@ -91,6 +91,7 @@ class ExportManifest(BaseModel):
     errors: dict[ExportFormat, str] = Field(default_factory=dict, description="formats that could not be built")
     torch_version: str
     onnx_opset: int | None = None
+    onnx_version: str | None = None
     # Known to the API, not to the driver that writes the file: the API fills them in when it serves the JSON.
     model_id: str | None = None
     name: str | None = None

@@ -8,11 +8,12 @@ ever carrying a credential. S3 credentials follow boto3's usual chain (``AWS_ACC
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -132,6 +133,35 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = Field(default=20 * 1024**3, ge=1)
     # Pillow's own decompression-bomb threshold is ~89 MP; 50 MP (e.g. 8660 x 5773) is a big photo already.
     max_image_pixels: int = Field(default=50_000_000, ge=1)
+
+    # --- webhooks (service.notify) and MLflow (service.tracking) ---
+    # Networks (JSON list of CIDRs) that webhooks may reach although they are loopback, link-local or private:
+    # an operator's choice (a receiver inside the cluster). Empty: only public addresses.
+    webhook_allowed_networks: list[str] = Field(default_factory=list)
+    # One try's limit (connect and answer); a receiver that takes longer is retried like one that failed.
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Tries per delivery, the first included; between them base, 2x base, 4x base … capped (10 tries: ~1.5 h).
+    webhook_max_tries: int = Field(default=10, ge=1, le=50)
+    webhook_retry_base_s: float = Field(default=10.0, gt=0)
+    webhook_retry_max_s: float = Field(default=3600.0, gt=0)
+    # How often the API looks for jobs that ended and deliveries that are due.
+    webhook_poll_interval_s: float = Field(default=2.0, gt=0)
+    # A sending API process that dies holds its deliveries this long before another one sends them.
+    webhook_lease_s: float = Field(default=60.0, gt=0)
+    # MLflow: unset (the default) turns the integration off. Set, every job is mirrored as a run of
+    # `mlflow_experiment` and its model registered under `mlflow_model_name` ({name}: the job's name; {tenant}).
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "trainyard"
+    mlflow_model_name: str = "{name}"
+    # How often the API brings MLflow up to date with the store (seconds).
+    mlflow_sync_interval_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # its ValueError names the bad entry
+        return value
 
     @property
     def resolved_database_url(self) -> str:

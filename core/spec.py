@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from core.outbound import check_url
+
 # Bucket names as S3 allows them (3–63 chars, lowercase letters, digits, dots, hyphens).
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 
@@ -217,6 +219,21 @@ class JobParams(BaseModel):
         description="share of each class carved (seeded by `seed`) from the training images into a validation "
         "split when the dataset has none",
     )
+
+    notify_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="http(s) URL the service POSTs a signed JSON body to when the job succeeds, fails or is "
+        "cancelled (docs/api.md, Webhooks); loopback, link-local and private addresses are refused",
+        examples=["https://hooks.example.com/trainyard"],
+    )
+
+    @field_validator("notify_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_url(value)  # its ValueError names the problem; which addresses it may reach is the API's check
+        return value
 
     # A field validator (not a model validator) so the error names the field to fix.
     @field_validator("num_workers")

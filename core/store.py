@@ -141,6 +141,55 @@ model_aliases_table = sa.Table(
 )
 LATEST_ALIAS = "latest"
 
+# The webhooks owed for resources that asked for them (core.webhooks): one per terminal state (resource, attempt).
+webhook_deliveries_table = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("resource_kind", sa.String(16), nullable=False),  # "job", "batch"
+    sa.Column("resource_id", sa.String(40), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("tenant", sa.String(64)),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("event", sa.String(64), nullable=False),  # "job.succeeded"
+    sa.Column("body", sa.Text, nullable=False),  # the exact bytes every try sends (each signed anew)
+    sa.Column("state", sa.String(16), nullable=False, index=True),  # pending, delivered, failed
+    sa.Column("tries", sa.Integer, nullable=False, default=0),
+    sa.Column("next_try_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+    # Which API process is sending it, since when (a lease, as for job submissions).
+    sa.Column("claimed_by", sa.String(128)),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    sa.UniqueConstraint("resource_kind", "resource_id", "attempt", name="uq_webhook_deliveries_resource_attempt"),
+)
+
+# Each tenant's webhook signing secret. Kept in the clear: HMAC signing needs the secret itself, not a hash.
+webhook_secrets_table = sa.Table(
+    "webhook_secrets",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# What of each job its MLflow run holds already (service.tracking), so the mirror resumes where it stopped.
+mlflow_runs_table = sa.Table(
+    "mlflow_runs",
+    metadata,
+    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("synced", sa.JSON, nullable=False),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),  # the run is complete (or given up on)
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    sa.Column("next_try_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("claimed_by", sa.String(128)),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 class JobError(BaseModel):
     code: str
@@ -658,6 +707,12 @@ class JobStore:
                 return False
             self._event(conn, job_id, kind, message, data)
         return True
+
+    def record_event(self, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        """Log an event whatever the job's status: what the service does for a job after it ended (its webhooks,
+        its MLflow run) belongs to its log too."""
+        with self._tx() as conn:
+            self._event(conn, job_id, kind, message, data)
 
     def events(self, job_id: str, after: int = 0) -> list[EventRecord]:
         with self.engine.connect() as conn:

@@ -114,7 +114,10 @@ def build_exports(model: nn.Module, meta: ArtifactMeta) -> tuple[ExportManifest,
                     built[export_format] = build(traced, example, embedded)
                 except Exception as e:
                     manifest.errors[export_format] = _reason(e)
-    manifest.onnx_opset = ONNX_OPSET if ExportFormat.onnx in built else None
+    if ExportFormat.onnx in built:
+        import onnx
+
+        manifest.onnx_opset, manifest.onnx_version = ONNX_OPSET, onnx.__version__
     manifest.files = {f: FILE_NAMES[f] for f in ExportFormat if f in built}
     return manifest, built
 
@@ -191,7 +194,7 @@ def _onnx(traced: torch.jit.ScriptModule, example: torch.Tensor, embedded: str) 
 def _embedded(manifest: ExportManifest) -> str:
     """The manifest as the files carry it: what the file expects and answers (the list of formats built is the
     sidecar's business: a file cannot know, when it is written, whether the next one will build)."""
-    return manifest.model_dump_json(exclude={"files", "errors", "onnx_opset"}, exclude_none=True)
+    return manifest.model_dump_json(exclude={"files", "errors", "onnx_opset", "onnx_version"}, exclude_none=True)
 
 
 def _reason(error: Exception) -> str:

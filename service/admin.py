@@ -9,6 +9,7 @@ pod): they talk to the store directly, so the first admin key can be made before
     python -m service.admin tenants set team-vision --max-jobs 2 --max-gpu-workers 4 \\
         --dataset-prefix s3://datasets/team-vision
     python -m service.admin tenants list
+    python -m service.admin tenants webhook-secret team-vision [--rotate]   # signs the tenant's webhooks
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import typer
 from core.settings import get_settings
 from core.spec import S3Location
 from core.store import JobStore
-from core.tenancy import InvalidTenantName, Tenancy, Tenant
+from core.tenancy import InvalidTenantName, Tenancy, Tenant, check_tenant_name
+from core.webhooks import WebhookSecrets
 
 app = typer.Typer(name="service.admin", help="Manage Trainyard API keys and tenants.", no_args_is_help=True)
 keys = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -101,6 +103,20 @@ def set_tenant(
         _fail(str(e))
         return
     typer.echo(tenant.model_dump_json())
+
+
+@tenants.command("webhook-secret")
+def webhook_secret(
+    name: Annotated[str, typer.Argument(metavar="TENANT")],
+    rotate: Annotated[bool, typer.Option("--rotate", help="replace it: the next try is signed anew")] = False,
+) -> None:
+    """Print the secret that signs the tenant's webhooks (made now if it has none); give it to the receiver."""
+    try:
+        check_tenant_name(name)
+    except InvalidTenantName as e:
+        _fail(str(e))
+    secrets = WebhookSecrets(JobStore.from_url(get_settings().resolved_database_url).engine)
+    typer.echo(secrets.rotate(name) if rotate else secrets.ensure(name))
 
 
 @tenants.command("list")

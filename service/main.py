@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -29,18 +29,21 @@ from service.errors import error_responses, install_error_handlers
 from service.launcher import Launcher, RayLauncher
 from service.metrics import Metrics
 from service.middleware import RequestMiddleware
+from service.notify import Notifier
 from service.reconciler import Reconciler
 from service.routes import exports, health, jobs, models
+from service.tracking.mirror import Mirror
 
 logger = logging.getLogger(__name__)
 
 
-async def _reconcile_forever(reconciler: Reconciler, interval_s: float) -> None:
+async def _every(work: Callable[[], None], interval_s: float, what: str) -> None:
+    """Run blocking `work` on a thread every `interval_s`; a pass that fails is logged, and the next one runs."""
     while True:
         try:
-            await asyncio.to_thread(reconciler.run_once)
-        except Exception:  # run_once logs its own failures; this is the last line of defence for the loop
-            logger.exception("reconcile pass failed")
+            await asyncio.to_thread(work)
+        except Exception:  # each pass logs its own failures; this is the last line of defence for the loop
+            logger.exception("%s pass failed", what)
         await asyncio.sleep(interval_s)
 
 
@@ -74,7 +77,14 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
             )
         app.state.dispatcher = Dispatcher(store, app.state.tenancy, app.state.launcher, settings)
         reconciler = Reconciler(store, app.state.launcher, app.state.dispatcher)
-        task = asyncio.create_task(_reconcile_forever(reconciler, settings.reconcile_interval_s), name="reconciler")
+        reconciling = _every(reconciler.run_once, settings.reconcile_interval_s, "reconcile")
+        task = asyncio.create_task(reconciling, name="reconciler")
+        app.state.notifier = Notifier(store, settings)
+        background = [asyncio.create_task(app.state.notifier.run_forever(), name="webhooks")]
+        app.state.tracking = Mirror(store, settings) if settings.mlflow_tracking_uri else None
+        if app.state.tracking is not None:
+            mirroring = _every(app.state.tracking.run_once, settings.mlflow_sync_interval_s, "MLflow mirror")
+            background.append(asyncio.create_task(mirroring, name="mlflow"))
         # Everything made so far (modules, the app, its routes) lives as long as the process: out of the
         # collector's sight, a full collection scans only what requests make. Before, one took 180-215 ms every
         # ~20 s under load, and that pause was the p99 of a status read (benchmarks/api_load.py: 211 -> 80 ms).
@@ -85,9 +95,11 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for running in (task, *background):
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+            await app.state.notifier.close()
             await app.state.http.aclose()
             await asyncio.to_thread(app.state.dispatcher.close)
             store.engine.dispose()

@@ -16,6 +16,7 @@ import pytest
 from core.s3 import s3_client
 from core.settings import Settings, get_settings
 from infra.local.stack import LocalStack, StackConfig
+from tests.utils.mlflow_server import MlflowServer
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +74,19 @@ def permissive_s3() -> Iterator[Any]:
         region_name="us-east-1",
         config=client_config(compatible_server=True),
     )
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real MLflow tracking server on loopback, shared by the session (tests tell their runs apart by job id).
+
+    Started, not waited for: its first start takes tens of seconds, which a test overlaps with its own set-up
+    before it calls `wait_ready()`.
+    """
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
+    yield server
     server.stop()
 
 

@@ -98,7 +98,9 @@ def get_model(
     summary="Point an alias of a model name at one of its versions",
     responses=error_responses(400, 404, 409),
 )
-def move_alias(name: str, alias: str, body: AliasMove, store: StoreDep, principal: PrincipalDep) -> AliasPublic:
+def move_alias(
+    name: str, alias: str, body: AliasMove, request: Request, store: StoreDep, principal: PrincipalDep
+) -> AliasPublic:
     if not ALIAS_PATTERN.match(alias):
         raise ApiError(
             422,
@@ -130,6 +132,8 @@ def move_alias(name: str, alias: str, body: AliasMove, store: StoreDep, principa
                 404, "model_not_found", f"model {name!r} has no version {body.version}; see GET /v1/models", "version"
             )
     store.set_alias(name, alias, target.id, principal.tenant)
+    if (tracking := request.app.state.tracking) is not None:
+        tracking.alias_moved(principal.tenant, name)  # MLflow's alias follows on the mirror's next pass
     return AliasPublic(name=name, alias=alias, model_id=target.id, version=target.version)
 
 

@@ -18,8 +18,11 @@ from fastapi.routing import APIRoute
 from service_testkit import Api, ApiFactory, FakeLauncher, serve
 from test_models_api import IMAGE, FakeServe
 
+from core.exports import ExportFormat
 from core.store import ModelRecord
 from core.tenancy import Tenancy
+from jobs.export import describe
+from jobs.stages.publish import artifact_meta
 from service.launcher import RayJobState
 
 SECRET_NAME = "team-a-secret-project"  # appears in team-a's job, and must appear in nobody else's answer
@@ -66,6 +69,8 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
     ("POST", "/v1/models/{name}/aliases/{alias}"): [Call("item", body={"model_id": A_MODEL})],
     ("POST", "/v1/jobs/{job_id}/retry"): [Call("item")],
     ("DELETE", "/v1/models/{model_id}"): [Call("item")],
+    ("GET", "/v1/models/{model_id}/export"): [Call("item")],
+    ("GET", "/v1/models/{model_id}/export/preprocessing"): [Call("item")],
 }
 
 
@@ -98,6 +103,14 @@ def world(s3: Any, make_api: ApiFactory) -> Iterator[World]:
         s3.put_object(Bucket="trainyard-artifacts", Key=f"jobs/{job_id}/lr_sweep.png", Body=b"\x89PNG a's plot")
         s3.put_object(Bucket="trainyard-artifacts", Key=f"jobs/{job_id}/model.pt", Body=b"weights")
         s3.put_object(Bucket="trainyard-artifacts", Key=f"models/{A_MODEL}.json", Body=b"{}")
+        s3.put_object(Bucket="trainyard-artifacts", Key=f"jobs/{job_id}/export/model.onnx", Body=b"a's onnx")
+        manifest = describe(artifact_meta(job_id, "efficientnet_lite0", ["cat", "dog"], 32, {}))
+        manifest.files = {ExportFormat.onnx: "model.onnx"}
+        s3.put_object(
+            Bucket="trainyard-artifacts",
+            Key=f"jobs/{job_id}/export/preprocessing.json",
+            Body=manifest.model_dump_json(),
+        )
         api.store.set_result(
             job_id, "artifacts", {"lr_sweep.png": f"s3://trainyard-artifacts/jobs/{job_id}/lr_sweep.png"}
         )
