@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     mlflow_model_name: str = "{name}"
     # How often the API brings MLflow up to date with the store (seconds).
     mlflow_sync_interval_s: float = Field(default=5.0, gt=0)
+    # How far back an API that starts mirroring reaches: jobs that ended longer ago are not mirrored (a day).
+    mlflow_lookback_s: float = Field(default=86400.0, ge=0)
 
     @field_validator("webhook_allowed_networks")
     @classmethod

@@ -37,7 +37,6 @@ from service.tracking.runs import Runs, TrackedRun
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-LOOKBACK = timedelta(days=1)  # jobs that ended longer ago than this when tracking starts are not mirrored
 CLOCK_MARGIN = timedelta(seconds=30)
 LEASE_S = 120.0
 # MLflow's client retries a failed request up to 7 times with backoff (minutes, against a server that is down)
@@ -68,7 +67,7 @@ class Mirror:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.where = _origin(settings.mlflow_tracking_uri)
         self.passes = 0  # finished passes: tests wait on it instead of sleeping
-        self._since = datetime.now(UTC) - LOOKBACK
+        self._since = datetime.now(UTC) - timedelta(seconds=settings.mlflow_lookback_s)
         self._client: Any = None
         self._experiment_id: str | None = None
         self._s3: Any = None
@@ -99,7 +98,7 @@ class Mirror:
             finally:
                 self.runs.release(run.job_id, self.owner)
         if not unavailable:
-            self._since = started - CLOCK_MARGIN
+            self._since = max(self._since, started - CLOCK_MARGIN)
             self._mirror_aliases()
         self.passes += 1
 

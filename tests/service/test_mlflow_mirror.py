@@ -229,3 +229,26 @@ def test_a_name_of_another_tenant_and_an_unnamed_job_are_not_registered_and_say_
     succeed(store, s3, again)
     per_tenant.run_once()
     assert len(mlflow.search_model_versions(f"name='team-b.{name}'")) == 1
+
+
+def test_a_retried_job_reopens_its_run_and_ends_it_again(
+    store: JobStore, s3: Any, mlflow: MlflowClient, mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    job = running_job(store, s3, f"pets-{secrets.token_hex(3)}")
+    mirror = mirror_of(store, mlflow_server.url, tmp_path)
+    store.fail(job.id, "driver_died", "the driver process died during training")
+    mirror.run_once()
+    assert run_of(mlflow, job.id).info.status == "FAILED"
+    assert mlflow.search_model_versions(f"name='{job.name}'") == []
+
+    retried = store.retry(job.id)  # attempt 2, on the same run
+    assert retried is not None
+    store.set_phase(job.id, Phase.training, 0.5)
+    mirror.run_once()
+    assert run_of(mlflow, job.id).info.status == "RUNNING"
+    succeed(store, s3, job)
+    mirror.run_once()
+    run = run_of(mlflow, job.id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "accuracy")] == [1, 2, 3]
+    assert len(mlflow.search_model_versions(f"name='{job.name}'")) == 1
