@@ -8,6 +8,7 @@ Measures, each in a fresh process (so imports and memory are what a process real
 - on request: what one download would cost an API process that built the file then: importing torch and the
   model code, loading the model artifact, building the format, and the process's peak memory, beside an API
   process's own (it never imports torch).
+And what the MLflow client adds to an API process (it is imported only when tracking is on).
 Prints a table and writes benchmarks/results/export-<time>.json.
 """
 
@@ -62,10 +63,16 @@ print(json.dumps({"import_s": round(imported, 2), "load_and_build_s": round(buil
 """
 
 _API = """
-import json, resource
+import json, resource, sys, time
 from service.main import create_app
 create_app()
-print(json.dumps({"peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+alone = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+began = time.perf_counter()
+from mlflow import MlflowClient  # what an API with TRAINYARD_MLFLOW_TRACKING_URI set loads on its first mirror pass
+mlflow_s = time.perf_counter() - began
+with_mlflow = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+report = {"peak_mib": round(alone), "with_mlflow_mib": round(with_mlflow), "mlflow_import_s": round(mlflow_s, 2)}
+print(json.dumps(report))
 """
 
 
@@ -86,6 +93,10 @@ def main() -> None:
     api = _run(_API)
     print(f"{args.arch} at {args.image_size} px")
     print(f"  at publish (driver, model in memory): build {publish['build_s']} s; files MiB {publish['mib']}")
+    print(
+        f"  the API: {api['peak_mib']} MiB; the MLflow client adds {api['mlflow_import_s']} s of import, "
+        f"{api['with_mlflow_mib']} MiB in all"
+    )
     print(
         f"  on request (in an API process): import torch {on_request['import_s']} s, load + build "
         f"{on_request['load_and_build_s']} s, peak {on_request['peak_mib']} MiB (the API alone: {api['peak_mib']} MiB)"

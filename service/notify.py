@@ -12,8 +12,14 @@ after a restart. Each pass:
    next one with exponential backoff, up to `webhook_max_tries`. A 2xx is delivered; anything else, a refused
    connection or a timeout is retried; an address that is not allowed is not.
 
-Batch runs (or any other resource) enqueue their own deliveries in the same outbox and pass their event writer
-in `event_writers` under their kind.
+Another resource that offers `notify_url` (a batch prediction run) uses the same three pieces:
+
+    admit_notify_url(url, tenant, settings, store)      # in its POST route: 422 naming notify_url, or fine
+    Outbox(engine).enqueue(kind="batch", resource_id=run_id, attempt=1, tenant=tenant, url=url,
+                           status="succeeded", data={"kind": "batch", "id": run_id, ...})   # at its terminal state
+    Notifier(store, settings, event_writers={"batch": write_batch_event})   # service.main: its tries as its events
+
+The body is `{"id", "type": "<kind>.<status>", "created_at", "data"}`, signed and sent exactly like a job's.
 """
 
 from __future__ import annotations
@@ -199,8 +205,9 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
 
 
-def check_notify_url(url: str | None, settings: Settings) -> None:
-    """Refuse at submit a `notify_url` the notifier would refuse to call (422 naming the field)."""
+def admit_notify_url(url: str | None, tenant: str, settings: Settings, store: JobStore) -> None:
+    """At submit (a job, a batch run): refuse a `notify_url` the notifier would refuse to call (422 naming the
+    field), and make sure the tenant has a signing secret an admin can hand out before the first delivery."""
     from service.errors import ApiError
 
     if url is None:
@@ -209,3 +216,4 @@ def check_notify_url(url: str | None, settings: Settings) -> None:
         resolve(url, parse_networks(settings.webhook_allowed_networks))
     except OutboundRefused as refused:
         raise ApiError(422, "notify_url_not_allowed", f"notify_url: {refused}", "notify_url") from None
+    WebhookSecrets(store.engine).ensure(tenant)

@@ -15,14 +15,13 @@ from core.settings import Settings
 from core.spec import JobParams, JobStatus, S3Location
 from core.store import IdempotencyConflict, JobRecord, JobStore
 from core.tenancy import Tenancy
-from core.webhooks import WebhookSecrets
 from service.auth import Principal, PrincipalDep, TenancyDep
 from service.dataset_access import check_dataset_access
 from service.deps import DispatcherDep, LauncherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.dispatch import Dispatcher, limits_for
 from service.errors import ApiError, artifact_not_found, error_responses, job_not_found
 from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
-from service.notify import check_notify_url
+from service.notify import admit_notify_url
 from service.report import render_report
 from service.schemas import EventList, EventPublic, JobList, JobPublic
 from service.sse import job_event_stream
@@ -79,9 +78,7 @@ def _store_new_job(
     """Check the job against its tenant's access and quota, then store it; (job, False) for a replay."""
     tenant = tenancy.get_tenant(principal.tenant)
     check_dataset_access(params, settings.dataset_prefixes, tenant)
-    check_notify_url(params.notify_url, settings)
-    if params.notify_url is not None:
-        WebhookSecrets(store.engine).ensure(principal.tenant)  # so an admin can hand it out before the first call
+    admit_notify_url(params.notify_url, principal.tenant, settings, store)
     gpu_limit = limits_for(settings, tenancy)(principal.tenant).max_gpu_workers
     if params.use_gpu and params.num_workers > gpu_limit:
         raise ApiError(
