@@ -6,13 +6,15 @@
     s3://…/jobs/<job id>/export/model.state_dict.pt     the weights alone (the architecture's code loads them)
     s3://…/jobs/<job id>/export/preprocessing.json      an `ExportManifest`: input, preprocessing, classes
 
-The driver writes them once, at publish (`jobs.export`), where the trained model is already in memory; the API
-only streams the files, so it never imports torch. This module is what both sides share: the names, the layout
-and the manifest's schema, without torch.
+The driver writes them once per job, where the trained model is already in memory (`jobs.export`): it announces
+them at publish (the manifest, without files, `building_since` set) and builds them once the job has succeeded,
+so they cost the job's time to a deployed model nothing. The API only streams the files, so it never imports
+torch. This module is what both sides share: the names, the layout and the manifest's schema, without torch.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
@@ -25,6 +27,9 @@ MANIFEST_FILE = "preprocessing.json"
 # Where the manifest also travels inside the files: TorchScript's `_extra_files` entry and ONNX's metadata_props key.
 TORCHSCRIPT_EXTRA_FILE = "trainyard.json"
 ONNX_METADATA_KEY = "trainyard"
+# The exports take seconds once a job has succeeded (benchmarks/export.py: ~3-4 s for EfficientNet-Lite0 at 224 px);
+# a driver that has not finished them in this long has stopped.
+BUILD_GRACE = timedelta(minutes=10)
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 
@@ -90,12 +95,22 @@ class ExportManifest(BaseModel):
     files: dict[ExportFormat, str] = Field(default_factory=dict, description="the formats built, by file name")
     errors: dict[ExportFormat, str] = Field(default_factory=dict, description="formats that could not be built")
     torch_version: str
+    building_since: datetime | None = Field(
+        default=None, description="set while the files are being built: the job has succeeded moments ago"
+    )
     onnx_opset: int | None = None
     onnx_version: str | None = None
     # Known to the API, not to the driver that writes the file: the API fills them in when it serves the JSON.
     model_id: str | None = None
     name: str | None = None
     version: int | None = None
+
+
+def building(since: datetime | str | None) -> bool:
+    """Whether exports announced at `since` (a manifest's `building_since`) are still to come, not given up on."""
+    if isinstance(since, str):
+        since = datetime.fromisoformat(since)
+    return since is not None and datetime.now(UTC) - since < BUILD_GRACE
 
 
 def export_folder(artifact_uri: str) -> S3Location:

@@ -131,12 +131,6 @@ class Outbox:
             row = conn.execute(query).first()
         return None if row is None else _delivery(row)
 
-    def of_resource(self, kind: str, resource_id: str) -> list[Delivery]:
-        t = webhook_deliveries_table
-        query = sa.select(t).where(t.c.resource_kind == kind, t.c.resource_id == resource_id).order_by(t.c.attempt)
-        with self.engine.connect() as conn:
-            return [_delivery(r) for r in conn.execute(query).all()]
-
     def claim_due(self, owner: str, lease_s: float, limit: int = 16) -> list[Delivery]:
         """Pending deliveries whose next try is due, claimed for `owner` (no other process sends them meanwhile).
 

@@ -1,8 +1,9 @@
 """Build a published model's portable files (TorchScript, ONNX, a plain state dict) and their manifest.
 
-The publish stage calls `publish_exports` with the model it has just written: the driver has torch loaded and the
-model in memory, so the exports cost one trace and one ONNX conversion there, once per job, instead of a torch
-import and the same CPU in the API process on every download (the API never imports torch). Every format
+The driver builds them with the model it has just published: torch is loaded and the model in memory, so the
+exports cost one trace and one ONNX conversion there, once per job, instead of a torch import and the same CPU
+in the API process on every download (the API never imports torch; benchmarks/export.py). It announces them at
+publish and builds them once the job has succeeded (`export_after_success`). Every format
 takes the preprocessed image and answers softmax probabilities, so a user of the file gets what the prediction
 endpoint answers; the manifest (`core.exports.ExportManifest`) says how to preprocess, and travels inside the
 TorchScript file (an extra file) and the ONNX file (metadata_props) as well as beside them.
@@ -19,6 +20,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import torch
@@ -39,6 +41,7 @@ from core.exports import (
     export_folder,
 )
 from core.images import ALPHA_BACKGROUND, DRAFT_MARGIN
+from core.store import JobStore
 
 log = logging.getLogger("trainyard.driver")
 
@@ -145,6 +148,29 @@ def publish_exports(s3: Any, artifact_uri: str, model: nn.Module, meta: Artifact
     for export_format, reason in manifest.errors.items():
         log.warning("the %s export of job %s could not be built: %s", export_format, meta.job_id, reason)
     return Exported(manifest, round(time.monotonic() - started, 3))
+
+
+def announce_exports(s3: Any, artifact_uri: str, meta: ArtifactMeta) -> None:
+    """At publish: say the exports are coming (the manifest, no files yet), so that a download asked for between
+    the job's success and the files is told to wait, not that there are none."""
+    manifest = describe(meta)
+    manifest.building_since = datetime.now(UTC)
+    write_exports(s3, artifact_uri, manifest, {})
+
+
+def export_after_success(store: JobStore, s3: Any, artifact_uri: str, model: nn.Module, meta: ArtifactMeta) -> None:
+    """Build and write the exports once the job has succeeded, and record it as the job's `exported` event.
+
+    Off the job's critical path: the ~3 s of tracing and converting an EfficientNet-Lite0 (benchmarks/export.py)
+    would have doubled the time from the last epoch to a deployed model. Nothing here can fail the job: a
+    failure is logged and recorded, and the files can be built again with `python -m jobs.export`.
+    """
+    try:
+        message, data = publish_exports(s3, artifact_uri, model, meta).event()
+    except Exception as e:  # S3 gone, a backbone the exporters choke on: the job has its model all the same
+        log.exception("the exports of job %s could not be written", meta.job_id)
+        message, data = f"the exports could not be written ({_reason(e)})", {"error": _reason(e)}
+    store.record_event(meta.job_id, "exported", message, data)
 
 
 def write_exports(s3: Any, artifact_uri: str, manifest: ExportManifest, built: dict[ExportFormat, bytes]) -> None:

@@ -25,7 +25,7 @@ from core.spec import JobParams, Phase, TrialsSweep
 from core.store import ModelRecord
 from jobs.driver import Driver
 from jobs.errors import JobCancelled
-from jobs.export import publish_exports
+from jobs.export import announce_exports, export_after_success
 from jobs.feature_cache import cache_location, feature_key, load_features, save_features
 from jobs.features import Features, compute_features
 from jobs.resources import check_cluster_fits, task_cpus, worker_bundle
@@ -269,10 +269,11 @@ class Pipeline:
             self.store.set_result(self.job_id, "artifacts", self.artifacts)
             self.store.add_event(self.job_id, "published", "model artifact written", {"uri": artifact_uri})
             meta = artifact_meta(self.job_id, p.arch, dataset.summary.classes, p.image_size, metrics)
-            self.store.add_event(self.job_id, "exported", *publish_exports(self.s3, artifact_uri, model, meta).event())
+            announce_exports(self.s3, artifact_uri, meta)  # built once the job has succeeded: see below
 
         if not p.deploy:
             self.store.succeed(self.job_id, None)
+            export_after_success(self.store, self.s3, artifact_uri, model, meta)
             return
         with self.stage(Phase.deploying):
             model_id = self.job_id.replace("job-", "mdl-", 1)
@@ -293,6 +294,7 @@ class Pipeline:
             if not self.store.succeed_with_model(self.job_id, record):
                 delete_pointer(self.s3, self.settings, model_id)  # cancelled while deploying: serve nothing
                 raise JobCancelled
+        export_after_success(self.store, self.s3, artifact_uri, model, meta)
 
     def _lr_sweep(self, etags_digest: str, dataset: ValidatedDataset) -> tuple[Features | None, float]:
         """The features for the head-only epochs (when any) and the learning rate: the user's, the range test's

@@ -45,6 +45,8 @@ _B = TypeVar("_B", bound=_Bound)
 DEFAULT_TIMEOUT_S = 30.0
 # How long `wait` keeps polling through API outages (a restart, a rolling deploy) before giving up.
 WAIT_OUTAGE_TOLERANCE_S = 30.0
+# How often `export` asks again while a model's exports are being built.
+EXPORT_POLL_S = 2.0
 
 
 class Client:
@@ -296,30 +298,46 @@ class Client:
         )
         return [Prediction.model_validate(p) for p in response.json()["predictions"]]
 
-    def export(self, model: str, path: str | Path | None = None, *, format: ExportFormat = "onnx") -> ExportedModel:
+    def export(
+        self, model: str, path: str | Path | None = None, *, format: ExportFormat = "onnx", wait_s: float = 120.0
+    ) -> ExportedModel:
         """Download a model as a file that runs without Trainyard, and the preprocessing JSON beside it.
 
         `model`: an id, `name`, `name@alias` or `name@version`. `format`: ``onnx`` (onnxruntime),
         ``torchscript`` (``torch.jit.load``) or ``state_dict`` (the weights alone). `path` defaults to the name the
-        server suggests (``pets-v3.onnx``) in the current folder; the JSON goes beside it (``pets-v3.json``).
+        server suggests (``pets-v3.onnx``) in the current folder; the JSON goes beside it (``pets-v3.json``). The
+        files are built in the seconds after a job succeeds: until then this waits, up to `wait_s`.
         """
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                target = self._download(f"/v1/models/{model}/export", {"format": format}, path, f"model.{format}")
+                break
+            except Unavailable as e:
+                if e.code != "export_building" or time.monotonic() > deadline:
+                    raise
+                time.sleep(EXPORT_POLL_S)
         preprocessing = self._request("GET", f"/v1/models/{model}/export/preprocessing").json()
+        sidecar = target.with_suffix(".json")
+        sidecar.write_text(json.dumps(preprocessing, indent=2) + "\n", encoding="utf-8")
+        return ExportedModel(path=target, preprocessing_path=sidecar, preprocessing=preprocessing)
+
+    def _download(self, route: str, params: dict[str, Any], path: str | Path | None, default: str) -> Path:
+        """Stream a file to `path` (default: the name the server suggests), whole or not at all."""
         try:
-            with self._http.stream("GET", f"/v1/models/{model}/export", params={"format": format}) as response:
+            with self._http.stream("GET", route, params=params) as response:
                 if response.is_error:
                     response.read()
                     raise from_response(response)
-                target = Path(path) if path is not None else Path(_suggested_name(response) or f"model.{format}")
+                target = Path(path) if path is not None else Path(_suggested_name(response) or default)
                 partial = target.with_name(target.name + ".part")
                 with partial.open("wb") as out:
                     for chunk in response.iter_bytes():
                         out.write(chunk)
                 partial.replace(target)
+                return target
         except httpx.TransportError as e:
             raise unreachable(self.url, e) from None
-        sidecar = target.with_suffix(".json")
-        sidecar.write_text(json.dumps(preprocessing, indent=2) + "\n", encoding="utf-8")
-        return ExportedModel(path=target, preprocessing_path=sidecar, preprocessing=preprocessing)
 
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/healthz").json())

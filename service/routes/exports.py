@@ -1,8 +1,8 @@
 """Models leaving Trainyard: the exported files (TorchScript, ONNX, a state dict) and the JSON beside them.
 
-The files are built once, when the job publishes its model (`jobs.export`), and kept beside the model's artifact;
-these routes stream them from the artifact store in chunks, so a download costs the API neither torch nor the
-file's size in memory.
+The files are built once per job by its driver (`jobs.export`: announced at publish, built in the seconds after
+the job succeeded) and kept beside the model's artifact; these routes stream them from the artifact store in
+chunks, so a download costs the API neither torch nor the file's size in memory.
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from core.exports import FILE_NAMES, MANIFEST_FILE, ExportFormat, ExportManifest, download_name, export_folder
+from core.exports import (
+    FILE_NAMES,
+    MANIFEST_FILE,
+    ExportFormat,
+    ExportManifest,
+    building,
+    download_name,
+    export_folder,
+)
 from core.store import ModelRecord
 from service.auth import PrincipalDep
 from service.deps import S3Dep, StoreDep
@@ -28,6 +36,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 CHUNK_BYTES = 1024 * 1024
+RETRY_AFTER_S = 5
 _MISSING = ("NoSuchKey", "404", "NotFound")
 
 FormatQuery = Annotated[
@@ -103,9 +112,21 @@ def _manifest(s3: Any, model: ModelRecord) -> ExportManifest | None:
 
 
 def _not_exported(s3: Any, model: ModelRecord, export_format: ExportFormat) -> ApiError:
-    """Why the file is missing: never built (an older model), or this format failed when the model was published."""
+    """Why the file is missing: being built (the job succeeded moments ago), never built (an older model, or a
+    driver stopped while building), or this format failed to build."""
     manifest = _manifest(s3, model)
     if manifest is None:
+        return _never_exported(model)
+    if manifest.building_since is not None:
+        if building(manifest.building_since):
+            return ApiError(
+                503,
+                "export_building",
+                f"the exports of model {model.id!r} are being built (its job succeeded moments ago); retry in "
+                f"{RETRY_AFTER_S} seconds",
+                "format",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         return _never_exported(model)
     built = ", ".join(manifest.files) or "none"
     reason = manifest.errors.get(export_format)
@@ -119,8 +140,9 @@ def _never_exported(model: ModelRecord) -> ApiError:
     return ApiError(
         404,
         "export_not_available",
-        f"model {model.id!r} was published before Trainyard exported models: retrain it, or ask an operator to build "
-        "its exports with `python -m jobs.export` on its artifact",
+        f"model {model.id!r} has no exports (published before Trainyard exported models, or its job's driver stopped "
+        "while building them): retrain it, or ask an operator to build them with `python -m jobs.export` on its "
+        "artifact",
         "model_id",
     )
 

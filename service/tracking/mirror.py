@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from core.exports import FILE_NAMES, MANIFEST_FILE, ExportFormat, export_folder
+from core.exports import FILE_NAMES, MANIFEST_FILE, ExportFormat, building, export_folder
 from core.s3 import s3_client
 from core.settings import Settings
 from core.spec import S3Location
@@ -154,7 +154,11 @@ class Mirror:
         s, run_id, mlflow = run.synced, str(run.run_id), self.mlflow
         artifact = (job.artifacts or {}).get("model.pt")
         if artifact and not s.model:
-            files, manifest = self._model_files(artifact)
+            found = self._model_files(artifact)
+            if found is None:  # its exports are being built, seconds after the job succeeded: the next pass
+                self._save(run, job)
+                return
+            files, manifest = found
             self._do(job, "the model files", lambda: content.log_model_files(mlflow, run_id, files, manifest))
             s.model = True
             self._save(run, job)
@@ -313,13 +317,16 @@ class Mirror:
         except (ClientError, BotoCoreError) as e:
             raise Unavailable(f"the artifact store: {_short(e)}") from None
 
-    def _model_files(self, artifact_uri: str) -> tuple[dict[str, bytes], dict[str, Any] | None]:
-        """The ONNX export and its manifest when the model has them; else Trainyard's own artifact."""
+    def _model_files(self, artifact_uri: str) -> tuple[dict[str, bytes], dict[str, Any] | None] | None:
+        """The ONNX export and its manifest when the model has them, else Trainyard's own artifact; None while the
+        exports are being built."""
         folder = export_folder(artifact_uri)
         try:
             manifest = json.loads(self._read(f"{folder.uri}{MANIFEST_FILE}"))
         except Unavailable:
             manifest = None
+        if manifest and building(manifest.get("building_since")):
+            return None
         if manifest and ExportFormat.onnx in manifest.get("files", {}):
             return {"model.onnx": self._read(f"{folder.uri}{FILE_NAMES[ExportFormat.onnx]}")}, manifest
         return {"model.pt": self._read(artifact_uri)}, manifest

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -21,9 +23,13 @@ from core.exports import (
     TORCHSCRIPT_EXTRA_FILE,
     ExportFormat,
     ExportManifest,
+    building,
     export_folder,
 )
-from jobs.export import build_exports, describe
+from core.migrate import migrate
+from core.spec import JobParams, Phase, S3Location
+from core.store import JobStore
+from jobs.export import announce_exports, build_exports, describe, export_after_success
 from jobs.stages.publish import artifact_meta
 
 CLASSES = ["cat", "dog", "fox"]
@@ -97,3 +103,42 @@ def test_a_format_that_fails_is_recorded_and_the_others_are_still_built() -> Non
 def test_exports_live_beside_the_artifact() -> None:
     assert export_folder("s3://art/jobs/job-1/model.pt").uri == "s3://art/jobs/job-1/export/"
     assert export_folder("s3://art/root/jobs/job-1/model.pt").uri == "s3://art/root/jobs/job-1/export/"
+
+
+def test_exports_are_announced_at_publish_and_built_after_the_job_succeeded(s3: Any, tmp_path: Path) -> None:
+    store = migrated_store(tmp_path)
+    job, _ = store.create_job(JobParams(dataset_uri="s3://bucket/pets"))
+    store.set_phase(job.id, Phase.publishing, 0.9)
+    meta = artifact_meta(job.id, "resnet18", CLASSES, SIZE, {})
+    artifact_uri = f"s3://trainyard-artifacts/jobs/{job.id}/model.pt"
+    folder = export_folder(artifact_uri)
+
+    announce_exports(s3, artifact_uri, meta)
+    announced = read_manifest(s3, folder.uri)
+    assert announced.building_since is not None and building(announced.building_since) and announced.files == {}
+
+    assert store.succeed(job.id, None)
+    torch.manual_seed(0)
+    export_after_success(store, s3, artifact_uri, build_classifier("resnet18", len(CLASSES), None), meta)
+    built = read_manifest(s3, folder.uri)
+    assert built.building_since is None and set(built.files) == set(ExportFormat)
+    (event,) = [e for e in store.events(job.id) if e.kind == "exported"]  # written after the job ended
+    assert event.data is not None and set(event.data["formats"]) == set(ExportFormat)
+
+    elsewhere = "s3://no-such-bucket-for-exports/jobs/x/model.pt"  # S3 refuses: recorded, never raised
+    export_after_success(store, s3, elsewhere, build_classifier("resnet18", len(CLASSES), None), meta)
+    failed = [e for e in store.events(job.id) if e.kind == "exported"][-1]
+    assert "could not be written" in failed.message and "NoSuchBucket" in failed.message
+
+
+def migrated_store(tmp_path: Path) -> JobStore:
+    url = f"sqlite:///{tmp_path / 'trainyard.db'}"
+    migrate(url)
+    return JobStore.from_url(url)
+
+
+def read_manifest(s3: Any, folder_uri: str) -> ExportManifest:
+    folder = S3Location.parse(folder_uri)
+    return ExportManifest.model_validate_json(
+        s3.get_object(Bucket=folder.bucket, Key=f"{folder.prefix}preprocessing.json")["Body"].read()
+    )

@@ -8,10 +8,13 @@ tests/e2e/test_integrations.py's part.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from service_testkit import Api, ApiFactory
 from typer.testing import CliRunner
@@ -164,3 +167,44 @@ def test_the_sdk_and_the_cli_write_the_file_and_the_json_beside_it(
 
     missing = CliRunner().invoke(cli_app, ["--url", api.url, "--api-key", api.admin_key, "export", "nope"])
     assert missing.exit_code != 0 and "no model" in missing.output and "Traceback" not in missing.output
+
+
+def test_while_the_exports_are_built_a_download_is_told_to_retry_and_the_sdk_waits(
+    s3: Any, make_api: ApiFactory, built: tuple[ExportManifest, dict[ExportFormat, bytes]], tmp_path: Path
+) -> None:
+    api = make_api()
+    model = add_model(api, s3)
+    announced, files = built[0].model_copy(update={"files": {}, "building_since": datetime.now(UTC)}), built[1]
+    write_exports(s3, model.artifact_uri, announced, {})  # what the publish stage writes before the job succeeds
+    response = api.http.get(f"/v1/models/{model.id}/export", params={"format": "onnx"})
+    assert (response.status_code, response.headers["retry-after"]) == (503, "5")
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("export_building", "format") and "being built" in error["message"]
+    assert api.http.get(f"/v1/models/{model.id}/export/preprocessing").json()["classes"] == CLASSES
+
+    told_to_wait = threading.Event()
+
+    def on_response(answer: httpx.Response) -> None:
+        if answer.status_code == 503:
+            told_to_wait.set()
+
+    with Client(api.url, api.admin_key) as client:
+        client._http.event_hooks["response"].append(on_response)
+        downloads = ThreadPoolExecutor(1)
+        download = downloads.submit(client.export, model.id, tmp_path / "m.onnx")
+        assert told_to_wait.wait(30)
+        write_exports(s3, model.artifact_uri, built[0], files)  # the driver finishes
+        exported = download.result(timeout=60)
+        downloads.shutdown()
+    assert exported.path.read_bytes() == files[ExportFormat.onnx]
+
+
+def test_exports_a_stopped_driver_never_finished_are_not_waited_for(
+    s3: Any, make_api: ApiFactory, built: tuple[ExportManifest, dict[ExportFormat, bytes]]
+) -> None:
+    api = make_api()
+    model = add_model(api, s3)
+    stale = built[0].model_copy(update={"files": {}, "building_since": datetime.now(UTC) - timedelta(hours=1)})
+    write_exports(s3, model.artifact_uri, stale, {})
+    error = api.http.get(f"/v1/models/{model.id}/export").json()["error"]
+    assert error["code"] == "export_not_available" and "python -m jobs.export" in error["message"]

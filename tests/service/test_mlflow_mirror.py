@@ -91,17 +91,17 @@ def running_job(store: JobStore, s3: Any, name: str | None, tenant: str = "admin
     return found
 
 
-def succeed(store: JobStore, s3: Any, job: JobRecord) -> str:
-    """The rest of the job: a third epoch, the evaluation, the model and its exports, deployed; returns the model id."""
+def succeed(store: JobStore, s3: Any, job: JobRecord, exports_built: bool = True) -> str:
+    """The rest of the job: a third epoch, the evaluation, the model and its exports (or, with `exports_built`
+    false, the exports announced and not yet there, as in the seconds after a job succeeded), deployed; returns
+    the model id."""
     store.add_epoch(
         job.id, {"epoch": 3, "stage": "unfrozen", "train_loss": 0.1, "valid_loss": 0.3, "accuracy": 0.9, "seconds": 4.2}
     )
     store.set_result(job.id, "evaluation", EVALUATION)
     prefix = f"jobs/{job.id}"
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}/model.pt", Body=b"trainyard weights")
-    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/export/model.onnx", Body=b"onnx bytes")
-    manifest = {"classes": ["cat", "dog"], "files": {"onnx": "model.onnx"}, "onnx_version": "1.23.2"}
-    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/export/preprocessing.json", Body=json.dumps(manifest).encode())
+    write_exports(s3, job, built=exports_built)
     artifacts = {"lr_sweep.png": f"s3://{BUCKET}/{prefix}/lr_sweep.png", "model.pt": f"s3://{BUCKET}/{prefix}/model.pt"}
     store.set_result(job.id, "artifacts", artifacts)
     model_id = job.id.replace("job-", "mdl-")
@@ -116,6 +116,16 @@ def succeed(store: JobStore, s3: Any, job: JobRecord) -> str:
     )
     assert store.succeed_with_model(job.id, record)
     return model_id
+
+
+def write_exports(s3: Any, job: JobRecord, built: bool = True) -> None:
+    """The model's exports as the driver writes them: built, or (`built` false) announced and not there yet."""
+    folder = f"jobs/{job.id}/export"
+    manifest: dict[str, Any] = {"classes": ["cat", "dog"], "files": {}, "building_since": datetime.now(UTC).isoformat()}
+    if built:
+        s3.put_object(Bucket=BUCKET, Key=f"{folder}/model.onnx", Body=b"onnx bytes")
+        manifest = {"classes": ["cat", "dog"], "files": {"onnx": "model.onnx"}, "onnx_version": "1.23.2"}
+    s3.put_object(Bucket=BUCKET, Key=f"{folder}/preprocessing.json", Body=json.dumps(manifest).encode())
 
 
 def run_of(mlflow: MlflowClient, job_id: str) -> Any:
@@ -251,4 +261,21 @@ def test_a_retried_job_reopens_its_run_and_ends_it_again(
     run = run_of(mlflow, job.id)
     assert run.info.status == "FINISHED"
     assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "accuracy")] == [1, 2, 3]
+    assert len(mlflow.search_model_versions(f"name='{job.name}'")) == 1
+
+
+def test_the_model_is_logged_once_its_exports_are_built(
+    store: JobStore, s3: Any, mlflow: MlflowClient, mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    job = running_job(store, s3, f"pets-{secrets.token_hex(3)}")
+    mirror = mirror_of(store, mlflow_server.url, tmp_path)
+    succeed(store, s3, job, exports_built=False)
+    mirror.run_once()
+    run = run_of(mlflow, job.id)
+    assert run.info.status == "RUNNING" and "model" not in {f.path for f in mlflow.list_artifacts(run.info.run_id)}
+    assert mlflow.search_model_versions(f"name='{job.name}'") == []
+
+    write_exports(s3, job)  # the driver has built them
+    mirror.run_once()
+    assert run_of(mlflow, job.id).info.status == "FINISHED"
     assert len(mlflow.search_model_versions(f"name='{job.name}'")) == 1
