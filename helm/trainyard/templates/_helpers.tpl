@@ -41,7 +41,7 @@ KubeRay also names the autoscaler's Role and the generated token Secret after it
 
 {{/* The two ConfigMaps: what Ray pods read (their checksum rebuilds the cluster), and what only the API reads. */}}
 {{- define "trainyard.rayConfigName" -}}
-{{- printf "%s-ray" (include "trainyard.fullname" . | trunc 59 | trimSuffix "-") -}}
+{{- printf "%s-ray-config" (include "trainyard.fullname" . | trunc 52 | trimSuffix "-") -}}
 {{- end -}}
 
 {{- define "trainyard.apiConfigName" -}}
