@@ -48,8 +48,8 @@ from core.images import normalize
 from core.s3 import s3_client
 from core.settings import get_settings
 from jobs.data import ImageItems
-from jobs.stages.fetch import fetch_dataset
-from jobs.stages.validate import Item
+from jobs.dataset import Item
+from jobs.dataset_cache import fetch_dataset
 from jobs.training_progress import CHECKPOINT_FILE, PREDICTIONS_FILE
 from jobs.usage import this_node
 from jobs.weights import resolve_weights

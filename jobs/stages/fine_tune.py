@@ -30,11 +30,12 @@ from core.s3 import arrow_filesystem, s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, S3Location, phase_progress
 from core.store import JobStore
+from jobs.dataset import ValidatedDataset
 from jobs.errors import StageError
 from jobs.failures import training_failure
 from jobs.features import Features
+from jobs.paths import artifact_location
 from jobs.resources import worker_bundle
-from jobs.stages.validate import ValidatedDataset
 from jobs.train_loop import MIN_DELTA, TrainLoopConfig, epoch_image_sizes, train_loop_per_worker
 from jobs.training_progress import CHECKPOINT_FILE, PREDICTIONS_FILE, TrainingProgress
 from jobs.weights import resolve_weights
@@ -160,7 +161,7 @@ def fine_tune(
     """Train; with `resume` (a retried job), Ray Train restores the run from the job's checkpoint folder and the
     head-only epochs, already recorded and checkpointed by an earlier attempt, are not run again."""
     classes = dataset.summary.classes
-    artifacts = S3Location.parse(settings.artifact_uri).child("jobs", job_id)
+    artifacts = artifact_location(settings, job_id)
     head: HeadResult | None = None
     head_only: BestCheckpoint | None = None
     # A retried job resumes its unfrozen epochs; its head-only epochs were trained and recorded before.
