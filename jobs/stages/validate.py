@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.image_limits import MAX_IMAGE_PIXELS
+from core.limits import MAX_IMAGE_PIXELS
 from jobs.dataset import DatasetSummary, Item, SkippedFile, SplitSummary, ValidatedDataset
 from jobs.errors import StageError
 from jobs.layouts import IMAGE_SUFFIXES, Candidate, FoundLayout, find_layout
