@@ -56,13 +56,13 @@ class AppArgs(BaseModel):
     """Arguments of `build_app` (also accepted from a Serve config file's `args`)."""
 
     # Rows in one forward (a `tta=true` image counts twice). 32 was the fastest batch of the raw model on 2
-    # cores (FIELD-NOTES); a predict:batch request must fit in one.
+    # cores (benchmarks/README.md, "Process settings"); a predict:batch request must fit in one.
     max_batch_size: int = Field(default=32, ge=1, le=256)
     # 0: an idle replica never waits for a batch to fill; while a forward runs the queue fills by itself.
     batch_wait_timeout_s: float = Field(default=0.0, ge=0, le=1)
     # Torch threads; None: the CPUs Ray gave the replica, or the node's CPUs when it reserved none.
     num_threads: int | None = Field(default=None, ge=1, le=64)
-    # NHWC is faster for these convnets on CPU too (FIELD-NOTES: 13.5 vs 22 ms at batch 1).
+    # NHWC is faster for these convnets on CPU too (benchmarks/README.md, "Process settings").
     channels_last: bool = True
     # On CPU, each model runs as a TorchScript graph (serving/graphs.py: the forward no longer waits for the
     # GIL between ops). False: eager PyTorch.
