@@ -4,6 +4,7 @@ then the status changes, each a conditional UPDATE so a late writer can never re
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -60,17 +61,10 @@ class JobLifecycle(Jobs):
 
     def claim_launch(self, job_id: str) -> bool:
         """Atomically mark a queued job as handed to Ray; False if another process (or pass) claimed it first."""
-        with self._tx() as conn:
-            result = conn.execute(
-                jobs_table.update()
-                .where(
-                    jobs_table.c.id == job_id,
-                    jobs_table.c.status == JobStatus.queued.value,
-                    jobs_table.c.launched_at.is_(None),
-                )
-                .values(launched_at=_now(), waiting=None, updated_at=_now())
-            )
-        return result.rowcount == 1
+        now = _now()
+        return self._claim_queued(
+            job_id, [jobs_table.c.launched_at.is_(None)], launched_at=now, waiting=None, updated_at=now
+        )
 
     def release_launch(self, job_id: str) -> None:
         """Undo a claim whose submission did not reach Ray: the job waits for its turn again."""
@@ -89,18 +83,18 @@ class JobLifecycle(Jobs):
         may claim the job once `lease_s` has passed.
         """
         now = _now()
+        lease_over = sa.or_(
+            jobs_table.c.claimed_at.is_(None), jobs_table.c.claimed_at < now - timedelta(seconds=lease_s)
+        )
+        return self._claim_queued(job_id, [lease_over], claimed_by=owner, claimed_at=now)
+
+    def _claim_queued(self, job_id: str, conditions: list[sa.ColumnElement[bool]], **values: Any) -> bool:
+        """One conditional UPDATE of a queued job: True for the one caller whose UPDATE matched the row."""
         with self._tx() as conn:
             result = conn.execute(
                 jobs_table.update()
-                .where(
-                    jobs_table.c.id == job_id,
-                    jobs_table.c.status == JobStatus.queued.value,
-                    sa.or_(
-                        jobs_table.c.claimed_at.is_(None),
-                        jobs_table.c.claimed_at < now - timedelta(seconds=lease_s),
-                    ),
-                )
-                .values(claimed_by=owner, claimed_at=now)
+                .where(jobs_table.c.id == job_id, jobs_table.c.status == JobStatus.queued.value, *conditions)
+                .values(**values)
             )
         return result.rowcount == 1
 
