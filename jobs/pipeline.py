@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("trainyard.driver")
 T = TypeVar("T")
 # Imported by the driver's loader thread once this module is, while the job connects to Ray and extracts features:
-# about 1.8 s of imports on 2 cores (matplotlib, Ray Train) that kept a small job waiting at the end of validation.
+# seconds of imports on a few cores (matplotlib, Ray Train) that would keep a small job waiting at the end of
+# validation.
 # The stages import them again where they use them, which costs nothing once they are loaded.
 LATER_MODULES = ("jobs.plots", "jobs.stages.fine_tune")
 

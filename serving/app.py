@@ -64,7 +64,7 @@ class AppArgs(BaseModel):
     num_threads: int | None = Field(default=None, ge=1, le=64)
     # NHWC is faster for these convnets on CPU too (benchmarks/README.md, "Process settings").
     channels_last: bool = True
-    # On CPU, each model runs as a TorchScript graph (serving/graphs.py: the forward no longer waits for the
+    # On CPU, each model runs as a TorchScript graph (serving/graphs.py: the forward does not wait for the
     # GIL between ops). False: eager PyTorch.
     graph: bool = True
     # Replicas and their queues. None: the deployment's setting (`serve_<field>` in core/settings.py, where each

@@ -36,7 +36,7 @@ class StackConfig:
     serve_port: int = 8000
     api_port: int = 8080
     # Ray's defaults for these two are fixed ports (52365, 10001): a second Ray cluster on the machine (a test
-    # run beside a stack) found them taken, its dashboard agent started without HTTP, and job submission hung.
+    # run beside a stack) finds them taken, its dashboard agent starts without HTTP, and job submission hangs.
     dashboard_agent_port: int = 52365
     ray_client_port: int = 10001
     num_cpus: int = 2

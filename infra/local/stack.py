@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from core.runtime_env import TORCH_MALLOC_ENV
 from infra.local.config import LOCAL_S3_KEY, LOOPBACK, StackConfig, free_port
 
 logger = logging.getLogger("trainyard.stack")
@@ -127,11 +128,9 @@ class LocalStack:
             # The API registers this admin key; the SDK, the CLI and the demo send it.
             TRAINYARD_BOOTSTRAP_KEY_FILE=str(c.api_key_file),
             TRAINYARD_API_KEY=self.api_key,
-            # glibc malloc tuned for torch on few cores: one arena, no trimming or mmap churn. Measured on
-            # 2 cores: a training step 240 -> 143 ms/image. Set here, every Ray process inherits it.
-            MALLOC_ARENA_MAX="1",
-            MALLOC_MMAP_THRESHOLD_="4294967296",
-            MALLOC_TRIM_THRESHOLD_="4294967296",
+            # glibc malloc tuned for torch on few cores (core/runtime_env.py). Set here, every Ray process
+            # inherits it.
+            **TORCH_MALLOC_ENV,
             PYTHONUNBUFFERED="1",
             # Ray Jobs run their entrypoint through a shell: `python` must be this environment's.
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

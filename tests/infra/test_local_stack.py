@@ -136,8 +136,8 @@ def test_the_stack_makes_an_admin_key_that_its_api_the_sdk_and_the_cli_use(
 
 @pytest.mark.e2e
 def test_down_stops_ray_in_order_without_sitting_out_the_grace_period(tmp_path: Path) -> None:
-    # Every Ray process was told to stop at once, and a raylet whose GCS was going too kept retrying it until the
-    # grace period ran out and it was killed: 15 s of every test stack's teardown and of `trainyard down`.
+    # Told to stop all at once, a raylet whose GCS is going too keeps retrying it until the grace period runs
+    # out and it is killed: 15 s of every test stack's teardown and of `trainyard down`.
     grace = 15.0
     stack = LocalStack(StackConfig.with_free_ports(tmp_path / "home"))
     try:
