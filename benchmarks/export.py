@@ -26,9 +26,9 @@ RESULTS = Path(__file__).parent / "results"
 _PUBLISH = """
 import json, statistics, sys, time
 import torch
+from core.artifact import artifact_meta
 from core.backbones import build_classifier, local_pretrained_weights
 from jobs.export import build_exports
-from jobs.stages.publish import artifact_meta
 arch, size, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(2)
 model = build_classifier(arch, 3, local_pretrained_weights(arch)).eval()
@@ -46,10 +46,9 @@ _ON_REQUEST = """
 import io, json, resource, sys, time
 began = time.perf_counter()
 import torch
-from core.artifact import dump_artifact, load_artifact
+from core.artifact import artifact_meta, dump_artifact, load_artifact
 from core.backbones import build_classifier
 from jobs.export import build_exports
-from jobs.stages.publish import artifact_meta
 imported = time.perf_counter() - began
 arch, size = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(2)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
-from core.backbones import Classifier, Normalization, build_classifier
+from core.backbones import BACKBONES, Classifier, Normalization, build_classifier
 
 ARTIFACT_NAME = "model.pt"
 
@@ -25,6 +25,18 @@ class ArtifactMeta(BaseModel):
     image_size: int
     normalization: Normalization
     metrics: dict[str, Any] = {}
+
+
+def artifact_meta(job_id: str, arch: str, classes: list[str], image_size: int, metrics: dict[str, Any]) -> ArtifactMeta:
+    """The metadata of a model of the registry's `arch`: its preprocessing is the backbone's."""
+    return ArtifactMeta(
+        job_id=job_id,
+        arch=arch,
+        classes=classes,
+        image_size=image_size,
+        normalization=BACKBONES[arch].normalization,
+        metrics=metrics,
+    )
 
 
 def dump_artifact(model: Classifier, meta: ArtifactMeta) -> bytes:

@@ -27,12 +27,12 @@ from sqlalchemy.engine import Engine
 
 from core.leases import claim, unclaimed
 from core.store import (
-    TERMINAL,
     jobs_table,
     new_id,
     webhook_deliveries_table,
     webhook_secrets_table,
 )
+from core.store.base import TERMINAL
 
 SIGNATURE_HEADER = "Trainyard-Signature"
 DELIVERY_HEADER = "Trainyard-Delivery"  # the delivery's id: the same on every try, so receivers can drop repeats

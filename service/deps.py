@@ -13,6 +13,7 @@ from core.store import JobStore
 from service.dispatch import Dispatcher
 from service.launcher import Launcher
 from service.metrics import Metrics
+from service.tracking.mirror import Mirror
 
 # The getters that only read app.state are async: FastAPI runs a sync dependency in its thread pool, and
 # under load (50 clients) each of those thread hops waited its turn for the GIL; a status read made three.
@@ -58,3 +59,11 @@ async def get_dispatcher(request: Request) -> Dispatcher:
 
 
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+
+
+async def get_tracking(request: Request) -> Mirror | None:
+    """The MLflow mirror, or None when tracking is off (TRAINYARD_MLFLOW_TRACKING_URI unset)."""
+    return cast("Mirror | None", getattr(request.app.state, "tracking", None))
+
+
+TrackingDep = Annotated[Mirror | None, Depends(get_tracking)]

@@ -4,25 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.artifact import ARTIFACT_NAME, ArtifactMeta, dump_artifact
-from core.backbones import BACKBONES, Classifier
+from core.artifact import ARTIFACT_NAME, artifact_meta, dump_artifact
+from core.backbones import Classifier
 from core.settings import Settings
-from core.spec import S3Location
-
-
-def artifact_location(settings: Settings, job_id: str) -> S3Location:
-    return S3Location.parse(settings.artifact_uri).child("jobs", job_id)
-
-
-def artifact_meta(job_id: str, arch: str, classes: list[str], image_size: int, metrics: dict[str, Any]) -> ArtifactMeta:
-    return ArtifactMeta(
-        job_id=job_id,
-        arch=arch,
-        classes=classes,
-        image_size=image_size,
-        normalization=BACKBONES[arch].normalization,
-        metrics=metrics,
-    )
+from jobs.paths import artifact_location
 
 
 def publish_model(

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from core.artifact import artifact_meta
 from core.backbones import BACKBONES, build_classifier
 from core.exports import (
     INPUT_NAME,
@@ -30,7 +31,6 @@ from core.migrate import migrate
 from core.spec import JobParams, Phase, S3Location
 from core.store import JobStore
 from jobs.export import announce_exports, build_exports, describe, export_after_success
-from jobs.stages.publish import artifact_meta
 
 CLASSES = ["cat", "dog", "fox"]
 SIZE = 32

@@ -19,13 +19,12 @@ import pytest
 from service_testkit import Api, ApiFactory
 from typer.testing import CliRunner
 
-from core.artifact import ARTIFACT_NAME
+from core.artifact import ARTIFACT_NAME, artifact_meta
 from core.backbones import build_classifier
 from core.exports import FILE_NAMES, MANIFEST_FILE, ExportFormat, ExportManifest, export_folder
 from core.spec import JobParams
 from core.store import ModelRecord
 from jobs.export import build_exports, write_exports
-from jobs.stages.publish import artifact_meta
 from trainyard import Client
 from trainyard.cli import app as cli_app
 

@@ -18,11 +18,11 @@ from fastapi.routing import APIRoute
 from service_testkit import Api, ApiFactory, FakeLauncher, serve
 from test_models_api import IMAGE, FakeServe
 
+from core.artifact import artifact_meta
 from core.exports import ExportFormat
 from core.store import ModelRecord
 from core.tenancy import Tenancy
 from jobs.export import describe
-from jobs.stages.publish import artifact_meta
 from service.launcher import RayJobState
 
 SECRET_NAME = "team-a-secret-project"  # appears in team-a's job, and must appear in nobody else's answer
