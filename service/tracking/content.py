@@ -62,7 +62,9 @@ def start_run(client: Any, experiment_id: str, job: JobRecord, public_url: str) 
 def log_params(client: Any, run_id: str, job: JobRecord) -> None:
     from mlflow.entities import Param
 
-    params = [Param(k, v) for k, v in flat_params(job.params.model_dump(mode="json")).items()]
+    # notify_url is not a training parameter, and its path or query can hold the receiver's token.
+    training = job.params.model_dump(mode="json", exclude={"notify_url"})
+    params = [Param(k, v) for k, v in flat_params(training).items()]
     for i in range(0, len(params), 100):  # MLflow's limit per call
         client.log_batch(run_id, params=params[i : i + 100])
 

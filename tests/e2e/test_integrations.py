@@ -143,6 +143,7 @@ def test_the_job_succeeds_while_mlflow_is_down_and_its_run_catches_up(finished: 
     assert run.info.status == "FINISHED" and run.info.run_name == NAME
     assert run.data.tags["trainyard.job_id"] == job["id"]
     assert run.data.params["image_size"] == str(IMAGE_SIZE) and float(run.data.params["chosen_lr"]) > 0
+    assert "notify_url" not in run.data.params  # the receiver's token stays out of MLflow
     epochs = job["metrics"]
     history = mlflow.get_metric_history(run.info.run_id, "accuracy")
     assert [(m.step, round(m.value, 5)) for m in history] == [(e["epoch"], e["accuracy"]) for e in epochs]
