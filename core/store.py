@@ -139,6 +139,20 @@ model_aliases_table = sa.Table(
     sa.Column("model_id", sa.String(40), sa.ForeignKey("models.id"), nullable=False, index=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+# A dataset revision: a job's images with a person's relabel/exclude marks applied, written as a new dataset
+# (core.revisions); `dataset_uri` is what a retrain trains on.
+revisions_table = sa.Table(
+    "dataset_revisions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant", sa.String(64), index=True),
+    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("base_dataset_uri", sa.Text, nullable=False),
+    sa.Column("dataset_uri", sa.Text, nullable=False, index=True),
+    sa.Column("marks", sa.JSON, nullable=False),
+    sa.Column("images", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
 LATEST_ALIAS = "latest"
 
 
@@ -351,15 +365,23 @@ class JobStore:
         return None if row is None else self._job(row._mapping)
 
     def list_jobs(
-        self, status: JobStatus | None = None, limit: int = 50, before: str | None = None, tenant: str | None = None
+        self,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        tenant: str | None = None,
+        name: str | None = None,
     ) -> list[JobRecord]:
         """Newest first. `before` is a job id (the cursor): only jobs created before it are returned.
 
-        `tenant`: only that tenant's jobs; None lists every tenant's (an admin's view).
+        `tenant`: only that tenant's jobs; None lists every tenant's (an admin's view). `name`: only jobs whose
+        name contains it, ignoring case.
         """
         query = sa.select(jobs_table).order_by(jobs_table.c.created_at.desc(), jobs_table.c.id.desc())
         if tenant is not None:
             query = query.where(jobs_table.c.tenant == tenant)
+        if name:
+            query = query.where(jobs_table.c.name.icontains(name, autoescape=True))
         if status is not None:
             query = query.where(jobs_table.c.status == status.value)
         if before is not None:
@@ -684,6 +706,24 @@ class JobStore:
             LoggedEvent(id=r.id, job_id=r.job_id, at=_utc(r.at), kind=r.kind, message=r.message, data=r.data)  # type: ignore[arg-type]
             for r in rows
         ]
+
+    def events_of_tenant(self, after: int, tenant: str | None, limit: int = 500) -> list[LoggedEvent]:
+        """Events with id > `after` of one tenant's jobs (None: every tenant's), in id order, at most `limit`."""
+        query = sa.select(events_table).where(events_table.c.id > after).order_by(events_table.c.id).limit(limit)
+        if tenant is not None:
+            query = query.join(jobs_table, jobs_table.c.id == events_table.c.job_id).where(
+                jobs_table.c.tenant == tenant
+            )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            LoggedEvent(id=r.id, job_id=r.job_id, at=_utc(r.at), kind=r.kind, message=r.message, data=r.data)  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    def last_event_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(events_table.c.id))).scalar() or 0)
 
     @staticmethod
     def _event(conn: Connection, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:

@@ -23,14 +23,15 @@ from types import FrameType, ModuleType
 from typing import TYPE_CHECKING
 
 from core.cost import JobCost, WorkUsage
+from core.dataset_listing import DATASET_LISTING, ListedImage, listing_csv
 from core.s3 import S3_UNREACHABLE, s3_client
 from core.settings import Settings, get_settings
-from core.spec import JobParams, Phase, phase_progress
+from core.spec import JobParams, Phase, S3Location, phase_progress
 from core.store import JobStore
 from jobs.errors import JobCancelled, StageError
 from jobs.failures import storage_unavailable
 from jobs.stages.fetch import DatasetLimits, fetch_dataset
-from jobs.stages.validate import validate_dataset
+from jobs.stages.validate import ValidatedDataset, validate_dataset
 
 if TYPE_CHECKING:
     from jobs.pipeline import Pipeline
@@ -124,6 +125,7 @@ class Driver:
                 f"{dataset.summary.layout} layout; {splits}",
                 {"layout": dataset.summary.layout},
             )
+            self._record_listing(dataset)
             if len(dataset.train) < p.num_workers:
                 raise StageError(
                     "too_few_images",
@@ -134,6 +136,21 @@ class Driver:
             self._connect_ray()
             pipeline.check_before_work()
         return pipeline
+
+    def _record_listing(self, dataset: ValidatedDataset) -> None:
+        """The images this job trains and validates on, as an artifact: what a dataset revision starts from."""
+        classes = dataset.summary.classes
+        splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
+        images = [
+            ListedImage(path=item.path, label=classes[item.label], split=split)
+            for split, items in splits.items()
+            for item in items
+        ]
+        location = S3Location.parse(self.settings.artifact_uri).child("jobs", self.job_id)
+        key = f"{location.prefix}{DATASET_LISTING}"
+        self.s3.put_object(Bucket=location.bucket, Key=key, Body=listing_csv(images), ContentType="text/csv")
+        self.artifacts[DATASET_LISTING] = f"s3://{location.bucket}/{key}"
+        self.store.set_result(self.job_id, "artifacts", self.artifacts)
 
 
 def _import_later_modules() -> None:

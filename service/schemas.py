@@ -186,6 +186,21 @@ class EventList(BaseModel):
     events: list[EventPublic]
 
 
+class FeedEvent(EventPublic):
+    """An event of any of the caller's jobs, as GET /v1/events lists and streams them."""
+
+    job_id: str
+
+    @classmethod
+    def build(cls, event: EventRecord) -> FeedEvent:
+        return cls.model_validate(event.model_dump())
+
+
+class FeedEventList(BaseModel):
+    events: list[FeedEvent]
+    last_event_id: int = Field(description="the newest event id seen; pass it as ?after= to continue")
+
+
 class Prediction(BaseModel):
     label: str
     probability: float
