@@ -23,6 +23,7 @@ from core.migrate import require_head
 from core.settings import Settings, get_settings
 from core.store import JobStore
 from core.tenancy import Tenancy
+from service.api_docs import mount_redoc
 from service.auth import get_principal, register_bootstrap_key
 from service.body_limit import BodyLimitMiddleware
 from service.dispatch import Dispatcher
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     # /docs and /redoc with Swagger UI's and ReDoc's files served by this app (pinned in the fastapi-offline
     # package), not from a CDN: the pages work on an air-gapped cluster. No validator badge: it calls out.
     app = FastAPIOffline(
+        redoc_url=None,  # service.api_docs serves it
         title="Trainyard",
         version="1",
         summary="Turn a folder of labelled images in S3 into a deployed classifier.",
@@ -114,6 +116,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     )
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
+    mount_redoc(app)
     console.mount(app)
     # Every /v1 route needs a key; which records a key may see is each route's check (service.auth).
     for router in (jobs.router, revisions.router, events.router, models.router):

@@ -145,3 +145,32 @@ def test_a_tenant_may_train_on_its_own_revisions_outside_the_allow_list(s3: Any,
     assert client.post("/v1/jobs", json={"dataset_uri": own}).status_code == 202
     refused = client.post("/v1/jobs", json={"dataset_uri": theirs})
     assert refused.status_code == 403 and refused.json()["error"]["field"] == "dataset_uri"
+
+
+def test_the_sdk_and_the_cli_make_the_same_revisions(
+    finished_job: tuple[Api, dict[str, Any], list[ListedImage]],
+) -> None:
+    from typer.testing import CliRunner
+
+    from trainyard import Client
+    from trainyard.cli import app
+
+    api, job, images = finished_job
+    other = next(label for label in {i.label for i in images} if label != images[0].label)
+    with Client(url=api.url, api_key=api.admin_key) as client:
+        made = client.revise(job["id"], relabel={images[0].path: other}, exclude=[images[1].path], retrain=True)
+        assert made.changes == {"relabelled": 1, "excluded": 1, "fine": 0} and made.retrain_job_id
+        assert client.get_job(made.retrain_job_id).params["dataset_uri"] == made.dataset_uri
+        _, trained_on = client.revisions(made.retrain_job_id)
+        assert trained_on is not None and trained_on.job_id == job["id"]
+        assert [j.id for j in client.list_jobs(name="SHAPES").jobs][-1] == job["id"]
+
+    runner = CliRunner()
+    cli = ["--url", api.url, "--api-key", api.admin_key, "revise", job["id"]]
+    result = runner.invoke(app, [*cli, "--relabel", f"{images[2].path}={other}", "--exclude", images[3].path])
+    assert result.exit_code == 0, result.output
+    assert "1 relabelled, 1 excluded" in result.stdout and "retrain" not in result.stdout
+    bad = runner.invoke(app, [*cli, "--relabel", images[2].path])
+    assert bad.exit_code == 2 and "PATH=LABEL" in bad.output
+    refused = runner.invoke(app, [*cli, "--exclude", "no/such.png", "--json"])
+    assert refused.exit_code == 3 and "unknown_image" in refused.output
