@@ -180,7 +180,7 @@ async function act(what) {
   if (!ok) return;
   const result = document.getElementById("action-result");
   try {
-    await api(`${path}/${what}`, { method: "POST" });
+    await api(what === "cancel" ? `${path}/cancel` : `${path}/retry`, { method: "POST" });
     result.textContent = what === "cancel" ? "Cancelled." : "Queued again.";
     await refresh();
     if (what === "retry") start();

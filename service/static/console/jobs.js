@@ -21,17 +21,18 @@ function row(job) {
     compare.disabled = selected.size < 2;
   });
   const progress = el("progress", { max: "1", value: String(job.progress), "aria-label": `progress of ${name}` });
+  const cell = (label, attrs, ...content) => el("td", { "data-label": label, ...attrs }, ...content);
   return el("tr", { "data-id": job.id, "data-status": job.status },
-    el("td", {}, box),
-    el("td", {}, el("a", { href: jobUrl(job.id) }, name), job.name ? el("div", { class: "help" }, job.id) : null),
-    el("td", {}, badge(job.status)),
-    el("td", { class: "phase" }, job.phase || "–"),
-    el("td", {}, progress, " ", `${Math.round(job.progress * 100)}%`),
-    el("td", { class: "num epoch" }, lastEpoch(job)),
-    el("td", { class: "num accuracy" }, pct(lastAccuracy(job))),
-    el("td", { class: "num hide-narrow duration", "data-started": job.started_at || "", "data-finished": job.finished_at || "" }, duration(job)),
-    el("td", { class: "num hide-narrow" }, cost(job)),
-    el("td", { class: "hide-narrow" }, new Date(job.created_at).toLocaleString()));
+    cell("Compare", { class: "pick" }, box),
+    cell("Job", { class: "name" }, el("a", { href: jobUrl(job.id) }, name), job.name ? el("div", { class: "help" }, job.id) : null),
+    cell("Status", {}, badge(job.status)),
+    cell("Phase", { class: "phase" }, job.phase || "–"),
+    cell("Progress", {}, progress, " ", `${Math.round(job.progress * 100)}%`),
+    cell("Epoch", { class: "num epoch" }, lastEpoch(job)),
+    cell("Accuracy", { class: "num accuracy" }, pct(lastAccuracy(job))),
+    cell("Duration", { class: "num duration", "data-started": job.started_at || "", "data-finished": job.finished_at || "" }, duration(job)),
+    cell("Cost", { class: "num" }, cost(job)),
+    cell("Created", {}, new Date(job.created_at).toLocaleString()));
 }
 
 function matches(job) {
