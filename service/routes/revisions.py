@@ -55,7 +55,7 @@ def _owned_job(store: JobStore, job_id: str, principal: Principal) -> JobRecord:
     "/{job_id}/revisions",
     status_code=201,
     summary="Mark a job's images fine, relabelled or excluded: a new dataset revision, and optionally a retrain",
-    responses=error_responses(403, 404, 409, 503),
+    responses=error_responses(400, 403, 404, 409, 413, 503),
 )
 async def create_revision(
     job_id: str,

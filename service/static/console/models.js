@@ -10,7 +10,7 @@ const tryModel = document.getElementById("try-model");
 async function load() {
   models = (await api("/v1/models")).models;
   const tbody = document.querySelector("#models tbody");
-  tbody.replaceChildren(...models.map((m) => el("tr", { "data-id": m.id, "data-name": m.name || "" },
+  tbody.replaceChildren(...models.map((m) => el("tr", { "data-id": m.id, "data-name": m.name || "", "data-version": m.version ?? "" },
     el("td", {}, m.name || el("span", { class: "none" }, "unnamed")),
     el("td", { class: "num" }, m.version ?? "–"),
     el("td", { class: "aliases" }, m.aliases.join(", ") || "–"),
