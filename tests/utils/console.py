@@ -63,10 +63,13 @@ def chromium() -> Iterator[Browser]:
 
 @contextmanager
 def console_page(
-    browser: Browser, key: str | None = None, width: int = 1366, height: int = 900
+    browser: Browser, key: str | None = None, width: int = 1366, height: int = 900, bypass_csp: bool = False
 ) -> Iterator[tuple[Page, Recorder]]:
-    """A fresh tab (its own sessionStorage) at `width`, signed in with `key` when one is given."""
-    context = browser.new_context(viewport={"width": width, "height": height})
+    """A fresh tab (its own sessionStorage) at `width`, signed in with `key` when one is given.
+
+    `bypass_csp`: let the test inject a script of its own (axe-core) past the console's Content-Security-Policy.
+    """
+    context = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=bypass_csp)
     recorder = Recorder()
     context.route("**/*", recorder.route)
     if key is not None:

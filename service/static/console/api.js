@@ -95,7 +95,7 @@ function signOut() {
 }
 
 function showSignIn() {
-  document.getElementById("main").hidden = true;
+  document.getElementById("content").hidden = true;
   document.getElementById("sign-out").hidden = true;
   document.getElementById("sign-in").hidden = false;
   document.getElementById("api-key").focus();
@@ -138,8 +138,7 @@ export function whenSignedIn(start) {
 function open(start) {
   document.getElementById("sign-in").hidden = true;
   document.getElementById("sign-out").hidden = false;
-  const main = document.getElementById("main");
-  main.hidden = false;
+  document.getElementById("content").hidden = false;
   start();
 }
 

@@ -3,7 +3,7 @@
 import { el } from "./api.js";
 
 const NS = "http://www.w3.org/2000/svg";
-const W = 560, H = 260, L = 56, R = 14, T = 12, B = 38;
+const W = 560, H = 260, L = 56, R = 26, T = 12, B = 38;
 
 function svg(tag, attrs = {}, text) {
   const node = document.createElementNS(NS, tag);

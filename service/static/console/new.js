@@ -17,7 +17,8 @@ function unwrap(prop) {
 function input(name, raw, required) {
   const prop = unwrap(raw);
   const id = `field-${name}`;
-  const help = [prop.description, prop.nullable ? "Leave empty for null." : ""].filter(Boolean).join(" ");
+  const sentence = (text) => (text && !/[.)]$/.test(text) ? `${text}.` : text);
+  const help = [sentence(prop.description), prop.nullable ? "Leave empty for null." : ""].filter(Boolean).join(" ");
   const bounds = [];
   let control;
   if (prop.enum) {
@@ -43,7 +44,7 @@ function input(name, raw, required) {
   }
   if (prop.nullable) control.dataset.nullable = "true";
   control.setAttribute("aria-describedby", `${id}-help ${id}-error`);
-  const label = el("label", { for: id }, name, required ? " (required)" : "");
+  const label = el("label", { for: id, class: prop.type === "boolean" ? "inline" : null }, name, required ? " (required)" : "");
   return el("div", { class: "field", "data-field": name },
     prop.type === "boolean" ? el("div", {}, control, " ", label) : [label, control],
     el("p", { class: "help", id: `${id}-help` }, [help, bounds.length ? `Allowed: ${bounds.join(", ")}.` : ""].filter(Boolean).join(" ")),
