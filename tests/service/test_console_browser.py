@@ -88,7 +88,7 @@ def test_the_jobs_page_with_1000_jobs_loads_within_a_second(fake_api: Api, brows
             store.succeed(job.id, None)
     timings = []
     with console_page(browser, fake_api.admin_key) as (page, recorder):
-        for _ in range(3):
+        for _ in range(5):  # the fastest of five: a busy machine (other test workers) slows some of them
             page.goto(f"{fake_api.url}/console/")
             page.wait_for_selector("body[data-loaded=true]")
             # From the start of the navigation to the first page of rows in the table.
