@@ -7,6 +7,7 @@ aborted and fails the test. The end-to-end console test (tests/e2e/test_console.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, expect
@@ -129,7 +130,7 @@ def test_a_new_job_form_built_from_the_schema_puts_each_error_beside_its_field(f
     assert job["params"]["epochs"] == 2 and job["params"]["dataset_uri"] == "s3://bucket/pets"
 
 
-def test_cancel_asks_first_then_the_page_follows_the_job(fake_api: Api, browser: Browser) -> None:
+def test_cancel_and_retry_ask_first_and_the_report_downloads(fake_api: Api, browser: Browser) -> None:
     job_id = fake_api.create_job(name="to-cancel")["id"]
     with console_page(browser, fake_api.admin_key) as (page, recorder):
         page.goto(f"{fake_api.url}/console/jobs/{job_id}")
@@ -143,7 +144,14 @@ def test_cancel_asks_first_then_the_page_follows_the_job(fake_api: Api, browser:
         page.get_by_role("button", name="Cancel job").click()
         page.get_by_role("dialog").get_by_role("button", name="Cancel job").click()
         expect(page.locator("#job-status")).to_have_text("cancelled")
-        expect(page.get_by_role("button", name="Retry job")).to_be_visible()
+        page.get_by_role("button", name="Retry job").click()
+        page.get_by_role("dialog").get_by_role("button", name="Retry job").click()
+        expect(page.locator("#job-status")).to_have_text("queued")
+        expect(page.locator('[data-fact="attempt"]')).to_have_text("2")
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download report").click()
+        saved = Path(download.value.path()).read_text()
+        assert saved.startswith("<!doctype html>") and "to-cancel" in saved and "<script" not in saved
         recorder.assert_clean()
 
 
