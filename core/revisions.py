@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 
-from core.store import revisions_table
+from core.store.tables import revisions_table
 
 MarkAction = Literal["fine", "relabel", "exclude"]
 
