@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field
 
 from core.dataset_listing import DATASET_LISTING, ListedImage, listing_csv, parse_listing
 from core.revisions import Mark, RevisionRecord
@@ -31,50 +30,11 @@ logger = logging.getLogger(__name__)
 
 # Parallel CopyObject requests: each is one round trip to S3, which does the copying.
 COPY_THREADS = 16
-MAX_MARKS = 1000
-
-
-class RevisionRequest(BaseModel):
-    """Body of POST /v1/jobs/{id}/revisions."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "marks": [
-                        {"path": "valid/cat/cat_012.jpg", "action": "relabel", "label": "dog"},
-                        {"path": "train/dog/dog_003.jpg", "action": "exclude"},
-                    ],
-                    "retrain": True,
-                }
-            ]
-        },
-    )
-
-    marks: list[Mark] = Field(min_length=1, max_length=MAX_MARKS, description="one mark per image, each path once")
-    retrain: bool = Field(
-        default=False, description="also submit a job on the revision with the marked job's parameters"
-    )
-
-
-class RevisionChanges(BaseModel):
-    relabelled: int
-    excluded: int
-    fine: int
 
 
 def revisions_root(settings: Settings, tenant: str) -> str:
     """Where `tenant`'s revisions live: beside the uploads, one prefix per tenant."""
     return f"s3://{settings.upload_bucket}/revisions/{tenant}/"
-
-
-def changes_of(marks: list[Mark]) -> RevisionChanges:
-    return RevisionChanges(
-        relabelled=sum(m.action == "relabel" for m in marks),
-        excluded=sum(m.action == "exclude" for m in marks),
-        fine=sum(m.action == "fine" for m in marks),
-    )
 
 
 def apply_marks(images: list[ListedImage], marks: list[Mark], classes: list[str]) -> list[ListedImage]:

@@ -3,45 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
 
-from core.revisions import Mark, RevisionRecord, RevisionStore
+from core.revisions import RevisionStore
 from core.store import JobRecord, JobStore
 from service.auth import Principal, PrincipalDep, TenancyDep
 from service.deps import DispatcherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.errors import error_responses, job_not_found
-from service.revisions import RevisionChanges, RevisionRequest, apply_marks, changes_of, read_listing, write_revision
+from service.revisions import apply_marks, read_listing, write_revision
 from service.routes.jobs import launch, store_new_job
+from service.schemas import RevisionList, RevisionPublic, RevisionRequest
 
 router = APIRouter(prefix="/v1/jobs", tags=["revisions"])
-
-
-class RevisionPublic(BaseModel):
-    id: str
-    job_id: str = Field(description="the job whose images were marked")
-    base_dataset_uri: str = Field(description="that job's dataset, never modified")
-    dataset_uri: str = Field(description="the revised dataset (labels.csv + copies of the images it lists)")
-    marks: list[Mark]
-    changes: RevisionChanges
-    images: int
-    created_at: datetime
-    retrain_job_id: str | None = Field(default=None, description="the job submitted on it, when `retrain` was asked")
-
-    @classmethod
-    def build(cls, record: RevisionRecord, retrain_job_id: str | None = None) -> RevisionPublic:
-        return cls(
-            **record.model_dump(exclude={"tenant"}), changes=changes_of(record.marks), retrain_job_id=retrain_job_id
-        )
-
-
-class RevisionList(BaseModel):
-    revisions: list[RevisionPublic] = Field(description="revisions made from this job's images, newest first")
-    trained_on: RevisionPublic | None = Field(
-        description="the revision this job's dataset_uri is, if any: its job_id is the job it revises"
-    )
 
 
 def _owned_job(store: JobStore, job_id: str, principal: Principal) -> JobRecord:
