@@ -11,7 +11,6 @@ print(job.model.predict("cat.jpg", top_k=3))
 from __future__ import annotations
 
 import io
-import json
 import mimetypes
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from trainyard.errors import (
     from_response,
     unreachable,
 )
+from trainyard.exports import export_model
 from trainyard.models import (
     Event,
     ExportedModel,
@@ -41,6 +41,7 @@ from trainyard.models import (
     JobStatus,
     Model,
     Prediction,
+    Revision,
     _Bound,
 )
 
@@ -54,8 +55,6 @@ _B = TypeVar("_B", bound=_Bound)
 DEFAULT_TIMEOUT_S = 30.0
 # How long `wait` keeps polling through API outages (a restart, a rolling deploy) before giving up.
 WAIT_OUTAGE_TOLERANCE_S = 30.0
-# How often `export` asks again while a model's exports are being built.
-EXPORT_POLL_S = 2.0
 
 
 class Client:
@@ -169,11 +168,15 @@ class Client:
     def get_job(self, job_id: str) -> Job:
         return self._job(self._request("GET", f"/v1/jobs/{job_id}"))
 
-    def list_jobs(self, status: JobStatus | None = None, *, limit: int = 50, cursor: str | None = None) -> JobPage:
-        """One page, newest first; pass `next_cursor` back as `cursor` for the next."""
+    def list_jobs(
+        self, status: JobStatus | None = None, *, limit: int = 50, cursor: str | None = None, name: str | None = None
+    ) -> JobPage:
+        """One page, newest first; pass `next_cursor` back as `cursor` for the next. `name`: names containing it."""
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
+        if name:
+            params["name"] = name
         if cursor:
             params["cursor"] = cursor
         page = JobPage.model_validate(self._request("GET", "/v1/jobs", params=params).json())
@@ -203,6 +206,33 @@ class Client:
             if (e.status == 404 and e.code != "job_not_found") or e.status == 405:
                 raise _retry_unsupported(self.url, e.status) from None
             raise
+
+    def revise(
+        self,
+        job_id: str,
+        *,
+        relabel: dict[str, str] | None = None,
+        exclude: list[str] | None = None,
+        fine: list[str] | None = None,
+        retrain: bool = False,
+    ) -> Revision:
+        """Mark images of a finished job (path -> new label, paths to exclude or keep): a new dataset revision.
+
+        With `retrain`, a job with the same parameters is submitted on it (`retrain_job_id`).
+        """
+        marks = [{"path": p, "action": "relabel", "label": label} for p, label in (relabel or {}).items()]
+        marks += [{"path": p, "action": "exclude"} for p in exclude or []]
+        marks += [{"path": p, "action": "fine"} for p in fine or []]
+        body = {"marks": marks, "retrain": retrain}
+        return Revision.model_validate(self._request("POST", f"/v1/jobs/{job_id}/revisions", json=body).json())
+
+    def revisions(self, job_id: str) -> tuple[list[Revision], Revision | None]:
+        """(revisions made from the job's images, the revision the job itself trained on or None)."""
+        found = self._request("GET", f"/v1/jobs/{job_id}/revisions").json()
+        trained_on = found["trained_on"]
+        return [Revision.model_validate(r) for r in found["revisions"]], (
+            Revision.model_validate(trained_on) if trained_on else None
+        )
 
     def events(self, job_id: str, *, after: int = 0) -> list[Event]:
         response = self._request("GET", f"/v1/jobs/{job_id}/events", params={"after": after})
@@ -317,36 +347,7 @@ class Client:
         server suggests (``pets-v3.onnx``) in the current folder; the JSON goes beside it (``pets-v3.json``). The
         files are built in the seconds after a job succeeds: until then this waits, up to `wait_s`.
         """
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                target = self._download(f"/v1/models/{model}/export", {"format": format}, path, f"model.{format}")
-                break
-            except Unavailable as e:
-                if e.code != "export_building" or time.monotonic() > deadline:
-                    raise
-                time.sleep(EXPORT_POLL_S)
-        preprocessing = self._request("GET", f"/v1/models/{model}/export/preprocessing").json()
-        sidecar = target.with_suffix(".json")
-        sidecar.write_text(json.dumps(preprocessing, indent=2) + "\n", encoding="utf-8")
-        return ExportedModel(path=target, preprocessing_path=sidecar, preprocessing=preprocessing)
-
-    def _download(self, route: str, params: dict[str, Any], path: str | Path | None, default: str) -> Path:
-        """Stream a file to `path` (default: the name the server suggests), whole or not at all."""
-        try:
-            with self._http.stream("GET", route, params=params) as response:
-                if response.is_error:
-                    response.read()
-                    raise from_response(response)
-                target = Path(path) if path is not None else Path(_suggested_name(response) or default)
-                partial = target.with_name(target.name + ".part")
-                with partial.open("wb") as out:
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
-                partial.replace(target)
-                return target
-        except httpx.TransportError as e:
-            raise unreachable(self.url, e) from None
+        return export_model(self._http, model, path, format, wait_s)
 
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/healthz").json())
@@ -373,12 +374,6 @@ def _retry_unsupported(url: str, status: int | None) -> NotSupported:
         status=status,
         code="retry_not_supported",
     )
-
-
-def _suggested_name(response: httpx.Response) -> str | None:
-    """The file name in Content-Disposition (`attachment; filename="pets-v3.onnx"`), without any folder part."""
-    _, _, name = response.headers.get("content-disposition", "").partition("filename=")
-    return Path(name.strip().strip('"')).name or None
 
 
 def _image_body(image: Any) -> tuple[bytes, str]:
