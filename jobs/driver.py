@@ -27,6 +27,7 @@ from core.s3 import S3_UNREACHABLE, s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, phase_progress
 from core.store import JobStore
+from jobs.backbone_choice import choose_backbone, describe
 from jobs.errors import JobCancelled, StageError
 from jobs.failures import storage_unavailable
 from jobs.stages.fetch import DatasetLimits, fetch_dataset
@@ -124,6 +125,9 @@ class Driver:
                 f"{dataset.summary.layout} layout; {splits}",
                 {"layout": dataset.summary.layout},
             )
+            if p.arch == "auto":
+                self.params, choice = choose_backbone(p, len(dataset.train))
+                self.store.add_event(self.job_id, "backbone_chosen", describe(choice), choice)
             if len(dataset.train) < p.num_workers:
                 raise StageError(
                     "too_few_images",

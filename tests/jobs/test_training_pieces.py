@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from core.backbones import build_classifier, local_pretrained_weights
 from core.spec import JobParams
 from jobs.features import Features
+from jobs.head import train_head
 from jobs.stages.fine_tune import (
     CONTROLLER_POLL_ENV,
     CONTROLLER_POLL_S,
@@ -18,9 +19,8 @@ from jobs.stages.fine_tune import (
     BestCheckpoint,
     _gpu_failure_line,
     pick_best,
-    train_head,
 )
-from jobs.train_loop import (
+from jobs.unfrozen import (
     MIN_DELTA,
     EarlyStopping,
     epoch_image_sizes,
