@@ -109,6 +109,11 @@ S3Uri = Annotated[str, AfterValidator(_check_s3_uri)]
 
 
 LrSuggestion = Literal["valley", "steep", "minimum", "slide"]
+# Unfrozen epochs a GPU job may run while each lowers the validation loss (max_epochs' default there). On CPU each
+# epoch of a few hundred images costs about a minute: on flowers-5 a second one lifted EfficientNet-Lite2 from
+# 172 to 179 of 200 but would take a job past a third of fastai's time, so CPU jobs run exactly `epochs` unless
+# they ask (benchmarks/README.md).
+GPU_MAX_EPOCHS = 3
 
 
 class RangeTestSweep(BaseModel):
@@ -188,7 +193,8 @@ class JobParams(BaseModel):
         le=100,
         description="unfrozen training goes on past `epochs`, one epoch (its own one-cycle at half the previous "
         "peak LR) at a time, while each lowers the validation loss by more than 0.01, up to this many unfrozen "
-        "epochs in all (event `unfrozen_extended`); null: exactly `epochs`. Needs `patience`",
+        f"epochs in all (event `unfrozen_extended`); null: {GPU_MAX_EPOCHS} with use_gpu, where an epoch of a "
+        "small set takes seconds, else exactly `epochs`. Needs `patience`",
     )
     freeze_epochs: int = Field(default=1, ge=0, le=100, description="head-only epochs on cached features")
     lr: float | None = Field(default=None, gt=0, le=10, description="null: pick it by an LR range test")
@@ -255,11 +261,13 @@ class JobParams(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _native_image_size(self) -> JobParams:
+    def _fill_defaults(self) -> JobParams:
         """A concrete backbone without an image_size gets its native one; `auto` gets it once the backbone is
-        chosen (jobs/backbone_choice.py)."""
+        chosen (jobs/backbone_choice.py). A GPU job goes on while unfrozen epochs pay (max_epochs)."""
         if self.image_size is None and self.arch != "auto":
             self.image_size = NATIVE_SIZES[self.arch]
+        if self.max_epochs is None and self.use_gpu:
+            self.max_epochs = max(self.epochs, GPU_MAX_EPOCHS)
         return self
 
     @property

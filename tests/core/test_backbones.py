@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from core.backbones import build_classifier, fold_symmetric_padding, local_pretrained_weights
-from core.spec import NATIVE_SIZES, JobParams
+from core.spec import GPU_MAX_EPOCHS, NATIVE_SIZES, JobParams
 
 
 def _unfold(model: nn.Module) -> int:
@@ -68,6 +68,10 @@ def test_the_bigger_efficientnet_lites_load_their_packaged_weights_at_their_nati
 def test_auto_waits_for_the_dataset_to_pick_its_size_and_max_epochs_cannot_undercut_epochs() -> None:
     assert JobParams(dataset_uri="s3://bucket/data", arch="auto").image_size is None
     assert JobParams(dataset_uri="s3://bucket/data").image_size == 224
+    # Epochs that pay are cheap on a GPU: there training goes on while they do; on CPU only when asked.
+    assert JobParams(dataset_uri="s3://bucket/data").max_epochs is None
+    assert JobParams(dataset_uri="s3://bucket/data", use_gpu=True).max_epochs == GPU_MAX_EPOCHS
+    assert JobParams(dataset_uri="s3://bucket/data", use_gpu=True, epochs=5).max_epochs == 5
     with pytest.raises(ValidationError) as raised:
         JobParams(dataset_uri="s3://bucket/data", epochs=3, max_epochs=2)
     assert raised.value.errors()[0]["loc"] == ("max_epochs",)

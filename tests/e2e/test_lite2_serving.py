@@ -1,9 +1,9 @@
 """A model trained on EfficientNet-Lite2 serves, through the endpoint, the answers its evaluation scored.
 
-The job runs the whole pipeline on the bigger backbone (features, the head-only model, its checkpoint, the artifact,
-the replica's TorchScript graph); each of the 50 validation images, sent to the predict endpoint, must get the top-1
-label that the validation logits saved with the job's best checkpoint give it, with the same probability.
-Small images (64 px) keep it to a job of seconds on generated shapes.
+The job runs the whole pipeline on the bigger backbone (features, the head-only epoch, an unfrozen epoch on Ray
+Train, the artifact, the replica's TorchScript graph); each of the 50 validation images, sent to the predict
+endpoint, must get the top-1 label that the validation logits saved with the job's best checkpoint give it, with
+the same probability. Small images (64 px) keep it to a job of seconds on generated shapes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,16 @@ from jobs.stages.validate import validate_dataset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-REQUEST = {"arch": "efficientnet_lite2", "image_size": 64, "batch_size": 12, "num_workers": 1, "epochs": 1}
+# patience null: the unfrozen epoch runs even when the head alone is perfect, so the served model is one that Ray
+# Train's worker (jobs.train_loop over jobs.unfrozen) trained and checkpointed.
+REQUEST = {
+    "arch": "efficientnet_lite2",
+    "image_size": 64,
+    "batch_size": 12,
+    "num_workers": 1,
+    "epochs": 1,
+    "patience": None,
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +70,7 @@ def test_a_lite2_model_serves_the_top1_its_evaluation_scored(api: httpx.Client, 
         time.sleep(0.5)
     assert job["status"] == "succeeded", job.get("error")
     assert job["params"]["arch"] == "efficientnet_lite2" and job["evaluation"]["images"] == 50
+    assert [m["stage"] for m in job["metrics"]] == ["frozen", "unfrozen"]
 
     s3 = s3_client()
     meta, _ = load_artifact(_get(s3, job["artifacts"][ARTIFACT_NAME]))
