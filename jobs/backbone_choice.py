@@ -2,10 +2,10 @@
 
 Bigger backbones classify better from the same images (benchmarks/README.md: Lite2 against Lite0 on the shared
 sets) and cost more per image, so the choice is the dataset's size times the cost per image against a budget:
-`train images x unfrozen epochs / (images per second per worker x workers)`, with the rates measured for each
-backbone at its native size (one thread per CPU worker; a GPU worker is taken as at least `GPU_SPEEDUP` times
-one). The first backbone, largest first, whose estimate fits `BUDGET_S` is chosen; the smallest when none does.
-The event `backbone_chosen` gives every estimate. Light on purpose: the driver imports it before torch.
+`train images x unfrozen epochs / (images per second per worker x workers)`, with the rates of each backbone at
+its native size (one thread per CPU worker; a GPU worker is taken as at least `GPU_SPEEDUP` times one). The first
+backbone, largest first, whose estimate fits `BUDGET_S` is chosen; the smallest when none does. The event
+`backbone_chosen` gives every estimate. Light on purpose: the driver imports it before torch.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Any
 from core.spec import NATIVE_SIZES, JobParams
 
 # Unfrozen training images per second of one CPU worker (one thread) at the backbone's native size, channels-last,
-# frozen batch-norm statistics: Ray Train's 2-worker rate on the 2-core machine halved (benchmarks/README.md).
-CPU_RATES = {"efficientnet_lite2": 2.4, "efficientnet_lite1": 3.6, "efficientnet_lite0": 6.0}
+# frozen batch-norm statistics. Lite0: Ray Train's 2 workers at 12.1 img/s on dogs-vs-cats, halved
+# (benchmarks/README.md); Lite1 and Lite2: that rate over their multiply-adds at 240 and 260 px (about 1.5x and
+# 2.25x Lite0's at 224). One process training Lite2 at 260 px with 2 threads measured 6.7 img/s (recipe.py).
+CPU_RATES = {"efficientnet_lite2": 2.7, "efficientnet_lite1": 4.0, "efficientnet_lite0": 6.0}
 # A GPU worker against one CPU thread: a conservative floor (an H100 trains Lite0 at hundreds of images a second;
 # benchmarks/gpu_check.py measures it).
 GPU_SPEEDUP = 50.0
