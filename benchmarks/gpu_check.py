@@ -26,7 +26,7 @@ Prints one Markdown table (`COLUMNS`), one row per measure:
   statistics) wrapped in DDP over NCCL (gloo on CPU), world size 1, at global batch 32, 64, 128, 256; the second
   epoch's rate (decoded cache warm), with its peak GPU memory;
 - the accuracy of the service's recipe with the job defaults: features, LR range test, head epoch, unfrozen epochs
-  (`jobs.unfrozen.loop_config`, the config a job builds);
+  (`jobs.unfrozen_config.loop_config`, the config a job builds);
 - serving forward img/s and p50 at batch 1, 8, 32, 128: `serving.inference.forward`, eager and the TorchScript
   graph of `serving.graphs` (traced on the device);
 - GPU memory peak (torch.cuda) and utilisation (nvidia-smi, sampled while training), "n/a" on CPU.
@@ -64,7 +64,8 @@ from jobs.features import compute_features
 from jobs.head import train_head
 from jobs.stages.lr_sweep import lr_range_test
 from jobs.stages.validate import Item, validate_dataset
-from jobs.unfrozen import DECODED_CACHE_BYTES, TrainLoopConfig, Worker, datasets, loop_config, run_unfrozen
+from jobs.unfrozen import DECODED_CACHE_BYTES, Worker, datasets, run_unfrozen
+from jobs.unfrozen_config import TrainLoopConfig, loop_config
 from serving.graphs import GRAPHS
 from serving.inference import forward, prepare, preprocess
 

@@ -45,7 +45,7 @@ from jobs.data import ImageItems
 from jobs.stages.lr_sweep import lr_range_test
 from jobs.stages.validate import validate_dataset
 from jobs.tta import tta_probabilities
-from jobs.unfrozen import BODY_LR_MULT, UNFROZEN_LR_FACTOR
+from jobs.unfrozen_config import BODY_LR_MULT, UNFROZEN_LR_FACTOR
 
 RESULTS = Path(__file__).parent / "results"
 

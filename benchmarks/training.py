@@ -247,7 +247,7 @@ def run_plain(dataset: Path, args: argparse.Namespace) -> Run:
     from jobs.data import ImageItems
     from jobs.stages.lr_sweep import lr_range_test
     from jobs.stages.validate import validate_dataset
-    from jobs.unfrozen import epoch_image_sizes
+    from jobs.unfrozen_config import epoch_image_sizes
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(args.seed)

@@ -31,7 +31,8 @@ from jobs.features import compute_features
 from jobs.head import train_head
 from jobs.stages.lr_sweep import lr_range_test
 from jobs.stages.validate import validate_dataset
-from jobs.unfrozen import BODY_LR_MULT, UNFROZEN_LR_FACTOR, shard_indices, worker_batch_size
+from jobs.unfrozen import shard_indices, worker_batch_size
+from jobs.unfrozen_config import BODY_LR_MULT, UNFROZEN_LR_FACTOR
 
 ARCH = "efficientnet_lite0"
 SETTINGS = [  # (world, dropout seed, dropout on, batch norm frozen)

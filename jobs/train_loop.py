@@ -26,7 +26,8 @@ from core.s3 import s3_client
 from core.settings import get_settings
 from jobs.stages.fetch import fetch_dataset
 from jobs.training_progress import CHECKPOINT_FILE, PREDICTIONS_FILE
-from jobs.unfrozen import TrainLoopConfig, Worker, datasets, run_unfrozen
+from jobs.unfrozen import Worker, datasets, run_unfrozen
+from jobs.unfrozen_config import TrainLoopConfig
 from jobs.usage import this_node
 from jobs.weights import resolve_weights
 

@@ -34,7 +34,8 @@ from jobs.resources import worker_bundle
 from jobs.stages.validate import ValidatedDataset
 from jobs.train_loop import train_loop_per_worker
 from jobs.training_progress import CHECKPOINT_FILE, PREDICTIONS_FILE, TrainingProgress
-from jobs.unfrozen import MIN_DELTA, loop_config
+from jobs.unfrozen import MIN_DELTA
+from jobs.unfrozen_config import loop_config
 from jobs.weights import resolve_weights
 
 # One restart of the worker group from its last checkpoint after a worker dies (preemption, OOM kill).

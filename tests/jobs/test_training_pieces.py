@@ -23,12 +23,12 @@ from jobs.stages.fine_tune import (
 from jobs.unfrozen import (
     MIN_DELTA,
     EarlyStopping,
-    epoch_image_sizes,
     shard_indices,
     train_mode,
     trial_steps,
     worker_batch_size,
 )
+from jobs.unfrozen_config import epoch_image_sizes
 
 
 def test_shards_are_disjoint_equal_and_change_every_epoch() -> None:

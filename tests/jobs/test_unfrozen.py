@@ -11,7 +11,8 @@ import torch
 from core.backbones import build_classifier, channels_last, local_pretrained_weights
 from infra.local.sample_data import make_shapes
 from jobs.stages.validate import validate_dataset
-from jobs.unfrozen import EXTENSION_LR_DECAY, MIN_DELTA, TrainLoopConfig, Worker, datasets, run_unfrozen
+from jobs.unfrozen import EXTENSION_LR_DECAY, MIN_DELTA, Worker, datasets, run_unfrozen
+from jobs.unfrozen_config import TrainLoopConfig
 
 
 @pytest.fixture(scope="module")
