@@ -1,4 +1,5 @@
-"""A model trained on EfficientNet-Lite2 serves, through the endpoint, the answers its evaluation scored.
+"""A model trained on EfficientNet-Lite2 (picked by `arch: auto`) serves, through the endpoint, what its evaluation
+scored.
 
 The job runs the whole pipeline on the bigger backbone (features, the head-only epoch, an unfrozen epoch on Ray
 Train, the artifact, the replica's TorchScript graph); each of the 50 validation images, sent to the predict
@@ -27,10 +28,11 @@ from jobs.stages.validate import validate_dataset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-# patience null: the unfrozen epoch runs even when the head alone is perfect, so the served model is one that Ray
-# Train's worker (jobs.train_loop over jobs.unfrozen) trained and checkpointed.
+# arch auto: 36 training images fit any backbone's time budget, so the choice is Lite2 (and says so). patience null:
+# the unfrozen epoch runs even when the head alone is perfect, so the served model is one that Ray Train's worker
+# (jobs.train_loop over jobs.unfrozen) trained and checkpointed.
 REQUEST = {
-    "arch": "efficientnet_lite2",
+    "arch": "auto",
     "image_size": 64,
     "batch_size": 12,
     "num_workers": 1,
@@ -69,7 +71,10 @@ def test_a_lite2_model_serves_the_top1_its_evaluation_scored(api: httpx.Client, 
         assert time.monotonic() < deadline, job
         time.sleep(0.5)
     assert job["status"] == "succeeded", job.get("error")
-    assert job["params"]["arch"] == "efficientnet_lite2" and job["evaluation"]["images"] == 50
+    assert job["params"]["arch"] == "auto" and job["evaluation"]["images"] == 50
+    chosen = [e for e in api.get(f"/v1/jobs/{job_id}/events").json()["events"] if e["kind"] == "backbone_chosen"]
+    assert [e["data"]["arch"] for e in chosen] == ["efficientnet_lite2"], chosen
+    assert "36 training images" in chosen[0]["message"] and chosen[0]["data"]["image_size"] == 64
     assert [m["stage"] for m in job["metrics"]] == ["frozen", "unfrozen"]
 
     s3 = s3_client()
