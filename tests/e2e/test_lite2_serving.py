@@ -78,7 +78,7 @@ def test_a_lite2_model_serves_the_top1_its_evaluation_scored(api: httpx.Client, 
     assert [m["stage"] for m in job["metrics"]] == ["frozen", "unfrozen"]
 
     s3 = s3_client()
-    meta, _ = load_artifact(_get(s3, job["artifacts"][ARTIFACT_NAME]))
+    meta, _ = load_artifact(api.get(job["artifacts"][ARTIFACT_NAME]).raise_for_status().content)
     assert (meta.arch, meta.image_size) == ("efficientnet_lite2", 64)
     logits = torch.load(io.BytesIO(_get(s3, job["best"]["predictions_uri"])), weights_only=True)["valid_logits"]
     scored = logits.softmax(1)
