@@ -166,7 +166,8 @@ def _ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
     ids = [device.index or 0] if device.type == "cuda" else None
     known = inspect.signature(DistributedDataParallel).parameters
     sync = "forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers"
-    return DistributedDataParallel(model, device_ids=ids, **{sync: False})
+    options: dict[str, Any] = {sync: False}
+    return DistributedDataParallel(model, device_ids=ids, **options)
 
 
 def _run(cfg: TrainLoopConfig, model: Classifier, data: tuple[ImageItems, ImageItems], device: torch.device) -> list:
@@ -217,7 +218,10 @@ def accuracy_row(
     root: Path, train: list[Item], valid: list[Item], classes: list[str], arch: str, size: int, device: str
 ) -> dict:
     """The service's recipe with the job defaults, through the same functions a job calls."""
-    params = JobParams(dataset_uri="s3://gpu-check/data", arch=arch, image_size=size)  # type: ignore[arg-type]
+    # As a job on this device would have them: on a GPU, max_epochs 3 (unfrozen epochs go on while they pay).
+    params = JobParams.model_validate(
+        {"dataset_uri": "s3://gpu-check/data", "arch": arch, "image_size": size, "use_gpu": device == "cuda"}
+    )
     started = time.monotonic()
     weights = local_pretrained_weights(arch)
     features = compute_features(root, train, valid, arch, weights, params.size, device)
