@@ -82,6 +82,7 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    load_at_start = os.getloadavg()
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(args.seed)
 
@@ -185,7 +186,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"recipe-{args.dataset.name}-{arch}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     body = {"dataset": args.dataset.name, "arch": arch, "image_size": native, "lr": lr, "head_only": head_only}
-    body |= {"features_images_per_second": features_rate, "load_average": os.getloadavg(), "variants": rows}
+    body |= {"features_images_per_second": features_rate, "load_average_at_start": load_at_start, "variants": rows}
     out.write_text(json.dumps(body))
     print(f"\nwritten {out}")
 
