@@ -60,10 +60,11 @@ from core.backbones import BACKBONES, Classifier, build_classifier, channels_las
 from core.images import normalize
 from core.spec import NATIVE_SIZES, JobParams
 from jobs.data import ImageItems
+from jobs.dataset import Item
 from jobs.features import compute_features
 from jobs.head import train_head
 from jobs.stages.lr_sweep import lr_range_test
-from jobs.stages.validate import Item, validate_dataset
+from jobs.stages.validate import validate_dataset
 from jobs.unfrozen import DECODED_CACHE_BYTES, Worker, datasets, run_unfrozen
 from jobs.unfrozen_config import TrainLoopConfig, loop_config
 from serving.graphs import GRAPHS
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.cuda.set_device(device.index or 0)
         torch.backends.cudnn.benchmark = True
-    else:  # as a CPU training worker runs (one thread): two threads thrash on a shared machine (FIELD-NOTES)
+    else:  # as a CPU training worker runs (one thread): two threads thrash when another process takes a core
         torch.set_num_threads(1)
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)

@@ -58,11 +58,12 @@ class Variant:
 
 
 VARIANTS = {
-    "base": Variant(frozen_bn=False, sizes=(1, 1, 1)),  # the recipe before 27 Nov
+    # Neither frozen batch-norm statistics nor progressive resizing.
+    "base": Variant(frozen_bn=False, sizes=(1, 1, 1)),
     "frozen_bn": Variant(frozen_bn=True, sizes=(1, 1, 1)),
-    "one": Variant(frozen_bn=True, sizes=(1,)),  # the default since 27 Nov
+    "one": Variant(frozen_bn=True, sizes=(1,)),  # the job's default: one unfrozen epoch
     "progressive": Variant(frozen_bn=True, sizes=(0.75, 1)),
-    "progressive3": Variant(frozen_bn=True, sizes=(0.75, 0.875, 1)),
+    "progressive3": Variant(frozen_bn=True, sizes=(0.75, 0.875, 1)),  # the default for 3 epochs
     "cycles3": Variant(frozen_bn=True, sizes=(1, 1, 1), cycle_per_epoch=True),
 }
 

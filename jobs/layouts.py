@@ -144,8 +144,9 @@ def _flat_layout(root: Path, uri: str) -> FoundLayout:
 
 
 def _labels_csv_layout(root: Path, uri: str) -> FoundLayout:
-    # Here, not at the top: validation (and the torch-only training code that reads its items) needs no boto3.
-    from jobs.stages.fetch import safe_relative_path
+    # Here, not at the top: jobs.paths reads the settings (pydantic-settings), which the torch-only training code
+    # that reads validated items (benchmarks/gpu_check.py on a GPU machine) does without.
+    from jobs.paths import safe_relative_path
 
     where = f"{uri.rstrip('/')}/{LABELS_CSV}"
     try:

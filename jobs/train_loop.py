@@ -24,7 +24,7 @@ import torch
 from core.backbones import Classifier, build_classifier, channels_last
 from core.s3 import s3_client
 from core.settings import get_settings
-from jobs.stages.fetch import fetch_dataset
+from jobs.dataset_cache import fetch_dataset
 from jobs.training_progress import CHECKPOINT_FILE, PREDICTIONS_FILE
 from jobs.unfrozen import Worker, datasets, run_unfrozen
 from jobs.unfrozen_config import TrainLoopConfig

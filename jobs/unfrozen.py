@@ -9,7 +9,8 @@ a step, its own disjoint shard of the training set each epoch (a seeded permutat
 equal length so every rank runs the same number of steps). Rank r's k-th batch is every world-th image of the
 one-worker run's k-th batch, so 1 and N workers take the same steps over the same batches at the same LRs, and
 each image's random augmentation is seeded by (seed, epoch, image), not by rank. What still depends on the
-number of workers: the dropout and drop-connect masks, and float summation order (benchmarks/README.md).
+number of workers: the dropout and drop-connect masks, and float summation order (benchmarks/README.md,
+"DDP agreement").
 
 The body's batch norm keeps its pretrained running statistics while fine-tuning (its scale and shift still
 train): normalising by each worker's few images made training see other activations than evaluation does, and

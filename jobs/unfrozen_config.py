@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from core.spec import JobParams
-from jobs.stages.validate import Item
+from jobs.dataset import Item
 
 # fastai's fine_tune: the unfrozen cycle runs at half the frozen LR, the body at 1/lr_mult of that.
 UNFROZEN_LR_FACTOR = 0.5
