@@ -112,8 +112,14 @@ def _wait(state: State, job: Job) -> None:
 def submit(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="s3://bucket/prefix, or a local folder (uploaded to S3 first)")],
-    arch: Annotated[str | None, typer.Option(help="backbone: efficientnet_lite0, resnet18, resnet34, resnet50")] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(help="backbone: efficientnet_lite0/1/2, resnet18/34/50, or auto (picked for the dataset's size)"),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="epochs with the whole network unfrozen")] = None,
+    max_epochs: Annotated[
+        int | None, typer.Option(help="go on past --epochs while the validation loss falls, up to this many")
+    ] = None,
     freeze_epochs: Annotated[int | None, typer.Option(help="head-only epochs on cached features")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate; default: pick it by an LR range test")] = None,
     batch_size: Annotated[int | None, typer.Option(help="global batch size, split across the training workers")] = None,
@@ -136,6 +142,7 @@ def submit(
         dataset,
         arch=arch,
         epochs=epochs,
+        max_epochs=max_epochs,
         freeze_epochs=freeze_epochs,
         lr=lr,
         batch_size=batch_size,
