@@ -30,7 +30,7 @@ from trainyard.errors import (
     from_response,
     unreachable,
 )
-from trainyard.models import Event, Job, JobPage, JobStatus, Model, Prediction, _Bound
+from trainyard.models import Event, Job, JobPage, JobStatus, Model, Prediction, bind_all
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from trainyard.upload import UploadResult
 
 ImageInput: TypeAlias = "str | Path | bytes | Image"
-_B = TypeVar("_B", bound=_Bound)
+_M = TypeVar("_M")
 
 DEFAULT_TIMEOUT_S = 30.0
 # How long `wait` keeps polling through API outages (a restart, a rolling deploy) before giving up.
@@ -86,9 +86,10 @@ class Client:
             raise from_response(response)
         return response
 
-    def _bound(self, model: _B) -> _B:
-        model._bind(self)
-        return model
+    def _bound(self, value: _M) -> _M:
+        """`value` with every job and model in it bound to this client (see `bind_all`)."""
+        bind_all(value, self)
+        return value
 
     def _job(self, response: httpx.Response) -> Job:
         return self._bound(Job.model_validate(response.json()))
@@ -164,10 +165,7 @@ class Client:
             params["status"] = status
         if cursor:
             params["cursor"] = cursor
-        page = JobPage.model_validate(self._request("GET", "/v1/jobs", params=params).json())
-        for job in page.jobs:
-            job._bind(self)
-        return page
+        return self._bound(JobPage.model_validate(self._request("GET", "/v1/jobs", params=params).json()))
 
     def iter_jobs(self, status: JobStatus | None = None) -> Iterator[Job]:
         """Every job, newest first, page by page."""

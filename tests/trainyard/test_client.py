@@ -155,3 +155,36 @@ def test_each_status_maps_to_its_exception_with_the_apis_fields(status: int, exp
     assert type(error) is expected
     assert (error.status, error.code, error.field) == (status, "some_code", "epochs")
     assert error.message.startswith("what went wrong and the fix")
+
+
+def _deployed_job(live_api: LiveApi) -> str:
+    """A succeeded job with a deployed model, as the driver leaves it; returns the job id."""
+    job, _ = live_api.store.create_job(JobParams(dataset_uri="s3://bucket/pets", name="pets"), tenant="admin")
+    model = ModelRecord(
+        id=job.id.replace("job-", "mdl-", 1),
+        job_id=job.id,
+        artifact_uri=f"s3://trainyard-artifacts/jobs/{job.id}/model.pt",
+        arch="efficientnet_lite0",
+        classes=["cat", "dog"],
+        created_at=datetime.now(UTC),
+        name="pets",
+    )
+    assert live_api.store.succeed_with_model(job.id, model)
+    return job.id
+
+
+def test_every_object_the_sdk_returns_is_bound_to_its_client(client: Client, live_api: LiveApi) -> None:
+    job_id = _deployed_job(live_api)
+    found = [
+        client.get_job(job_id).model,
+        client.get_job(job_id).wait(timeout=5).model,
+        client.list_jobs().jobs[0].model,
+        next(client.iter_jobs()).model,
+        client.list_models()[0],
+        client.get_model("pets"),
+    ]
+    for model in found:
+        assert model is not None and model.client is client
+        # Bound: the call reaches the API (the model server is down here: 503, not "not bound").
+        with pytest.raises(Unavailable):
+            model.predict(b"\x89PNG\r\n\x1a\n")
