@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.spec import S3Uri
+
 
 class NodeType(BaseModel):
     """One kind of Ray node, shaped like an entry of Ray's `available_node_types` plus its hourly price."""
@@ -57,6 +59,9 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(default=8, ge=1, le=20)
     # Checkpoints, model artifacts and reports go under <artifact_uri>/jobs/<job id>/.
     artifact_uri: str = "s3://trainyard-artifacts"
+    # Uploaded datasets (`trainyard submit ./folder`) go under <upload_uri>/<tenant>/: each tenant's keys may
+    # train on their own folder there and on no other tenant's (service.dataset_access).
+    upload_uri: S3Uri = "s3://trainyard-uploads/uploads"
     # Ray dashboard address: the Ray Jobs API the launcher submits to.
     ray_address: str = "http://127.0.0.1:8265"
     # Ray Serve's HTTP proxy, where the API forwards predictions.
@@ -122,10 +127,10 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=4, ge=1)
     # GPU workers held at once (num_workers of a use_gpu job); 8 = one 8-GPU node's worth of money per tenant.
     max_gpu_workers: int = Field(default=8, ge=0)
-    # The s3://bucket/prefix datasets may come from (JSON list), for every tenant; a tenant's own list is
-    # checked as well. Empty: any bucket the service's credentials can read (the local default; set it on
-    # shared deployments so users cannot point the service's credentials at other buckets).
-    dataset_prefixes: list[str] = Field(default_factory=list)
+    # The s3://bucket/prefix every tenant's keys may train on, besides their own uploads and their tenant's
+    # own list (JSON list). Empty by default: a tenant's key reads only what is its own; admin keys read any
+    # location (service.dataset_access).
+    dataset_prefixes: list[S3Uri] = Field(default_factory=list)
     # Per-job dataset limits, enforced while fetching and validating: a typo'd prefix (a whole bucket) or an
     # absurd image fails early with a message instead of filling the disk or the memory.
     max_dataset_objects: int = Field(default=200_000, ge=1)

@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -98,19 +99,33 @@ class Tenancy:
         return [Tenant.model_validate(dict(r._mapping)) for r in rows]
 
     def set_limits(self, tenant: Tenant) -> Tenant:
-        """Store a tenant's own limits (None fields fall back to the settings' defaults)."""
-        self.ensure_tenant(tenant.name)
-        with self.engine.begin() as conn:
-            conn.execute(
-                tenants_table.update()
-                .where(tenants_table.c.name == tenant.name)
-                .values(
-                    max_concurrent_jobs=tenant.max_concurrent_jobs,
-                    max_gpu_workers=tenant.max_gpu_workers,
-                    dataset_prefixes=tenant.dataset_prefixes,
+        """Store all of a tenant's own limits (None fields fall back to the settings' defaults)."""
+        return self.update_tenant(tenant.name, **tenant.model_dump(exclude={"name"}))
+
+    def update_tenant(self, name: str, **changes: Any) -> Tenant:
+        """Change only the given limits of tenant `name` (created if new); None returns one to the default."""
+        unknown = set(changes) - (set(Tenant.model_fields) - {"name"})
+        if unknown:
+            raise ValueError(f"not a tenant limit: {', '.join(sorted(unknown))}")
+        merged = Tenant.model_validate({**self.ensure_tenant(name).model_dump(), **changes})
+        if changes:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    tenants_table.update()
+                    .where(tenants_table.c.name == name)
+                    .values(**merged.model_dump(include=set(changes)))
                 )
-            )
-        return tenant
+        return merged
+
+    def allow_prefixes(self, name: str, prefixes: list[str]) -> Tenant:
+        """Add s3:// prefixes to tenant `name`'s own allow-list (kept in order, each once)."""
+        current = self.ensure_tenant(name).dataset_prefixes or []
+        return self.update_tenant(name, dataset_prefixes=list(dict.fromkeys([*current, *prefixes])))
+
+    def disallow_prefixes(self, name: str, prefixes: list[str]) -> Tenant:
+        """Remove s3:// prefixes from tenant `name`'s own allow-list (an empty list is stored as none)."""
+        kept = [p for p in self.ensure_tenant(name).dataset_prefixes or [] if p not in prefixes]
+        return self.update_tenant(name, dataset_prefixes=kept or None)
 
     # --- keys ---------------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from service.launcher import Launcher, RayLauncher
 from service.metrics import Metrics
 from service.middleware import RequestMiddleware
 from service.reconciler import Reconciler
-from service.routes import health, jobs, models
+from service.routes import account, health, jobs, models
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,6 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     # Every /v1 route needs a key; which records a key may see is each route's check (service.auth).
-    for router in (jobs.router, models.router):
+    for router in (account.router, jobs.router, models.router):
         app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401))
     return app

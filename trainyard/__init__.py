@@ -12,10 +12,11 @@ from trainyard.errors import (
     Unauthorized,
     Unavailable,
 )
-from trainyard.models import Event, Job, JobPage, Model, ModelRef, Prediction
+from trainyard.models import Caller, Event, Job, JobPage, Model, ModelRef, Prediction
 from trainyard.upload import UploadResult
 
 __all__ = [
+    "Caller",
     "Client",
     "ClientConfig",
     "Event",

@@ -24,13 +24,14 @@ from trainyard.config import ClientConfig
 from trainyard.errors import (
     JobCancelled,
     JobFailed,
+    NotFound,
     NotSupported,
     TrainyardError,
     Unavailable,
     from_response,
     unreachable,
 )
-from trainyard.models import Event, Job, JobPage, JobStatus, Model, Prediction, bind_all
+from trainyard.models import Caller, Event, Job, JobPage, JobStatus, Model, Prediction, bind_all
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -150,10 +151,24 @@ class Client:
         return self._job(self._request("POST", "/v1/jobs", json=body, headers=headers))
 
     def upload(self, folder: Path, *, progress: bool = False, console: Console | None = None) -> UploadResult:
-        """Upload a local dataset folder to ``s3://<upload bucket>/uploads/<name>-<hash>/``; unchanged: no-op."""
-        from trainyard.upload import upload_folder
+        """Upload a local dataset folder to ``<your upload_uri>/<name>-<hash>/``; unchanged: no-op."""
+        from trainyard.upload import dataset_files, upload_folder
 
-        return upload_folder(folder, self.config, progress=progress, console=console)
+        files = dataset_files(folder)  # a missing or empty folder is refused before any request
+        return upload_folder(folder, self.config, self._upload_root(), files=files, progress=progress, console=console)
+
+    def _upload_root(self) -> str:
+        try:
+            return self.me().upload_uri
+        except NotFound as e:
+            if e.code != "not_found":  # a route the API has, answering 404 for another reason
+                raise
+            # An API without GET /v1/me keeps every upload in one shared folder.
+            return f"s3://{self.config.upload_bucket}/uploads/"
+
+    def me(self) -> Caller:
+        """Who this client's key is: tenant, admin or not, where uploads go, which prefixes it may train on."""
+        return Caller.model_validate(self._request("GET", "/v1/me").json())
 
     def get_job(self, job_id: str) -> Job:
         return self._job(self._request("GET", f"/v1/jobs/{job_id}"))

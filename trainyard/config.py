@@ -77,6 +77,7 @@ class ClientConfig(BaseSettings):
     api_key: SecretStr | None = None
     # None: AWS itself; the local stack's S3-compatible server otherwise.
     s3_endpoint_url: str | None = None
+    # Where uploads go only with an API too old to say (GET /v1/me); the API decides otherwise.
     upload_bucket: str = DEFAULT_UPLOAD_BUCKET
     # The local stack's S3 key (both id and secret); used only when boto3 finds no credentials of its own.
     local_s3_key: SecretStr | None = None

@@ -57,6 +57,16 @@ def bind_all(value: Any, client: Client) -> None:
         bind_all(getattr(value, name), client)
 
 
+class Caller(_ApiModel):
+    """The client's key as the API sees it (`GET /v1/me`)."""
+
+    tenant: str
+    admin: bool
+    key_id: str | None = None
+    upload_uri: str
+    dataset_prefixes: list[str] = Field(default_factory=list)
+
+
 class JobErrorInfo(_ApiModel):
     code: str
     message: str
