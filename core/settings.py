@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=4, ge=1)
     # GPU workers held at once (num_workers of a use_gpu job); 8 = one 8-GPU node's worth of money per tenant.
     max_gpu_workers: int = Field(default=8, ge=0)
+    # Requests per second each tenant key may send to one API process, and the burst it may send at once
+    # (service.rate_limit; a tenant's own values override these; 0: unlimited; admin keys are never limited).
+    # 50/s is far above what the SDK and CLI send (a wait polls once a second, a predict loop on one CPU replica
+    # runs at ~35 images/s) and far below what one process can answer, so one tenant's loop cannot starve others.
+    rate_limit_per_s: float = Field(default=50.0, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
     # The s3://bucket/prefix every tenant's keys may train on, besides their own uploads and their tenant's
     # own list (JSON list). Empty by default: a tenant's key reads only what is its own; admin keys read any
     # location (service.dataset_access).

@@ -7,6 +7,7 @@ pod): they talk to the store directly, so the first admin key can be made before
     python -m service.admin keys list [--tenant team-vision]
     python -m service.admin keys revoke key-20261126…
     python -m service.admin tenants set team-vision --max-jobs 2 --max-gpu-workers 4   # only what is given
+    python -m service.admin tenants set team-vision --rate-limit 20 --burst 40          # per key, per API process
     python -m service.admin tenants allow team-b s3://trainyard-uploads/uploads/team-a/shared-set
     python -m service.admin tenants disallow team-b s3://trainyard-uploads/uploads/team-a/shared-set
     python -m service.admin tenants reset team-vision                                  # back to the settings
@@ -28,7 +29,7 @@ from core.tenancy import InvalidTenantName, Tenancy, Tenant
 
 app = typer.Typer(name="service.admin", help="Manage Trainyard API keys and tenants.", no_args_is_help=True)
 keys = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-tenants = typer.Typer(help="Per-tenant quotas and dataset allow-lists.", no_args_is_help=True)
+tenants = typer.Typer(help="Per-tenant quotas, rate limits and dataset allow-lists.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 app.add_typer(tenants, name="tenants")
 
@@ -102,6 +103,10 @@ def set_tenant(
     name: TenantArg,
     max_jobs: Annotated[int | None, typer.Option(min=1, help="concurrent jobs (default: the setting)")] = None,
     max_gpu_workers: Annotated[int | None, typer.Option(min=0, help="GPU workers held at once")] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(min=0, help="requests/s each of its keys may send to one API process (0: none)")
+    ] = None,
+    burst: Annotated[int | None, typer.Option(min=1, help="requests a key may send at once beyond the rate")] = None,
     dataset_prefix: Annotated[
         list[str] | None,
         typer.Option(help="s3://bucket/prefix the tenant may train on (repeat for several; replaces its list)"),
@@ -109,7 +114,13 @@ def set_tenant(
 ) -> None:
     """Change the limits given; the others keep their value (`reset` returns all to the service-wide settings)."""
     _check_prefixes("--dataset-prefix", dataset_prefix or [])
-    given = {"max_concurrent_jobs": max_jobs, "max_gpu_workers": max_gpu_workers, "dataset_prefixes": dataset_prefix}
+    given = {
+        "max_concurrent_jobs": max_jobs,
+        "max_gpu_workers": max_gpu_workers,
+        "rate_limit_per_s": rate_limit,
+        "rate_limit_burst": burst,
+        "dataset_prefixes": dataset_prefix,
+    }
     _show(lambda t: t.update_tenant(name, **{k: v for k, v in given.items() if v is not None}))
 
 

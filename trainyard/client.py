@@ -11,6 +11,7 @@ print(job.model.predict("cat.jpg", top_k=3))
 from __future__ import annotations
 
 import io
+import logging
 import mimetypes
 import time
 from collections.abc import Iterator
@@ -39,10 +40,17 @@ if TYPE_CHECKING:
 
     from trainyard.upload import UploadResult
 
+logger = logging.getLogger(__name__)
+
 ImageInput: TypeAlias = "str | Path | bytes | Image"
 _M = TypeVar("_M")
 
 DEFAULT_TIMEOUT_S = 30.0
+# The longest Retry-After the client waits out by itself; an API asking for more gets its error raised at once.
+MAX_RETRY_AFTER_S = 30.0
+# Answers that mean "nothing was done; send it again after Retry-After seconds": over the key's rate limit,
+# the model server's queue full or still starting.
+_RETRYABLE = (429, 503)
 # How long `wait` keeps polling through API outages (a restart, a rolling deploy) before giving up.
 WAIT_OUTAGE_TOLERANCE_S = 30.0
 
@@ -54,9 +62,11 @@ class Client:
         api_key: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
+        max_retries: int | None = None,
         config: ClientConfig | None = None,
     ) -> None:
-        self.config = config or ClientConfig.resolve(url=url, api_key=api_key)
+        """`max_retries`: how often a 429 or 503 with Retry-After is waited out and sent again (default 4)."""
+        self.config = config or ClientConfig.resolve(url=url, api_key=api_key, max_retries=max_retries)
         headers = {"User-Agent": "trainyard-sdk"}
         if self.config.api_key is not None:
             # Sent whenever a key is configured; the API ignores it until authentication lands.
@@ -79,10 +89,17 @@ class Client:
     # --- HTTP ------------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as e:
-            raise unreachable(self.url, e) from None
+        """One API call; a 429 or 503 with Retry-After is sent again after that wait, `max_retries` times."""
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as e:
+                raise unreachable(self.url, e) from None
+            wait = _retry_after(response)
+            if wait is None or attempt == self.config.max_retries:
+                break
+            logger.info("%s %s answered %s; retrying in %.0f s", method, path, response.status_code, wait)
+            time.sleep(wait)
         if response.is_error:
             raise from_response(response)
         return response
@@ -310,6 +327,17 @@ class Client:
 
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/healthz").json())
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait before sending again, for an answer that asks for it within MAX_RETRY_AFTER_S; else None."""
+    if response.status_code not in _RETRYABLE:
+        return None
+    try:
+        wait = float(response.headers.get("retry-after", ""))
+    except ValueError:  # absent, or an HTTP date (which the API never sends)
+        return None
+    return wait if 0 <= wait <= MAX_RETRY_AFTER_S else None
 
 
 def raise_for_outcome(job: Job) -> None:

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -79,6 +79,9 @@ class ClientConfig(BaseSettings):
     s3_endpoint_url: str | None = None
     # Where uploads go only with an API too old to say (GET /v1/me); the API decides otherwise.
     upload_bucket: str = DEFAULT_UPLOAD_BUCKET
+    # How many times a request answered 429 or 503 with Retry-After is sent again, after the wait the API asks
+    # for (each wait at most MAX_RETRY_AFTER_S, see trainyard.client); 0: never.
+    max_retries: int = Field(default=4, ge=0, le=20)
     # The local stack's S3 key (both id and secret); used only when boto3 finds no credentials of its own.
     local_s3_key: SecretStr | None = None
 

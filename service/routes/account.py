@@ -9,6 +9,7 @@ from service.auth import PrincipalDep, TenancyDep
 from service.dataset_access import tenant_upload_uri
 from service.deps import SettingsDep
 from service.errors import error_responses
+from service.rate_limit import RateLimit, limit_for
 
 router = APIRouter(prefix="/v1", tags=["account"])
 
@@ -25,6 +26,9 @@ class CallerPublic(BaseModel):
         description="besides its uploads, the s3:// prefixes this key may train on: its tenant's and the "
         "service's allow-lists (an admin key may use any location)"
     )
+    rate_limit: RateLimit | None = Field(
+        description="requests this key may send to each API process (null: unlimited, as for admin keys)"
+    )
 
 
 @router.get(
@@ -39,4 +43,5 @@ def me(principal: PrincipalDep, settings: SettingsDep, tenancy: TenancyDep) -> C
         key_id=principal.key_id,
         upload_uri=tenant_upload_uri(settings, principal.tenant),
         dataset_prefixes=[*own, *settings.dataset_prefixes],
+        rate_limit=None if principal.admin else limit_for(settings, tenant),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -173,8 +174,9 @@ def _deployed_job(live_api: LiveApi) -> str:
     return job.id
 
 
-def test_every_object_the_sdk_returns_is_bound_to_its_client(client: Client, live_api: LiveApi) -> None:
+def test_every_object_the_sdk_returns_is_bound_to_its_client(live_api: LiveApi) -> None:
     job_id = _deployed_job(live_api)
+    client = Client(url=live_api.url, max_retries=0)  # the model server is down: its 503 at once
     found = [
         client.get_job(job_id).model,
         client.get_job(job_id).wait(timeout=5).model,
@@ -188,3 +190,30 @@ def test_every_object_the_sdk_returns_is_bound_to_its_client(client: Client, liv
         # Bound: the call reaches the API (the model server is down here: 503, not "not bound").
         with pytest.raises(Unavailable):
             model.predict(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_503_with_retry_after_is_waited_out_within_bounds(client_env: object) -> None:
+    """Against a stand-in API that is briefly overloaded: the wait it asks for is honoured, a long one is not."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from tests.service.service_testkit import serve
+
+    answers: list[tuple[int, dict[str, str]]] = []
+    stand_in = FastAPI()
+
+    @stand_in.get("/healthz")
+    def healthz() -> JSONResponse:
+        status, headers = answers.pop(0) if answers else (200, {})
+        body = {"error": {"code": "overloaded", "message": "busy", "field": None}} if status != 200 else {}
+        return JSONResponse({"status": "ok"} if status == 200 else body, status_code=status, headers=headers)
+
+    with serve(stand_in) as url, Client(url=url) as client:
+        answers[:] = [(503, {"Retry-After": "1"}), (429, {"Retry-After": "0"})]
+        began = time.monotonic()
+        assert client.health() == {"status": "ok"}
+        assert not answers and 1.0 <= time.monotonic() - began < 10
+        for headers in ({"Retry-After": "120"}, {}):  # longer than the client waits by itself, or no wait given
+            answers[:] = [(503, headers)]
+            with pytest.raises(Unavailable):
+                client.health()
