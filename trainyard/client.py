@@ -16,7 +16,7 @@ import mimetypes
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, Unpack
 
 import httpx
 from httpx_sse import connect_sse
@@ -33,6 +33,7 @@ from trainyard.errors import (
     unreachable,
 )
 from trainyard.models import Caller, Event, Job, JobPage, JobStatus, Model, Prediction, bind_all
+from trainyard.spec import JobOptions
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -118,52 +119,21 @@ class Client:
         self,
         dataset: str | Path,
         *,
-        name: str | None = None,
-        arch: str | None = None,
-        epochs: int | None = None,
-        freeze_epochs: int | None = None,
-        lr: float | None = None,
-        batch_size: int | None = None,
-        image_size: int | None = None,
-        progressive_resizing: float | None = None,
-        num_workers: int | None = None,
-        use_gpu: bool | None = None,
-        deploy: bool | None = None,
-        valid_pct: float | None = None,
-        seed: int | None = None,
-        lr_sweep: dict[str, Any] | None = None,
-        tta: bool | None = None,
         idempotency_key: str | None = None,
         progress: bool = False,
         console: Console | None = None,
+        **params: Unpack[JobOptions],
     ) -> Job:
         """Submit a training job on `dataset`: an ``s3://`` URI, or a local folder (uploaded first).
 
-        Parameters left at None take the API's defaults (docs/api.md); `lr=None` runs the LR range test, or
-        the sweep `lr_sweep` names (e.g. ``{"method": "trials", "trials": 8}``); `progressive_resizing=1.0`
-        trains every unfrozen epoch at full size.
+        `params` are the job's parameters (`JobOptions`, docs/api.md): one left out takes the API's default,
+        None sends null (``patience=None``: no early stopping; ``lr=None``: the LR sweep `lr_sweep` names, e.g.
+        ``{"method": "trials", "trials": 8}``; ``progressive_resizing=None``: every epoch at full size).
         """
         dataset_uri = dataset if isinstance(dataset, str) and dataset.startswith("s3://") else None
         if dataset_uri is None:
             dataset_uri = self.upload(Path(dataset), progress=progress, console=console).uri
-        given = {
-            "name": name,
-            "arch": arch,
-            "epochs": epochs,
-            "freeze_epochs": freeze_epochs,
-            "lr": lr,
-            "batch_size": batch_size,
-            "image_size": image_size,
-            "progressive_resizing": progressive_resizing,
-            "num_workers": num_workers,
-            "use_gpu": use_gpu,
-            "deploy": deploy,
-            "valid_pct": valid_pct,
-            "seed": seed,
-            "lr_sweep": lr_sweep,
-            "tta": tta,
-        }
-        body = {"dataset_uri": dataset_uri, **{k: v for k, v in given.items() if v is not None}}
+        body = {"dataset_uri": dataset_uri, **params}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._job(self._request("POST", "/v1/jobs", json=body, headers=headers))
 
