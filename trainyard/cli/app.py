@@ -135,19 +135,19 @@ def submit(
     image_size: Annotated[int | None, typer.Option(help="training and serving resolution (px)")] = None,
     progressive_resizing: Annotated[
         str | None,
-        typer.Option(
-            callback=job_options.number_or_off(float),
-            metavar="FRACTION|off",
-            help="the first unfrozen epoch at this fraction of --image-size (default 0.75); off: all at full size",
+        job_options.number_or_off_option(
+            float,
+            "FRACTION|off",
+            "the first unfrozen epoch at this fraction of --image-size (default 0.75); off: all at full size",
         ),
     ] = None,
     num_workers: Annotated[int | None, typer.Option(help="Ray Train workers (one per GPU)")] = None,
     patience: Annotated[
         str | None,
-        typer.Option(
-            callback=job_options.number_or_off(int),
-            metavar="EPOCHS|off",
-            help="stop after this many epochs without a lower validation loss (default 1); off: run every epoch",
+        job_options.number_or_off_option(
+            int,
+            "EPOCHS|off",
+            "stop after this many epochs without a lower validation loss (default 1); off: run every epoch",
         ),
     ] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="train on GPUs (use_gpu)")] = False,

@@ -38,6 +38,11 @@ def number_or_off(kind: type[int] | type[float]) -> Any:
     return parse
 
 
+def number_or_off_option(kind: type[int] | type[float], metavar: str, help: str) -> Any:
+    """A `typer.Option` taking a `kind` or `off` (sent as null)."""
+    return typer.Option(callback=number_or_off(kind), metavar=metavar, help=help)
+
+
 def lr_sweep(value: str | None) -> dict[str, Any] | None:
     """`trials`, `range_test`, or a JSON object such as '{"method": "trials", "trials": 8}'."""
     if value is None:
