@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from typer.core import TyperGroup
 
 from trainyard.cli import job_options, stack
 from trainyard.cli.exit_codes import HELP, ExitCode, exit_code_for
 from trainyard.cli.output import State, print_json, print_json_line, report_error
+from trainyard.cli.tables import Col, print_table
 from trainyard.client import raise_for_outcome
 from trainyard.errors import TrainyardError
 from trainyard.models import Job, JobStatus
@@ -220,14 +220,15 @@ def list_command(
     if state.json:
         print_json(page)
         return
-    table = Table("job", "name", "status", "progress", "created", "model", box=None)
+    rows = []
     for job in page.jobs:
         created = job.created_at.strftime("%Y-%m-%d %H:%M")
         state_text = describe_state(job) if job.status != "failed" else f"failed in {job.phase or '?'}"
-        table.add_row(
-            job.id, job.name or "", state_text, f"{job.progress:.0%}", created, job.model.id if job.model else ""
+        rows.append(
+            [job.id, job.name or "", state_text, f"{job.progress:.0%}", created, job.model.id if job.model else ""]
         )
-    state.console.print(table)
+    columns = [Col("job", is_id=True), Col("name"), Col("status"), Col("progress"), Col("created")]
+    print_table(state.console, [*columns, Col("model", is_id=True)], rows)
 
 
 @app.command()
@@ -305,24 +306,28 @@ def predict(
 
 @app.command()
 def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """List deployed models, newest first."""
+    """List deployed model versions, newest first: id, name@version, aliases, accuracy (--json: everything)."""
     state = _state(ctx, as_json)
     found = state.client().list_models()
     if state.json:
         print_json({"models": found})
         return
-    table = Table("model", "job", "arch", "classes", "accuracy", "available", box=None)
+    rows = []
     for model in found:
         accuracy = (model.metrics or {}).get("accuracy")
-        table.add_row(
-            model.id,
-            model.job_id,
-            model.arch,
-            ", ".join(model.classes),
-            f"{accuracy:.1%}" if isinstance(accuracy, float) else "",
-            "yes" if model.available else f"no: {model.unavailable_reason}",
+        rows.append(
+            [
+                model.id,
+                f"{model.name}@{model.version}" if model.name and model.version is not None else "",
+                ", ".join(model.aliases),
+                model.arch,
+                f"{accuracy:.1%}" if isinstance(accuracy, float) else "",
+                ", ".join(model.classes),
+                "yes" if model.available else f"no: {model.unavailable_reason}",
+            ]
         )
-    state.console.print(table)
+    columns = [Col("model", is_id=True), Col("version"), Col("aliases"), Col("arch"), Col("accuracy")]
+    print_table(state.console, [*columns, Col("classes"), Col("available")], rows)
 
 
 @app.command()
