@@ -14,6 +14,7 @@ from PIL import Image
 from core.spec import JobParams
 from core.store import ModelRecord
 from service.launcher import RayJobState
+from tests.utils.models import deployed_job
 from trainyard import Client, InvalidRequest, JobFailed, NotFound, Unauthorized, Unavailable
 from trainyard.client import _image_body
 from trainyard.errors import from_response
@@ -158,24 +159,8 @@ def test_each_status_maps_to_its_exception_with_the_apis_fields(status: int, exp
     assert error.message.startswith("what went wrong and the fix")
 
 
-def _deployed_job(live_api: LiveApi) -> str:
-    """A succeeded job with a deployed model, as the driver leaves it; returns the job id."""
-    job, _ = live_api.store.create_job(JobParams(dataset_uri="s3://bucket/pets", name="pets"), tenant="admin")
-    model = ModelRecord(
-        id=job.id.replace("job-", "mdl-", 1),
-        job_id=job.id,
-        artifact_uri=f"s3://trainyard-artifacts/jobs/{job.id}/model.pt",
-        arch="efficientnet_lite0",
-        classes=["cat", "dog"],
-        created_at=datetime.now(UTC),
-        name="pets",
-    )
-    assert live_api.store.succeed_with_model(job.id, model)
-    return job.id
-
-
 def test_every_object_the_sdk_returns_is_bound_to_its_client(live_api: LiveApi) -> None:
-    job_id = _deployed_job(live_api)
+    job_id = deployed_job(live_api.store).job_id
     client = Client(url=live_api.url, max_retries=0)  # the model server is down: its 503 at once
     found = [
         client.get_job(job_id).model,

@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from core.spec import JobParams
 from core.store import ModelRecord
+from tests.utils.models import deployed_job
 from trainyard.cli.tables import Col, print_table
 
 from .conftest import LiveApi
@@ -39,24 +38,8 @@ def _trainyard(api: LiveApi, columns: int, *args: str) -> str:
 
 @pytest.fixture
 def deployed(live_api: LiveApi) -> list[ModelRecord]:
-    """Two versions of `antsbees`, the newer one deployed by a succeeded job with a long name."""
-    models = []
-    for _ in range(2):
-        params = JobParams(dataset_uri="s3://bucket/antsbees", name="antsbees")
-        job, _ = live_api.store.create_job(params, tenant="admin")
-        model = ModelRecord(
-            id=job.id.replace("job-", "mdl-", 1),
-            job_id=job.id,
-            artifact_uri=f"s3://trainyard-artifacts/jobs/{job.id}/model.pt",
-            arch="efficientnet_lite0",
-            classes=["ants", "bees"],
-            metrics={"accuracy": 0.9412},
-            created_at=datetime.now(UTC),
-            name="antsbees",
-        )
-        assert live_api.store.succeed_with_model(job.id, model)
-        models.append(model)
-    return models
+    """Two versions of `antsbees`, each deployed by a succeeded job."""
+    return [deployed_job(live_api.store, "antsbees") for _ in range(2)]
 
 
 @pytest.mark.parametrize("columns", [80, 200])
