@@ -98,7 +98,7 @@ def finished(workdir: Path, env: dict[str, str]) -> dict[str, str]:
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    prediction = re.search(r"^valid/\w+/\w+\.png: (circle|square|triangle) \(\d+\.\d%\)$", result.stdout, re.M)
+    prediction = re.search(r"^(train|valid)/\w+/\w+\.png: (circle|square|triangle) \(\d+\.\d%\)$", result.stdout, re.M)
     assert prediction, result.stdout
     job_id = re.search(r"/v1/jobs/(job-[\w-]+)/report", result.stdout)
     assert job_id, result.stdout
@@ -174,7 +174,7 @@ def test_the_report_pages_lines_work_pasted(workdir: Path, env: dict[str, str], 
 def test_curl_data_binary_of_a_5_mb_photo_without_a_content_type(
     workdir: Path, env: dict[str, str], finished: dict[str, str]
 ) -> None:
-    photo = _jpeg(workdir / "photo.jpg", (1400, 1200), seed=5)
+    photo = _jpeg(workdir / "photo.jpg", (2400, 1800), seed=5)
     assert 4_500_000 < photo.stat().st_size < 6_500_000, photo.stat().st_size
     url = f"{env['TRAINYARD_URL']}/v1/models/{finished['<model id>']}/predict"
     # The real curl binary, as a user types it: --data-binary sends application/x-www-form-urlencoded.
