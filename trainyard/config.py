@@ -8,7 +8,7 @@
 4. the local stack, when ``<stack home>/stack.json`` exists (``$TRAINYARD_HOME``, else ``./.trainyard``):
    its API and S3 URLs, its admin API key (``<stack home>/api-key``), and its local S3 key when boto3's
    usual chain finds no credentials;
-5. defaults: the local stack's default API URL, and the upload bucket ``trainyard-uploads``.
+5. defaults: the local stack's default API URL. (Where uploads go is the API's answer, ``GET /v1/me``.)
 """
 
 from __future__ import annotations
