@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     # runs at ~35 images/s) and far below what one process can answer, so one tenant's loop cannot starve others.
     rate_limit_per_s: float = Field(default=50.0, ge=0)
     rate_limit_burst: int = Field(default=100, ge=1)
+    # Requests of one limited key worked on at once by one API process; the rest of a burst waits its turn, so
+    # other keys never queue behind a whole burst. 4 predictions in flight at ~50 ms each still exceed 50/s.
+    rate_limit_in_flight: int = Field(default=4, ge=1)
     # The s3://bucket/prefix every tenant's keys may train on, besides their own uploads and their tenant's
     # own list (JSON list). Empty by default: a tenant's key reads only what is its own; admin keys read any
     # location (service.dataset_access).

@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     )
     # Inside RequestMiddleware too (its 429s are counted), but before the body is read or anything authenticated.
     app.state.limiter = RateLimiter()
-    app.add_middleware(RateLimitMiddleware, limiter=app.state.limiter)
+    app.add_middleware(RateLimitMiddleware, limiter=app.state.limiter, in_flight=settings.rate_limit_in_flight)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     # Every /v1 route needs a key; which records a key may see is each route's check (service.auth).

@@ -7,10 +7,14 @@ and admin keys are never limited.
 
 The check runs in an ASGI middleware before routing, authentication and the thread pool, so a refused request
 costs a hash and a dictionary lookup: a key that floods the API is answered at once, and the requests of
-other keys do not queue behind its refusals (benchmarks/rate_limit.py). A bucket exists only for a key that
-authenticated: the first request of a key is metered after authentication (`RateLimiter.admit`), which also
-refreshes the key's limits from its tenant on every request that gets through, so a change by an admin takes
-effect at the next one. Unknown keys never get a bucket, so random keys cannot fill memory.
+other keys do not queue behind its refusals. What the bucket admits is worked on at most
+`TRAINYARD_RATE_LIMIT_IN_FLIGHT` requests of one key at a time (the rest of its burst waits its turn as a
+coroutine), so other keys' requests never queue behind a whole burst either (benchmarks/rate_limit.py).
+
+A bucket exists only for a key that authenticated: the first request of a key is metered after
+authentication (`RateLimiter.admit`), which also refreshes the key's limits from its tenant on every request
+that gets through, so a change by an admin takes effect at the next one. Unknown keys never get a bucket, so
+random keys cannot fill memory.
 
 The buckets live in this process: with several API replicas behind a load balancer each applies the limit on
 its own, so a key may send up to replicas x per_second in all. A shared limiter would need a write to the
@@ -20,13 +24,14 @@ load the database that every other tenant's requests wait on.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
 
 from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.settings import Settings
 from core.tenancy import Tenant, hash_key
@@ -140,9 +145,11 @@ def was_metered(scope: Scope) -> bool:
 class RateLimitMiddleware:
     """Answers 429 for a key over its limit before anything else runs; see the module's docstring."""
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+    def __init__(self, app: ASGIApp, limiter: RateLimiter, in_flight: int) -> None:
         self.app = app
         self.limiter = limiter
+        self.in_flight = in_flight
+        self._turns: dict[str, asyncio.Semaphore] = {}  # per key digest, made with its first metered request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
@@ -158,4 +165,36 @@ class RateLimitMiddleware:
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})[_METERED] = charged is not None
-        await self.app(scope, receive, send)
+        if charged is None or digest is None:
+            await self.app(scope, receive, send)
+            return
+        await self._in_turn(digest, scope, receive, send)
+
+    async def _in_turn(self, digest: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request once fewer than `in_flight` of its key's requests are being worked on.
+
+        A burst the bucket admits (up to `burst` requests at once) would otherwise fill the thread pool, and every
+        other key's request would queue behind all of it; waiting here costs nothing but a coroutine. A request's
+        turn ends when its answer starts, so a long event stream holds none.
+        """
+        turns = self._turns.get(digest)
+        if turns is None:
+            turns = self._turns[digest] = asyncio.Semaphore(self.in_flight)
+        await turns.acquire()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                turns.release()
+
+        async def send_then_release(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                release()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_then_release)
+        finally:
+            release()
