@@ -6,15 +6,23 @@ refills a bucket between two requests the test means to send back to back.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from service_testkit import Api, ApiFactory, FakeLauncher
+from fastapi import FastAPI, Response
+from service_testkit import Api, ApiFactory, FakeLauncher, serve
+from test_models_api import IMAGE
 
+from tests.utils.models import deployed_job
 from trainyard import Client, RateLimited
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,3 +84,56 @@ def test_the_sdk_waits_out_retry_after_and_gives_up_when_told_to(api: Api) -> No
             for _ in range(4):
                 hasty.list_jobs()
     assert (caught.value.status, caught.value.code, caught.value.field) == (429, "rate_limited", "Authorization")
+
+
+class HeldServe:
+    """A model server that holds every request until `gate` opens, counting how many it holds at once."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.holding = 0
+        self.most = 0
+        self.app = FastAPI()
+        self.app.add_api_route("/classify", self.classify, methods=["POST"])
+
+    def classify(self) -> Response:  # sync: each held request takes a thread of the stand-in's pool
+        with self.lock:
+            self.holding += 1
+            self.most = max(self.most, self.holding)
+        self.gate.wait(30)
+        with self.lock:
+            self.holding -= 1
+        return Response(
+            json.dumps({"predictions": [{"label": "cat", "probability": 1.0}]}), media_type="application/json"
+        )
+
+
+def test_a_keys_admitted_burst_is_worked_on_a_few_at_a_time(make_api: ApiFactory) -> None:
+    held = HeldServe()
+    with serve(held.app) as serve_url:
+        api = make_api(serve_url=serve_url, rate_limit_per_s=100, rate_limit_burst=100, rate_limit_in_flight=2)
+        mine, theirs = (deployed_job(api.store, "pets", tenant=t).id for t in ("team-a", "team-b"))
+        busy, other = api.tenant_client("team-a"), api.tenant_client("team-b")
+        busy.get("/v1/me")  # the key's first request makes its bucket (and so its turns)
+        other.get("/v1/me")
+        with ThreadPoolExecutor(6) as pool:
+            burst = [pool.submit(busy.post, f"/v1/models/{mine}/predict", content=IMAGE) for _ in range(5)]
+            wait_for(lambda: held.holding == 2 or any(f.done() for f in burst), "two of the burst at the model server")
+            assert not any(f.done() for f in burst), [f.result().text for f in burst if f.done()]
+            time.sleep(0.5)  # a third of the burst would have arrived by now, were it let through
+            assert held.holding == 2
+            late = pool.submit(other.post, f"/v1/models/{theirs}/predict", content=IMAGE)
+            wait_for(lambda: held.holding == 3, "the other key's request beside them")  # not behind the burst
+            assert held.most == 3
+            held.gate.set()
+            assert [f.result().status_code for f in burst] == [200] * 5
+            assert late.result().status_code == 200
+    assert held.most == 3  # the burst never held more than its two turns
+
+
+def wait_for(check: Any, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
