@@ -14,35 +14,31 @@ import re
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.limits import is_json, is_upload, upload_limit
 from service.errors import error_response
-from service.upload import is_json
-from serving.limits import MULTIPART_OVERHEAD
 
-_UPLOAD_TYPES = ("image/", "application/octet-stream", "multipart/form-data")
 # The routes that take an image body: /v1/models/{ref}/predict and …/predict:batch.
 _IMAGE_ROUTE = re.compile(r"^/v1/models/[^/]+/predict(:batch)?$")
 
 
-def _is_upload(content_type: str, path: str) -> bool:
-    if _IMAGE_ROUTE.match(path):
-        return not is_json(content_type)
-    return content_type.split(";", 1)[0].strip().lower().startswith(_UPLOAD_TYPES)
+def _carries_images(content_type: str, path: str) -> bool:
+    return not is_json(content_type) if _IMAGE_ROUTE.match(path) else is_upload(content_type)
 
 
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_request_bytes: int, max_image_bytes: int, max_batch_images: int) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
-        self.max_upload_bytes = max_image_bytes + MULTIPART_OVERHEAD
+        self.max_upload_bytes = upload_limit(max_image_bytes)
         # `predict:batch` takes up to max_batch_images images in one form; service.upload counts them exactly.
-        self.max_batch_upload_bytes = max_batch_images * self.max_upload_bytes
+        self.max_batch_upload_bytes = upload_limit(max_image_bytes, max_batch_images)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        upload = _is_upload(headers.get("content-type", ""), str(scope.get("path", "")))
+        upload = _carries_images(headers.get("content-type", ""), str(scope.get("path", "")))
         batch = upload and str(scope.get("path", "")).endswith(":batch")
         limit = self.max_batch_upload_bytes if batch else self.max_upload_bytes if upload else self.max_request_bytes
         what = "an upload" if upload else "a JSON request body"

@@ -14,19 +14,14 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from core.image_types import FORMAT_NAMES, sniff_image_type
+from core.limits import is_json, is_multipart, media_type, type_refusal, upload_limit
 from service.errors import ApiError
-from serving.limits import MULTIPART_OVERHEAD, is_multipart, media_type, unsupported_message
 
 EMPTY_HINT = "send the image bytes as the request body or as multipart field 'file'"
 HOW_TO_SEND = (
     "send the image file's bytes as the body (`curl --data-binary @photo.jpg`) or as multipart field 'file' "
     "(`curl -F file=@photo.jpg`)"
 )
-
-
-def is_json(content_type: str) -> bool:
-    kind = media_type(content_type)
-    return kind == "application/json" or kind.endswith("+json")
 
 
 def _not_an_image(data: bytes, content_type: str) -> ApiError:
@@ -45,8 +40,9 @@ def _too_large(size: int | None, limit: int) -> ApiError:
 
 
 def _check_form_type(content_type: str) -> None:
-    if not is_multipart(content_type):
-        raise ApiError(415, "unsupported_media_type", unsupported_message(content_type, batch=True), "content-type")
+    refusal = type_refusal(content_type, batch=True)
+    if refusal is not None:
+        raise ApiError(415, "unsupported_media_type", refusal, "content-type")
 
 
 async def _read_capped(request: Request, cap: int, limit: int, multipart: bool) -> bytes:
@@ -66,7 +62,7 @@ async def read_images_form(request: Request, limit: int, max_images: int) -> tup
     """A `predict:batch` body, unparsed: (multipart bytes, content type). The model server splits the parts."""
     content_type = request.headers.get("content-type", "")
     _check_form_type(content_type)
-    body = await _read_capped(request, max_images * (limit + MULTIPART_OVERHEAD), limit, multipart=True)
+    body = await _read_capped(request, upload_limit(limit, max_images), limit, multipart=True)
     return body, content_type
 
 
@@ -81,7 +77,7 @@ async def read_image(request: Request, limit: int) -> tuple[bytes, str]:
     if is_json(content_type):
         raise ApiError(415, "unsupported_media_type", f"a JSON body is not an image; {HOW_TO_SEND}", "content-type")
     multipart = is_multipart(content_type)
-    body = await _read_capped(request, limit + (MULTIPART_OVERHEAD if multipart else 0), limit, multipart)
+    body = await _read_capped(request, upload_limit(limit) if multipart else limit, limit, multipart)
     if multipart:
         data, content_type = await _file_field(request.headers, body)
     else:

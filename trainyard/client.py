@@ -16,7 +16,7 @@ import mimetypes
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import httpx
 from httpx_sse import connect_sse
@@ -32,18 +32,16 @@ from trainyard.errors import (
     from_response,
     unreachable,
 )
-from trainyard.models import Caller, Event, Job, JobPage, JobStatus, Model, Prediction, bind_all
+from trainyard.models import Caller, Event, ImageInput, Job, JobPage, JobStatus, Model, Prediction, bind_all
 from trainyard.spec import JobOptions
 
 if TYPE_CHECKING:
-    from PIL.Image import Image
     from rich.console import Console
 
     from trainyard.upload import UploadResult
 
 logger = logging.getLogger(__name__)
 
-ImageInput: TypeAlias = "str | Path | bytes | Image"
 _M = TypeVar("_M")
 
 DEFAULT_TIMEOUT_S = 30.0
