@@ -5,7 +5,8 @@
    ``TRAINYARD_UPLOAD_BUCKET``;
 3. a TOML file: ``$TRAINYARD_CONFIG``, else ``~/.config/trainyard/config.toml``, with the same keys in lower
    case and without the prefix (``url = "https://…"``, ``api_key = "…"``);
-4. the local stack, when ``<stack home>/stack.json`` exists (``$TRAINYARD_HOME``, else ``./.trainyard``):
+4. the local stack, when ``<stack home>/stack.json`` exists (``$TRAINYARD_HOME``, else ``./.trainyard`` if a
+   stack lives there, else the home the last ``trainyard up`` recorded in the user's config folder):
    its API and S3 URLs, its admin API key (``<stack home>/api-key``), and its local S3 key when boto3's
    usual chain finds no credentials;
 5. defaults: the local stack's default API URL. (Where uploads go is the API's answer, ``GET /v1/me``.)
@@ -28,7 +29,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from infra.local.config import LOCAL_S3_KEY, StackConfig, stack_home
+from infra.local.config import LOCAL_S3_KEY, StackConfig, stack_home, user_config_dir
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_UPLOAD_BUCKET = "trainyard-uploads"
@@ -36,7 +37,7 @@ DEFAULT_UPLOAD_BUCKET = "trainyard-uploads"
 
 def config_file() -> Path:
     explicit = os.environ.get("TRAINYARD_CONFIG")
-    return Path(explicit) if explicit else Path.home() / ".config" / "trainyard" / "config.toml"
+    return Path(explicit) if explicit else user_config_dir() / "config.toml"
 
 
 class _LocalStackSource(PydanticBaseSettingsSource):

@@ -13,6 +13,7 @@ have it cancelled at once, so they hold no Ray resources.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -71,10 +72,12 @@ def workdir(live: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def env(live: LocalStack) -> dict[str, str]:
+def env(live: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINYARD_", "AWS_"))}
     return {
         **clean,
+        # The user's config folder (where `trainyard up` records the stack's home), not this machine's.
+        "TRAINYARD_CONFIG": str(tmp_path_factory.mktemp("user-config") / "config.toml"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{clean.get('PATH', '')}",  # `trainyard`, `python`
         "PYTHONPATH": str(REPO),
         "TRAINYARD_URL": live.config.api_url,
@@ -188,3 +191,19 @@ def test_curl_data_binary_of_a_5_mb_photo_without_a_content_type(
     assert status == "200", result.stdout[-2000:]
     answer: dict[str, Any] = httpx.Response(200, content=body.encode()).json()
     assert answer["predictions"] and answer["predictions"][0]["label"] in ("circle", "square", "triangle")
+
+
+def test_after_up_the_cli_finds_the_stack_from_any_folder(
+    live: LocalStack, workdir: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    up = subprocess.run(["trainyard", "up"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    record = Path(env["TRAINYARD_CONFIG"]).parent / "stack-home"
+    assert record.read_text().strip() == str(live.config.home.resolve())
+    # A shell in another folder, with no TRAINYARD_URL and no key: the CLI finds the stack, its API and its key.
+    bare = {k: v for k, v in env.items() if k not in ("TRAINYARD_URL", "TRAINYARD_API_KEY")}
+    models = subprocess.run(
+        ["trainyard", "models", "--json"], cwd=tmp_path, env=bare, capture_output=True, text=True, timeout=120
+    )
+    assert models.returncode == 0, models.stderr
+    assert json.loads(models.stdout)["models"], models.stdout
