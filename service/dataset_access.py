@@ -3,14 +3,16 @@
 The service reads datasets and weights with one set of S3 credentials, so the API decides who may name what.
 A non-admin key may use:
 
-1. its tenant's own uploads, ``<upload_uri>/<tenant>/`` (where the SDK and CLI put a local folder);
+1. its tenant's own data: its uploads, ``<upload_uri>/<tenant>/`` (where the SDK and CLI put a local folder),
+   and its dataset revisions (``service.revisions``);
 2. its tenant's configured prefixes (``python -m service.admin tenants allow TENANT s3://…``);
 3. the service-wide allow-list, ``TRAINYARD_DATASET_PREFIXES``.
 
-Two areas hold every tenant's data and are never reached through a broader entry that merely contains them:
-the other tenants' uploads (anything under ``<upload_uri>/`` but outside the tenant's own folder) and the
-artifact store (``artifact_uri``: checkpoints, model weights, reports and their thumbnails). An entry opens
-them only when it lies inside them, i.e. when an admin named that shared folder on purpose. So
+Three areas hold every tenant's data and are never reached through a broader entry that merely contains them:
+the other tenants' uploads (anything under ``<upload_uri>/`` but outside the tenant's own folder), their
+dataset revisions, and the artifact store (``artifact_uri``: checkpoints, model weights, reports and their
+thumbnails). An entry opens them only when it lies inside them, i.e. when an admin named that shared folder on
+purpose. So
 ``s3://trainyard-uploads`` in an allow-list does not hand one tenant another's photos, while
 ``s3://trainyard-uploads/uploads/team-a/shared-set`` allowed for team-b does share that one folder.
 
@@ -26,6 +28,7 @@ from core.spec import JobParams, S3Location
 from core.tenancy import Tenancy
 from service.auth import Principal
 from service.errors import ApiError
+from service.revisions import revisions_area, revisions_root
 
 
 def _under(target: S3Location, root: S3Location) -> bool:
@@ -41,10 +44,16 @@ def tenant_upload_uri(settings: Settings, tenant: str) -> str:
     return upload_root(settings).child(tenant).uri
 
 
+def _own(settings: Settings, tenant: str) -> list[S3Location]:
+    """What is `tenant`'s own data: its uploads and its dataset revisions."""
+    return [S3Location.parse(tenant_upload_uri(settings, tenant)), S3Location.parse(revisions_root(settings, tenant))]
+
+
 def _protected(settings: Settings) -> list[tuple[S3Location, str]]:
     """The shared areas a broad allow-list entry must not open, with what they hold."""
     return [
         (upload_root(settings), "other tenants' uploads"),
+        (S3Location.parse(revisions_area(settings)), "other tenants' dataset revisions"),
         (S3Location.parse(settings.artifact_uri), "the artifact store (every tenant's checkpoints and models)"),
     ]
 
@@ -65,8 +74,8 @@ def check_uri_access(uri: str, field: str, principal: Principal, settings: Setti
     if principal.admin:
         return
     target = S3Location.parse(uri)
-    own = S3Location.parse(tenant_upload_uri(settings, principal.tenant))
-    if _under(target, own):
+    own = _own(settings, principal.tenant)
+    if any(_under(target, mine) for mine in own):
         return
     tenant = tenancy.get_tenant(principal.tenant)
     entries = [*((tenant.dataset_prefixes or []) if tenant else []), *settings.dataset_prefixes]
@@ -75,7 +84,7 @@ def check_uri_access(uri: str, field: str, principal: Principal, settings: Setti
         return
     holds = next((what for area, what in protected if _under(target, area)), None)
     why = f"it is in {holds}" if holds else "it is outside every location this key may use"
-    allowed = ", ".join([own.uri, *entries])
+    allowed = ", ".join([*(mine.uri for mine in own), *entries])
     raise ApiError(
         403,
         "dataset_not_allowed",

@@ -13,7 +13,7 @@ from trainyard.errors import (
     Unauthorized,
     Unavailable,
 )
-from trainyard.models import Caller, Event, Job, JobPage, Model, ModelRef, Prediction
+from trainyard.models import Caller, Event, Job, JobPage, Model, ModelRef, Prediction, Revision
 from trainyard.upload import UploadResult
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "NotSupported",
     "Prediction",
     "RateLimited",
+    "Revision",
     "TrainyardError",
     "Unauthorized",
     "Unavailable",

@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 from trainyard.cli import job_options, stack
 from trainyard.cli.exit_codes import HELP, ExitCode, exit_code_for
 from trainyard.cli.output import State, print_json, print_json_line, report_error
-from trainyard.cli.tables import Col, print_table
+from trainyard.cli.tables import print_jobs, print_models
 from trainyard.client import raise_for_outcome
 from trainyard.errors import TrainyardError
 from trainyard.models import Job, JobStatus
@@ -220,15 +220,7 @@ def list_command(
     if state.json:
         print_json(page)
         return
-    rows = []
-    for job in page.jobs:
-        created = job.created_at.strftime("%Y-%m-%d %H:%M")
-        state_text = describe_state(job) if job.status != "failed" else f"failed in {job.phase or '?'}"
-        rows.append(
-            [job.id, job.name or "", state_text, f"{job.progress:.0%}", created, job.model.id if job.model else ""]
-        )
-    columns = [Col("job", is_id=True), Col("name"), Col("status"), Col("progress"), Col("created")]
-    print_table(state.console, [*columns, Col("model", is_id=True)], rows)
+    print_jobs(state.console, page.jobs)
 
 
 @app.command()
@@ -252,6 +244,39 @@ def retry(
         _wait(state, job)
     else:
         _show_job(state, job)
+
+
+@app.command()
+def revise(
+    ctx: typer.Context,
+    job_id: JobArg,
+    relabel: Annotated[
+        list[str] | None, typer.Option("--relabel", help="PATH=LABEL: give an image of the job another class")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="PATH: leave an image out")] = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="submit a job on the revision, same parameters")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="with --retrain: follow that job until it ends")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Clean a finished job's data: relabel or exclude images; a new dataset revision (and a retrain on it)."""
+    state = _state(ctx, as_json)
+    pairs = [item.partition("=") for item in relabel or []]
+    if any(not sep or not path or not label for path, sep, label in pairs):
+        raise typer.BadParameter("takes PATH=LABEL, e.g. --relabel valid/cat/3.jpg=dog", param_hint="--relabel")
+    revision = state.client().revise(
+        job_id, relabel={path: label for path, _, label in pairs}, exclude=exclude or [], retrain=retrain
+    )
+    if state.json and not wait:
+        print_json(revision)
+        return
+    changes = revision.changes
+    relabelled, excluded = changes.get("relabelled", 0), changes.get("excluded", 0)
+    state.say(f"revision   {revision.id}: {relabelled} relabelled, {excluded} excluded")
+    state.say(f"dataset    {revision.dataset_uri} ({revision.images} images)")
+    if revision.retrain_job_id:
+        state.say(f"retrain    {revision.retrain_job_id}")
+        if wait:
+            _wait(state, state.client().get_job(revision.retrain_job_id))
 
 
 @app.command()
@@ -312,22 +337,7 @@ def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if state.json:
         print_json({"models": found})
         return
-    rows = []
-    for model in found:
-        accuracy = (model.metrics or {}).get("accuracy")
-        rows.append(
-            [
-                model.id,
-                f"{model.name}@{model.version}" if model.name and model.version is not None else "",
-                ", ".join(model.aliases),
-                model.arch,
-                f"{accuracy:.1%}" if isinstance(accuracy, float) else "",
-                ", ".join(model.classes),
-                "yes" if model.available else f"no: {model.unavailable_reason}",
-            ]
-        )
-    columns = [Col("model", is_id=True), Col("version"), Col("aliases"), Col("arch"), Col("accuracy")]
-    print_table(state.console, [*columns, Col("classes"), Col("available")], rows)
+    print_models(state.console, found)
 
 
 @app.command()

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Column, Table
 
+from trainyard.models import Job, Model
+from trainyard.progress import describe_state
+
 # A column that gives way keeps at least this many characters (or its header's length, if longer).
 MIN_WIDTH = 6
 _GAP = 2  # characters between two columns
@@ -63,3 +66,35 @@ def _print_blocks(console: Console, columns: list[Col], rows: list[list[str]]) -
         for column, value in zip(columns, row, strict=True):
             if not column.is_id and value:
                 console.print(f"  {column.header}: {value}", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_jobs(console: Console, jobs: list[Job]) -> None:
+    """`trainyard list`: each job's id, name, state, progress, creation time and deployed model."""
+    rows = []
+    for job in jobs:
+        created = job.created_at.strftime("%Y-%m-%d %H:%M")
+        state = describe_state(job) if job.status != "failed" else f"failed in {job.phase or '?'}"
+        rows.append([job.id, job.name or "", state, f"{job.progress:.0%}", created, job.model.id if job.model else ""])
+    columns = [Col("job", is_id=True), Col("name"), Col("status"), Col("progress"), Col("created")]
+    print_table(console, [*columns, Col("model", is_id=True)], rows)
+
+
+def print_models(console: Console, models: list[Model]) -> None:
+    """`trainyard models`: each version's id, name@version, aliases, arch, accuracy, classes and availability."""
+    rows = []
+    for model in models:
+        accuracy = (model.metrics or {}).get("accuracy")
+        version = f"{model.name}@{model.version}" if model.name and model.version is not None else ""
+        rows.append(
+            [
+                model.id,
+                version,
+                ", ".join(model.aliases),
+                model.arch,
+                f"{accuracy:.1%}" if isinstance(accuracy, float) else "",
+                ", ".join(model.classes),
+                "yes" if model.available else f"no: {model.unavailable_reason}",
+            ]
+        )
+    columns = [Col("model", is_id=True), Col("version"), Col("aliases"), Col("arch"), Col("accuracy")]
+    print_table(console, [*columns, Col("classes"), Col("available")], rows)

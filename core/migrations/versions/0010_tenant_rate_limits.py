@@ -1,7 +1,7 @@
 """Per-tenant rate limits: tenants.rate_limit_per_s and tenants.rate_limit_burst (NULL: the settings' default).
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0006"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
