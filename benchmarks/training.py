@@ -128,7 +128,7 @@ def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
                 seed=args.seed,
                 lr_sweep={"method": args.lr_sweep},
                 max_epochs=args.max_epochs,
-                tta=args.tta or None,
+                tta=bool(args.tta),  # false is the API's default too
             )
             done = client.wait(job.id, timeout=args.timeout)
             wall = time.monotonic() - started

@@ -32,8 +32,9 @@ from service.launcher import Launcher, RayLauncher
 from service.metrics import Metrics
 from service.middleware import RequestMiddleware
 from service.notify import Notifier
+from service.rate_limit import RateLimiter, RateLimitMiddleware
 from service.reconciler import Reconciler
-from service.routes import console, events, exports, health, jobs, models, predict, revisions
+from service.routes import account, console, events, exports, health, jobs, models, predict, revisions
 from service.tracking.mirror import Mirror
 
 logger = logging.getLogger(__name__)
@@ -126,11 +127,22 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         max_image_bytes=settings.max_image_bytes,
         max_batch_images=settings.max_batch_images,
     )
+    # Inside RequestMiddleware too (its 429s are counted), but before the body is read or anything authenticated.
+    app.state.limiter = RateLimiter()
+    app.add_middleware(RateLimitMiddleware, limiter=app.state.limiter, in_flight=settings.rate_limit_in_flight)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     mount_redoc(app)
     console.mount(app)
     # Every /v1 route needs a key; which records a key may see is each route's check (service.auth).
-    for router in (jobs.router, revisions.router, events.router, models.router, predict.router, exports.router):
-        app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401))
+    for router in (
+        account.router,
+        jobs.router,
+        revisions.router,
+        events.router,
+        models.router,
+        predict.router,
+        exports.router,
+    ):
+        app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401, 429))
     return app

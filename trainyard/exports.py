@@ -19,7 +19,13 @@ POLL_S = 2.0
 def export_model(
     http: httpx.Client, model: str, path: str | Path | None, export_format: ExportFormat, wait_s: float
 ) -> ExportedModel:
-    """See `Client.export` (`http`: its connection, base URL and key)."""
+    """`Client.export`: download a model as a file that runs without Trainyard, and the preprocessing JSON beside it.
+
+    `model`: an id, `name`, `name@alias` or `name@version`. `export_format`: ``onnx`` (onnxruntime), ``torchscript``
+    (``torch.jit.load``) or ``state_dict`` (the weights alone). `path` defaults to the name the server suggests
+    (``pets-v3.onnx``) in the current folder; the JSON goes beside it (``pets-v3.json``). The files are built in the
+    seconds after a job succeeds: until then this waits, up to `wait_s`. `http`: the client's connection.
+    """
     deadline = time.monotonic() + wait_s
     route = f"/v1/models/{model}/export"
     try:
