@@ -1,27 +1,61 @@
-"""Shared fixtures: the real local stack (S3-compatible server, Ray head) on loopback, started once.
+"""Shared fixtures: the real local stack on loopback (S3-compatible server, Ray head, the API), started once.
 
-Tests that only need S3 ask for `s3`; tests that need Ray ask for `ray_stack`. Both set this process's
-environment like the stack's, so `core.settings.get_settings()` here sees what the Ray processes see.
+Tests that only need S3 ask for `s3`; tests that need Ray ask for `ray_stack`; end-to-end tests that talk to
+the API ask for `api_stack` (the stack with its API running) and `stack_api` (an HTTP client carrying the
+stack's admin key), and tests that only read a finished, deployed job ask for `finished_job`. All of them
+set this process's environment like the stack's, so `core.settings.get_settings()` here sees what the Ray
+processes see. tests/utils/__init__.py says how a new end-to-end test reuses them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from core.s3 import s3_client
 from core.settings import Settings, get_settings
 from infra.local.stack import LocalStack, StackConfig
+from tests.utils.jobs import FinishedJob, events_of
+from tests.utils.stack import start_ray
+
+# The run's figures (count, time, 15 slowest) for build/ and the README: see tests/utils/summary.py.
+pytest_plugins = ("tests.utils.summary",)
+
+# The shared API reconciles every 2 s (the default is 10 s): a job whose driver died is marked failed within
+# seconds, which the driver-death test waits for. Reconciling more often changes nothing else.
+SHARED_STACK_ENV = {"TRAINYARD_RECONCILE_INTERVAL_S": "2"}
+# A test that asks for any of these runs Ray: it is end-to-end, whatever its module says.
+RAY_FIXTURES = frozenset({"ray_stack", "api_stack", "stack_api", "finished_job"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    spread = config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") == "loadgroup"
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if RAY_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.e2e)
+        if spread:
+            # With pytest-xdist (scripts/test runs two workers), a module stays on one worker so its module-scoped
+            # stack and jobs are made once; and every reader of the session's finished job on the same one, so
+            # that job is trained once. Each worker has its own session, so its own shared stack.
+            group = "finished_job" if "finished_job" in fixtures else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     home = tmp_path_factory.mktemp("trainyard-home")
-    local = LocalStack(StackConfig.with_free_ports(home))
+    config = StackConfig.with_free_ports(home)
+    config.env_overrides.update(SHARED_STACK_ENV)
+    local = LocalStack(config)
     saved = dict(os.environ)
     local.export_env()
     local.start_s3()
@@ -34,8 +68,46 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="session")
 def ray_stack(stack: LocalStack) -> LocalStack:
-    stack.start_ray()
+    start_ray(stack)
     return stack
+
+
+@pytest.fixture(scope="session")
+def api_stack(ray_stack: LocalStack) -> LocalStack:
+    """The session's shared running stack: S3 server, Ray head (2 CPUs) and the API, all on loopback.
+
+    Started once and shared by every end-to-end module that does not kill or reconfigure the stack's
+    processes (those start their own: tests/utils/stack.py). A module may stop and start the API (a restart
+    keeps the store) but must leave it running; jobs it submits must end (succeed, fail, or be cancelled)
+    before its last test returns, so the next module finds the cluster free.
+    """
+    ray_stack.start_api()  # stopped with the rest of the stack at the end of the session
+    return ray_stack
+
+
+@pytest.fixture(scope="session")
+def stack_api(api_stack: LocalStack) -> Iterator[httpx.Client]:
+    """An HTTP client on the shared stack's API, carrying its admin key."""
+    with api_stack.api_client(timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def finished_job(api_stack: LocalStack) -> FinishedJob:
+    """One finished default job on the shared stack: the demo's (`infra/local/demo.py`), run by the demo's own
+    code on its generated shapes. The default recipe (LR range test, a head-only epoch, unfrozen DDP on two
+    Ray Train workers, evaluation) ending in a deployed model. Read it; never cancel it or delete its model.
+    """
+    from infra.local import demo
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        job = demo.run(api_stack, demo.DEMO_JOB | {"name": "demo-shapes"})
+    assert job is not None, printed.getvalue()
+    assert job["status"] == "succeeded", (job.get("error"), printed.getvalue())
+    with api_stack.api_client() as api:
+        events = events_of(api, job["id"])
+    return FinishedJob(job=job, events=events, printed=printed.getvalue())
 
 
 @pytest.fixture

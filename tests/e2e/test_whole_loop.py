@@ -7,7 +7,6 @@ beside it. The API is restarted while the main job trains, and must lose nothing
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from core.spec import S3Location
 from infra.local.sample_data import SHAPES, make_shapes, upload_folder
 from infra.local.stack import LocalStack
+from tests.utils.jobs import wait_job
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +31,8 @@ TRAIN_REQUEST = {
 
 
 @pytest.fixture(scope="module")
-def api_stack(ray_stack: LocalStack) -> Iterator[LocalStack]:
-    ray_stack.start_api()
-    yield ray_stack
-    ray_stack.stop_api()
-
-
-@pytest.fixture(scope="module")
-def api(api_stack: LocalStack) -> Iterator[httpx.Client]:
-    with api_stack.api_client() as client:
-        yield client
+def api(stack_api: httpx.Client) -> httpx.Client:
+    return stack_api
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +57,6 @@ def datasets(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dic
     }
 
 
-def _wait(api: httpx.Client, job_id: str, timeout: float, until: tuple[str, ...]) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            job = api.get(f"/v1/jobs/{job_id}").json()
-        except httpx.TransportError:  # the API is being restarted
-            time.sleep(0.5)
-            continue
-        if job["status"] in until or job.get("phase") in until:
-            return job  # type: ignore[no-any-return]
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not reach {until} within {timeout}s: {job}")
-
-
 @pytest.fixture(scope="module")
 def finished(api_stack: LocalStack, api: httpx.Client, datasets: dict[str, str]) -> dict[str, Any]:
     """Submit the main job and the failing ones, restart the API mid-training, wait for all of them."""
@@ -94,10 +72,12 @@ def finished(api_stack: LocalStack, api: httpx.Client, datasets: dict[str, str])
         failing[name] = api.post("/v1/jobs", json=body).json()["id"]
     job_id = main.json()["id"]
     to_cancel = api.post("/v1/jobs", json={"dataset_uri": datasets["good"], **TRAIN_REQUEST}).json()["id"]
-    _wait(api, to_cancel, 300, until=("fetching", "validating", "lr_sweep", "training", "failed", "succeeded"))
+    wait_job(
+        api, to_cancel, timeout=300, until=("fetching", "validating", "lr_sweep", "training", "failed", "succeeded")
+    )
     cancels = [api.post(f"/v1/jobs/{to_cancel}/cancel") for _ in range(2)]
 
-    training = _wait(api, job_id, 300, until=("training", "succeeded", "failed"))
+    training = wait_job(api, job_id, timeout=300, until=("training", "succeeded", "failed"))
     assert training["status"] == "running", training
     api_stack.stop_api()
     api_stack.start_api()  # a new API process, same store: the job must carry on untouched
@@ -106,8 +86,11 @@ def finished(api_stack: LocalStack, api: httpx.Client, datasets: dict[str, str])
     # by the new API; test_job_succeeds_* checks the run's epochs and events happened once.
     assert after_restart["status"] in ("running", "succeeded"), after_restart["error"]
 
-    done = _wait(api, job_id, 600, until=("succeeded", "failed", "cancelled"))
-    failed = {name: _wait(api, jid, 300, until=("succeeded", "failed", "cancelled")) for name, jid in failing.items()}
+    done = wait_job(api, job_id, timeout=600, until=("succeeded", "failed", "cancelled"))
+    failed = {
+        name: wait_job(api, jid, timeout=300, until=("succeeded", "failed", "cancelled"))
+        for name, jid in failing.items()
+    }
     events = api.get(f"/v1/jobs/{job_id}/events").json()["events"]
     cancelled = {"responses": cancels, "job": api.get(f"/v1/jobs/{to_cancel}").json()}
     return {"job": done, "failed": failed, "events": events, "cancelled": cancelled}

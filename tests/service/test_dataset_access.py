@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from service_testkit import ApiFactory, FakeLauncher
-
 from core.tenancy import Tenancy, Tenant
+from tests.utils.api_server import ApiFactory, FakeLauncher
 
 
 def test_the_global_allow_list_matches_whole_path_segments(make_api: ApiFactory) -> None:

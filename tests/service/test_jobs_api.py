@@ -7,10 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from service_testkit import Api, ApiFactory, FakeLauncher
 
 from core.spec import Phase
 from service.launcher import RayJobState
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:

@@ -15,12 +15,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from service_testkit import Api, ApiFactory, FakeLauncher, serve
 from test_models_api import IMAGE, FakeServe
 
 from core.store import ModelRecord
 from core.tenancy import Tenancy
 from service.launcher import RayJobState
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher, serve
 
 SECRET_NAME = "team-a-secret-project"  # appears in team-a's job, and must appear in nobody else's answer
 A_MODEL = "model-team-a-1"

@@ -18,7 +18,7 @@ from core.migrate import migrate
 from core.store import JobStore
 from core.tenancy import Tenancy
 from service.main import create_app
-from tests.service.service_testkit import FakeLauncher, listening_socket, make_settings, serve
+from tests.utils.api_server import FakeLauncher, listening_socket, make_settings, serve
 
 
 @pytest.fixture
