@@ -13,6 +13,7 @@ import contextlib
 import io
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import pytest
 from core.s3 import s3_client
 from core.settings import Settings, get_settings
 from infra.local.stack import LocalStack, StackConfig
-from tests.utils.jobs import FinishedJob, events_of
+from tests.utils.jobs import FinishedJob, events_of, store_of, wait_phase
 from tests.utils.stack import start_ray
 
 # The run's figures (count, time, 15 slowest) for build/ and the README: see tests/utils/summary.py.
@@ -97,17 +98,34 @@ def finished_job(api_stack: LocalStack) -> FinishedJob:
     """One finished default job on the shared stack: the demo's (`infra/local/demo.py`), run by the demo's own
     code on its generated shapes. The default recipe (LR range test, a head-only epoch, unfrozen DDP on two
     Ray Train workers, evaluation) ending in a deployed model. Read it; never cancel it or delete its model.
+
+    While it trains, the API is restarted once (stopped, and a new process started on the same store), as an
+    upgrade would: the job must carry on untouched (tests/e2e/test_whole_loop.py holds it to that).
     """
     from infra.local import demo
 
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        job = demo.run(api_stack, demo.DEMO_JOB | {"name": "demo-shapes"})
+    submitted: Future[str] = Future()
+    store = store_of(api_stack.database_url)
+    with ThreadPoolExecutor(1) as background, contextlib.redirect_stdout(printed):
+        running = background.submit(
+            demo.run, api_stack, demo.DEMO_JOB | {"name": "demo-shapes"}, on_submit=submitted.set_result
+        )
+        job_id = submitted.result(timeout=300)
+        during = wait_phase(store, job_id, ("training",))
+        api_stack.stop_api()
+        api_stack.start_api()
+        with api_stack.api_client() as api:
+            after_restart = api.get(f"/v1/jobs/{job_id}").json()
+        job = running.result(timeout=1200)
+    store.engine.dispose()
     assert job is not None, printed.getvalue()
     assert job["status"] == "succeeded", (job.get("error"), printed.getvalue())
     with api_stack.api_client() as api:
         events = events_of(api, job["id"])
-    return FinishedJob(job=job, events=events, printed=printed.getvalue())
+    return FinishedJob(
+        job=job, events=events, printed=printed.getvalue(), api_restarted={"during": during, "after": after_restart}
+    )
 
 
 @pytest.fixture

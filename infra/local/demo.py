@@ -12,6 +12,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,19 @@ def events_of(api: httpx.Client, job_id: str, after: int = 0) -> list[dict[str, 
 
 
 def follow(api: httpx.Client, job_id: str, poll_s: float = 1.0) -> dict[str, Any]:
-    """Poll the job and its event log, printing each phase and epoch as it lands; returns the final job."""
+    """Poll the job and its event log, printing each phase and epoch as it lands; returns the final job.
+
+    The job runs on Ray, not in the API: while the API restarts (`trainyard up` after an upgrade), it carries
+    on, and so does this loop."""
     last_event, shown, started = 0, 0, time.monotonic()
     while True:
-        job = api.get(f"/v1/jobs/{job_id}").raise_for_status().json()
-        for event in events_of(api, job_id, last_event):
+        try:
+            job = api.get(f"/v1/jobs/{job_id}").raise_for_status().json()
+            events = events_of(api, job_id, last_event)
+        except httpx.TransportError:
+            time.sleep(poll_s)
+            continue
+        for event in events:
             last_event = event["id"]
             if event["kind"] == "phase":
                 print(f"[{time.monotonic() - started:>5.1f}s] {event['data']['phase']}")
@@ -92,10 +101,15 @@ def ask_held_out(api: httpx.Client, model_id: str) -> list[tuple[str, str, float
     return answers
 
 
-def run(stack: LocalStack, request: dict[str, Any], dataset: Path | None = None) -> dict[str, Any] | None:
+def run(
+    stack: LocalStack,
+    request: dict[str, Any],
+    dataset: Path | None = None,
+    on_submit: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
     """Everything after the stack is up: upload, POST the job, follow it, print each stage's result and, on
     the generated shapes, the model's answers about unseen images. Returns the finished job, or None when the
-    API refused it."""
+    API refused it. `on_submit` is called with the job's id as soon as the API accepted it."""
     uri = upload_dataset(stack.s3_client(), dataset)
     with stack.api_client() as api:
         response = api.post("/v1/jobs", json={"dataset_uri": uri, **request})
@@ -104,6 +118,8 @@ def run(stack: LocalStack, request: dict[str, Any], dataset: Path | None = None)
             return None
         job_id = response.json()["id"]
         print(f"POST /v1/jobs -> 202, job {job_id}")
+        if on_submit is not None:
+            on_submit(job_id)
         job = follow(api, job_id)
         print("\nStages:")
         for stage, result in stage_results(job, events_of(api, job_id)).items():

@@ -82,6 +82,8 @@ class FinishedJob:
     job: dict[str, Any]
     events: list[dict[str, Any]]
     printed: str = ""
+    # When the fixture restarted the API while the job ran: the phase it was in, and the job right after.
+    api_restarted: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
