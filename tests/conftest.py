@@ -38,17 +38,23 @@ RAY_FIXTURES = frozenset({"ray_stack", "api_stack", "stack_api", "finished_job"}
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    spread = config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") == "loadgroup"
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if RAY_FIXTURES & fixtures:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
-        if spread:
-            # With pytest-xdist (scripts/test runs two workers), a module stays on one worker so its module-scoped
-            # stack and jobs are made once; and every reader of the session's finished job on the same one, so
-            # that job is trained once. Each worker has its own session, so its own shared stack.
-            group = "finished_job" if "finished_job" in fixtures else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(group))
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") == "loadgroup":
+        # With pytest-xdist (scripts/test runs two workers), a module stays on one worker so its module-scoped
+        # stack and jobs are made once; and every module reading the session's finished job on the same one, so
+        # that job is trained once. Each worker has its own session, so its own shared stack.
+        # The end-to-end modules go first (scripts/test keeps this order: --no-loadscope-reorder), so the long
+        # ones start at once and the many short ones fill the end of the run on whichever worker is free.
+        def module(item: pytest.Item) -> str:
+            return item.nodeid.split("::")[0]
+
+        readers = {module(item) for item in items if "finished_job" in getattr(item, "fixturenames", ())}
+        end_to_end = {module(item) for item in items if item.get_closest_marker("e2e")}
+        items.sort(key=lambda item: module(item) not in end_to_end)  # stable: each module stays in one piece
+        for item in items:
+            item.add_marker(pytest.mark.xdist_group("finished_job" if module(item) in readers else module(item)))
 
 
 @pytest.fixture(scope="session")

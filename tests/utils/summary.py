@@ -28,6 +28,7 @@ BEGIN = "<!-- test-figures: rewritten by scripts/test after a whole or quick run
 END = "<!-- /test-figures -->"
 RUN_LABELS = {"whole": "`scripts/test`", "quick": "`scripts/test --quick`"}
 SLOWEST = 15
+XDIST_GROUP = re.compile(r"@[^\[\]]*$")  # pytest-xdist's loadgroup suffix on node ids: "…::test_x@group"
 
 
 @dataclass
@@ -110,11 +111,12 @@ class SummaryPlugin:
         self.outcomes: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.seconds[report.nodeid] += report.duration
+        nodeid = XDIST_GROUP.sub("", report.nodeid)
+        self.seconds[nodeid] += report.duration
         if report.when == "call" or report.outcome != "passed":
             outcome = "error" if report.when != "call" and report.failed else report.outcome
-            if self.outcomes.get(report.nodeid) not in ("failed", "error"):
-                self.outcomes[report.nodeid] = outcome
+            if self.outcomes.get(nodeid) not in ("failed", "error"):
+                self.outcomes[nodeid] = outcome
 
     def summary(self) -> Summary:
         slowest = sorted(self.seconds.items(), key=lambda item: -item[1])[:SLOWEST]
