@@ -59,6 +59,9 @@ JOB: dict[str, Any] = {
     "deploy": False,
     "patience": None,  # every epoch runs: what is counted is a resumed run's epochs, not early stopping
 }
+# The same epochs and steps on one worker, for the rows DDP is not what they are about: a Ray Train start
+# with one process fewer to spawn. The worker kills keep two ranks (the survivor must fail too).
+ONE_WORKER: dict[str, Any] = JOB | {"num_workers": 1, "batch_size": 4}
 # boto3 backs off a random 0-50 ms, 0-100 ms, 0-200 ms … between tries on a connection error (botocore's
 # non-throttling base of 50 ms), so 6 tries spanned only 1-2 s and an S3 restarted 0.5 s after the driver's
 # first listing sometimes came back after the last try (18:22 UTC 27 Nov). 10 tries span ~13 s on average (at
@@ -162,7 +165,10 @@ def cancelled(fault_stack: LocalStack, api: httpx.Client, store: JobStore) -> di
 
     Every job would deploy a model if it ran to the end, so a deployment left behind would show.
     """
-    jobs = {phase: submit(api, DATASET, **JOB | {"deploy": True, "name": f"cancel-{phase}"}) for phase in CANCEL_PHASES}
+    jobs = {
+        phase: submit(api, DATASET, **ONE_WORKER | {"deploy": True, "name": f"cancel-{phase}"})
+        for phase in CANCEL_PHASES
+    }
     outcome: dict[str, dict[str, Any]] = {}
 
     def cancel_those_in_their_phase() -> bool:
@@ -324,11 +330,11 @@ def _stop_s3(stack: LocalStack) -> float:
 def s3_kept_down(fault_stack: LocalStack, api: httpx.Client, store: JobStore) -> dict[str, Any]:
     """One outage that lasts, met by two jobs: one training (its next checkpoint upload meets it) and one
     submitted as S3 stops, whose fetch meets it. Both must fail naming S3, neither after long."""
-    training = submit(api, DATASET, **JOB)
+    training = submit(api, DATASET, **ONE_WORKER)
     wait_event(store, training, _epoch_reported(2), what="unfrozen epoch 2")
     stopped = _stop_s3(fault_stack)  # epoch 3 runs for a few seconds, then its checkpoint upload meets the outage
     try:
-        fetching = submit(api, DATASET, **JOB)  # accepting a job needs no S3; fetching it does
+        fetching = submit(api, DATASET, **ONE_WORKER)  # accepting a job needs no S3; fetching it does
         ended: dict[str, Any] = {}
         for name, job_id in (("fetching", fetching), ("training", training)):
             job = wait_job(api, job_id, timeout=600)
@@ -380,7 +386,7 @@ def test_s3_down_while_checkpointing_resumes_or_fails_naming_s3_never_keeps_a_pa
     restored: bool, request: pytest.FixtureRequest, fault_stack: LocalStack, api: httpx.Client, store: JobStore
 ) -> None:
     if restored:
-        job_id = submit(api, DATASET, **JOB)
+        job_id = submit(api, DATASET, **ONE_WORKER)
         wait_event(store, job_id, _epoch_reported(2), what="unfrozen epoch 2")
         stopped = _stop_s3(fault_stack)  # epoch 3 runs for a few seconds, then its checkpoint upload meets it
         try:
