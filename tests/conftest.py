@@ -13,7 +13,7 @@ import contextlib
 import io
 import os
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,11 @@ def finished_job(api_stack: LocalStack) -> FinishedJob:
         running = background.submit(
             demo.run, api_stack, demo.DEMO_JOB | {"name": "demo-shapes"}, on_submit=submitted.set_result
         )
-        job_id = submitted.result(timeout=300)
+        either: list[Future[Any]] = [submitted, running]
+        wait(either, timeout=600, return_when=FIRST_COMPLETED)
+        if not submitted.done():  # the demo ended (or hangs) before the API took the job: say why
+            pytest.fail(f"the demo submitted no job: {running.exception(timeout=0) if running.done() else 'hung'}")
+        job_id = submitted.result()
         during = wait_phase(store, job_id, ("training",))
         api_stack.stop_api()
         api_stack.start_api()

@@ -8,9 +8,12 @@ so the job must go through the unfrozen stage on two Ray Train DDP workers and d
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from infra.local.demo import DEMO_JOB
+from infra.local.sample_data import SHAPES
 from infra.local.stages_report import SKIPPED, STAGES, stage_results
 from jobs.train_loop import MIN_DELTA
 from tests.utils.jobs import FinishedJob, kinds
@@ -26,7 +29,8 @@ def test_every_stage_of_the_demo_runs_and_prints_its_result(finished_job: Finish
     printed = finished_job.printed
     for stage, line in results.items():
         assert f"  {stage:<9} {line}" in printed, f"the demo did not print its {stage} line:\n{printed}"
-    assert printed.count(" -> ") >= 3, f"no answers about unseen images:\n{printed}"  # one line per shape
+    for shape in SHAPES:  # the deployed model's answer about an unseen image of each shape
+        assert re.search(rf"^  {shape:<8} -> \w+ \(\d+\.\d%\)$", printed, re.MULTILINE), printed
 
 
 def test_where_unfrozen_training_pays_the_job_unfreezes_and_deploys_the_unfrozen_model(
