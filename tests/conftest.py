@@ -10,8 +10,10 @@ processes see. tests/utils/__init__.py says how a new end-to-end test reuses the
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
+import re
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -41,20 +43,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
-    if config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") == "loadgroup":
-        # With pytest-xdist (scripts/test runs two workers), a module stays on one worker so its module-scoped
-        # stack and jobs are made once; and every module reading the session's finished job on the same one, so
-        # that job is trained once. Each worker has its own session, so its own shared stack.
-        # The end-to-end modules go first (scripts/test keeps this order: --no-loadscope-reorder), so the long
-        # ones start at once and the many short ones fill the end of the run on whichever worker is free.
-        def module(item: pytest.Item) -> str:
-            return item.nodeid.split("::")[0]
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: scripts/test runs two
+        # The end-to-end modules first, so the long ones start at once and the many short ones fill the end of
+        # the run on whichever worker is free (scripts/test keeps this order: --no-loadscope-reorder). Stable,
+        # so each module stays in one piece.
+        end_to_end = {_module(item.nodeid) for item in items if item.get_closest_marker("e2e")}
+        items.sort(key=lambda item: _module(item.nodeid) not in end_to_end)
 
-        readers = {module(item) for item in items if "finished_job" in getattr(item, "fixturenames", ())}
-        end_to_end = {module(item) for item in items if item.get_closest_marker("e2e")}
-        items.sort(key=lambda item: module(item) not in end_to_end)  # stable: each module stays in one piece
-        for item in items:
-            item.add_marker(pytest.mark.xdist_group("finished_job" if module(item) in readers else module(item)))
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
+@functools.cache
+def _reads_the_finished_job(module: str) -> bool:
+    """Whether a test or fixture of `module` takes `finished_job` as an argument."""
+    return bool(re.search(r"[(,]\s*finished_job\s*:", (Path(__file__).parent.parent / module).read_text()))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_ModulesStayTogether(), "trainyard-xdist-modules")
+
+
+class _ModulesStayTogether:
+    """pytest-xdist scheduling (the controller's): a module's tests run on one worker, so its module-scoped stack
+    and jobs are made once; and every module that reads the session's `finished_job` on the same worker, so
+    that job is trained once. Each worker has its own session, so its own shared stack."""
+
+    @pytest.hookimpl
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        from xdist.scheduler import LoadScopeScheduling
+
+        class ByModule(LoadScopeScheduling):  # type: ignore[misc]
+            def _split_scope(self, nodeid: str) -> str:
+                module = _module(nodeid)
+                return "finished_job" if _reads_the_finished_job(module) else module
+
+        return ByModule(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,6 @@ BEGIN = "<!-- test-figures: rewritten by scripts/test after a whole or quick run
 END = "<!-- /test-figures -->"
 RUN_LABELS = {"whole": "`scripts/test`", "quick": "`scripts/test --quick`"}
 SLOWEST = 15
-XDIST_GROUP = re.compile(r"@[^\[\]]*$")  # pytest-xdist's loadgroup suffix on node ids: "…::test_x@group"
 
 
 @dataclass
@@ -111,7 +110,7 @@ class SummaryPlugin:
         self.outcomes: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        nodeid = XDIST_GROUP.sub("", report.nodeid)
+        nodeid = report.nodeid
         self.seconds[nodeid] += report.duration
         if report.when == "call" or report.outcome != "passed":
             outcome = "error" if report.when != "call" and report.failed else report.outcome
