@@ -27,9 +27,10 @@ from core.s3 import S3_UNREACHABLE, s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, phase_progress
 from core.store import JobStore
+from jobs.dataset_cache import DatasetLimits, fetch_dataset
 from jobs.errors import JobCancelled, StageError
 from jobs.failures import storage_unavailable
-from jobs.stages.fetch import DatasetLimits, fetch_dataset
+from jobs.run_context import RunContext
 from jobs.stages.validate import validate_dataset
 
 if TYPE_CHECKING:
@@ -68,6 +69,21 @@ class Driver:
         time.sleep(self.settings.fault_delays.get(phase.value, 0.0))  # fault-injection tests only; 0 otherwise
         yield
         log.info("%s finished in %.1fs", phase.value, time.monotonic() - started)
+
+    def context(self) -> RunContext:
+        """The job as the later stages see it; its artifacts and usage stay shared with this driver's record."""
+        return RunContext(
+            job_id=self.job_id,
+            store=self.store,
+            settings=self.settings,
+            s3=self.s3,
+            params=self.params,
+            attempt=self.attempt,
+            recorded_lr=self.recorded_lr,
+            stage=self.stage,
+            artifacts=self.artifacts,
+            usage=self.usage,
+        )
 
     def _connect_ray(self) -> None:
         """Join the Ray cluster (the modules are imported by now) and watch for waits on nodes from here on."""
@@ -130,7 +146,7 @@ class Driver:
                     f"{p.dataset_uri} has {len(dataset.train)} training images for {p.num_workers} workers; "
                     "each worker needs at least one: add images or lower num_workers",
                 )
-            pipeline: Pipeline = stages.result().Pipeline(self, fetched, dataset)
+            pipeline: Pipeline = stages.result().Pipeline(self.context(), fetched, dataset)
             self._connect_ray()
             pipeline.check_before_work()
         return pipeline

@@ -30,7 +30,7 @@ from service.launcher import Launcher, RayLauncher
 from service.metrics import Metrics
 from service.middleware import RequestMiddleware
 from service.reconciler import Reconciler
-from service.routes import health, jobs, models
+from service.routes import health, jobs, models, predict
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         reconciler = Reconciler(store, app.state.launcher, app.state.dispatcher)
         task = asyncio.create_task(_reconcile_forever(reconciler, settings.reconcile_interval_s), name="reconciler")
         # Everything made so far (modules, the app, its routes) lives as long as the process: out of the
-        # collector's sight, a full collection scans only what requests make. Before, one took 180-215 ms every
-        # ~20 s under load, and that pause was the p99 of a status read (benchmarks/api_load.py: 211 -> 80 ms).
+        # collector's sight, a full collection scans only what requests make, and its pause stays out of the p99
+        # of a status read under load (benchmarks/README.md, "API under load").
         # Collect first, so that no garbage is frozen with them.
         gc.collect()
         gc.freeze()
@@ -111,6 +111,6 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     # Every /v1 route needs a key; which records a key may see is each route's check (service.auth).
-    for router in (jobs.router, models.router):
+    for router in (jobs.router, models.router, predict.router):
         app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401))
     return app

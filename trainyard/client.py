@@ -15,7 +15,7 @@ import mimetypes
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from httpx_sse import connect_sse
@@ -30,15 +30,13 @@ from trainyard.errors import (
     from_response,
     unreachable,
 )
-from trainyard.models import Event, Job, JobPage, JobStatus, Model, Prediction, _Bound
+from trainyard.models import Event, ImageInput, Job, JobPage, JobStatus, Model, Prediction, _Bound
 
 if TYPE_CHECKING:
-    from PIL.Image import Image
     from rich.console import Console
 
     from trainyard.upload import UploadResult
 
-ImageInput: TypeAlias = "str | Path | bytes | Image"
 _B = TypeVar("_B", bound=_Bound)
 
 DEFAULT_TIMEOUT_S = 30.0

@@ -18,8 +18,9 @@ from typing import Any
 
 import httpx
 
+from infra.local.config import stack_home
 from infra.local.sample_data import SHAPES, make_shapes, upload_folder
-from infra.local.stack import LocalStack, default_home
+from infra.local.stack import LocalStack
 from infra.local.stages_report import stage_results
 
 # The generated shapes and the job the demo trains on them, chosen so that every stage runs: on these images
@@ -137,7 +138,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=default_home())
+    parser.add_argument("--home", type=Path, default=stack_home())
     parser.add_argument("--dataset", type=Path, help="an image folder to train on instead of the generated shapes")
     parser.add_argument("--epochs", type=int, default=DEMO_JOB["epochs"])
     parser.add_argument("--freeze-epochs", type=int, default=DEMO_JOB["freeze_epochs"])
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if job is None or job["status"] != "succeeded":
         return 1
     print(f"\nDone in {time.monotonic() - started:.0f}s. Trainyard keeps running:\n{stack.describe()}")
-    print(f"Stop it with: .venv/bin/trainyard-stack down --home {stack.config.home}")
+    print(f"Stop it with: .venv/bin/trainyard down --home {stack.config.home}")
     return 0
 
 

@@ -64,7 +64,7 @@ JOB: dict[str, Any] = {
 ONE_WORKER: dict[str, Any] = JOB | {"num_workers": 1, "batch_size": 4}
 # boto3 backs off a random 0-50 ms, 0-100 ms, 0-200 ms … between tries on a connection error (botocore's
 # non-throttling base of 50 ms), so 6 tries spanned only 1-2 s and an S3 restarted 0.5 s after the driver's
-# first listing sometimes came back after the last try (18:22 UTC 27 Nov). 10 tries span ~13 s on average (at
+# first listing sometimes came back after the last try. 10 tries span ~13 s on average (at
 # most 26 s of backoff): S3 back within the retries is then all but certain, and one kept down still fails fast.
 S3_MAX_ATTEMPTS = 10
 DATASET = "s3://faults/shapes"

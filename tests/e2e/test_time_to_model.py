@@ -6,7 +6,7 @@ paying. At 64 px the head stays at loss 0.05 with one image wrong, and unfreezin
 statistics frozen does pay there (0.007, 36/36); at 128 px: 0.0056 head-only, 0.0 unfrozen. Measured with
 `benchmarks.unfrozen_noise --image-size 128 --batch-size 8 --train-per-class 24 --valid-per-class 12
 --data-seed 7 --freeze-epochs 20 --epochs 1`. The opposite case, generated shapes where the unfrozen epochs do
-pay and the job unfreezes, is the last test here.
+pay and the job unfreezes, is the demo's job (tests/e2e/test_demo.py).
 """
 
 from __future__ import annotations
