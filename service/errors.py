@@ -48,6 +48,7 @@ class ApiError(Exception):
         field: str | None = None,
         *,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -55,6 +56,7 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers
+        self.extra = extra or {}  # more members of the error body (e.g. a 429's `limit`)
 
 
 class ErrorDetail(BaseModel):
@@ -68,6 +70,9 @@ class ErrorInfo(BaseModel):
     message: str = Field(description="what was wrong and how to fix it")
     field: str | None = Field(description="the request field at fault (a body field, query parameter or header)")
     details: list[ErrorDetail] | None = Field(default=None, description="422 only: every problem found")
+    limit: dict[str, Any] | None = Field(
+        default=None, description="429 only: the rate limit the key went over (per_second, burst, scope)"
+    )
 
 
 class ErrorBody(BaseModel):
@@ -88,6 +93,7 @@ _ERROR_MEANINGS = {
     413: "the request body is larger than the limit named in the message",
     415: "the request body's content type is not accepted here",
     422: "a parameter, header or body field is invalid; `field` names it and `details` lists every problem",
+    429: "this API key sent more requests than its rate limit allows; retry after the seconds in Retry-After",
     502: "the model server failed",
     503: "a dependency (the artifact store, the model server) is unavailable; retry shortly",
 }
@@ -232,7 +238,7 @@ def validation_response(request: Request, errors: Sequence[Any]) -> JSONResponse
 
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.field, headers=exc.headers)
+    return error_response(exc.status_code, exc.code, exc.message, exc.field, headers=exc.headers, **exc.extra)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

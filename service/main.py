@@ -17,11 +17,13 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from core.migrate import require_head
 from core.settings import Settings, get_settings
 from core.store import JobStore
 from core.tenancy import Tenancy
+from service.api_docs import mount_redoc
 from service.auth import get_principal, register_bootstrap_key
 from service.body_limit import BodyLimitMiddleware
 from service.dispatch import Dispatcher
@@ -29,8 +31,9 @@ from service.errors import error_responses, install_error_handlers
 from service.launcher import Launcher, RayLauncher
 from service.metrics import Metrics
 from service.middleware import RequestMiddleware
+from service.rate_limit import RateLimiter, RateLimitMiddleware
 from service.reconciler import Reconciler
-from service.routes import health, jobs, models, predict
+from service.routes import account, console, events, health, jobs, models, predict, revisions
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +95,15 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
             await asyncio.to_thread(app.state.dispatcher.close)
             store.engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's files served by this app (pinned in the fastapi-offline
+    # package), not from a CDN: the pages work on an air-gapped cluster. No validator badge: it calls out.
+    app = FastAPIOffline(
+        redoc_url=None,  # service.api_docs serves it
         title="Trainyard",
         version="1",
         summary="Turn a folder of labelled images in S3 into a deployed classifier.",
         lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.metrics = Metrics(lambda: getattr(app.state, "store", None))
@@ -108,9 +115,14 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         max_image_bytes=settings.max_image_bytes,
         max_batch_images=settings.max_batch_images,
     )
+    # Inside RequestMiddleware too (its 429s are counted), but before the body is read or anything authenticated.
+    app.state.limiter = RateLimiter()
+    app.add_middleware(RateLimitMiddleware, limiter=app.state.limiter, in_flight=settings.rate_limit_in_flight)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
+    mount_redoc(app)
+    console.mount(app)
     # Every /v1 route needs a key; which records a key may see is each route's check (service.auth).
-    for router in (jobs.router, models.router, predict.router):
-        app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401))
+    for router in (account.router, jobs.router, revisions.router, events.router, models.router, predict.router):
+        app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401, 429))
     return app

@@ -60,6 +60,34 @@ class _Bound(_ApiModel):
         return self._client
 
 
+def bind_all(value: Any, client: BoundClient) -> None:
+    """Bind every `_Bound` object in `value` (a model, a list of them, nested fields) to `client`.
+
+    A job carries its `model`, a page carries its jobs: whatever the SDK returns, each object in it can call
+    the API through the client that fetched it.
+    """
+    if isinstance(value, list | tuple):
+        for item in value:
+            bind_all(item, client)
+        return
+    if not isinstance(value, BaseModel):
+        return
+    if isinstance(value, _Bound):
+        value._bind(client)
+    for name in type(value).model_fields:
+        bind_all(getattr(value, name), client)
+
+
+class Caller(_ApiModel):
+    """The client's key as the API sees it (`GET /v1/me`)."""
+
+    tenant: str
+    admin: bool
+    key_id: str | None = None
+    upload_uri: str
+    dataset_prefixes: list[str] = Field(default_factory=list)
+
+
 class JobErrorInfo(_ApiModel):
     code: str
     message: str
@@ -178,3 +206,17 @@ class Event(_ApiModel):
     kind: str
     message: str
     data: dict[str, Any] | None = None
+
+
+class Revision(_ApiModel):
+    """A dataset revision: a job's images with relabel/exclude marks applied (POST /v1/jobs/{id}/revisions)."""
+
+    id: str
+    job_id: str
+    base_dataset_uri: str
+    dataset_uri: str
+    marks: list[dict[str, Any]] = Field(default_factory=list)
+    changes: dict[str, int] = Field(default_factory=dict)
+    images: int
+    created_at: datetime
+    retrain_job_id: str | None = None

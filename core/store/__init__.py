@@ -30,6 +30,7 @@ from core.store.tables import (
     metadata,
     model_aliases_table,
     models_table,
+    revisions_table,
     tenants_table,
 )
 
@@ -58,5 +59,6 @@ __all__ = [
     "models_table",
     "new_id",
     "request_hash",
+    "revisions_table",
     "tenants_table",
 ]

@@ -15,7 +15,7 @@ import pytest
 from infra.local.demo import DEMO_JOB
 from infra.local.sample_data import SHAPES
 from infra.local.stages_report import SKIPPED, STAGES, stage_results
-from jobs.train_loop import MIN_DELTA
+from jobs.unfrozen import MIN_DELTA
 from tests.utils.jobs import FinishedJob, kinds
 
 pytestmark = pytest.mark.e2e
