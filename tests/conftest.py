@@ -115,7 +115,20 @@ def api_stack(ray_stack: LocalStack) -> LocalStack:
     before its last test returns, so the next module finds the cluster free.
     """
     ray_stack.start_api()  # stopped with the rest of the stack at the end of the session
+    _SHARED_APIS.append(ray_stack)
     return ray_stack
+
+
+_SHARED_APIS: list[LocalStack] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _the_shared_api_outlives_each_module() -> Iterator[None]:
+    """A module that stopped the shared API (its own `start_api`/`stop_api` pair, written before `api_stack`
+    existed) leaves it running again for the next: `start_api` does nothing when it runs."""
+    yield
+    for shared in _SHARED_APIS:
+        shared.start_api()
 
 
 @pytest.fixture(scope="session")
