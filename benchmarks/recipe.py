@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from benchmarks.training import train_one_epoch
 from core.backbones import (
     BACKBONES,
+    Classifier,
     build_classifier,
     channels_last,
     freeze_batchnorm_statistics,
@@ -162,7 +163,7 @@ def main() -> None:
             model.eval()
             with torch.inference_mode():
                 logits = torch.cat([model(normalize(i, norm)) for i, _ in DataLoader(valid, 64)])
-            row = {
+            row: dict[str, Any] = {
                 "epoch": epoch,
                 "image_size": size,
                 "train_seconds": round(seconds, 1),
@@ -192,7 +193,7 @@ def main() -> None:
     print(f"\nwritten {out}")
 
 
-def _tta(model: nn.Module, root: Path, valid: list[Any], arch: str, size: int) -> dict[str, Any]:
+def _tta(model: Classifier, root: Path, valid: list[Any], arch: str, size: int) -> dict[str, Any]:
     """Correct validation images with serving's mirror TTA (2 views) and the evaluation's 4 views."""
     started = time.monotonic()
     probs = tta_probabilities(model, root, valid, arch, size, per_view=True)
