@@ -116,12 +116,17 @@ def test_job_succeeds_with_sweep_metrics_and_best_checkpoint(finished: dict[str,
 
 def test_plots_and_model_are_served_as_artifacts(finished: dict[str, Any], api: httpx.Client) -> None:
     job = finished["job"]
-    names = {"lr_sweep.png", "training_curves.png", "confusion_matrix.png", "model.pt"}
-    assert set(job["artifacts"]) == names
-    for name in names - {"model.pt"}:
+    plots = {"lr_sweep.png", "training_curves.png", "confusion_matrix.png"}
+    assert set(job["artifacts"]) == plots | {"model.pt", "dataset.csv"}
+    for name in plots:
         response = api.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
         assert response.content.startswith(b"\x89PNG") and len(response.content) > 5000
+    listing = api.get(f"/v1/jobs/{job['id']}/artifacts/dataset.csv")
+    assert listing.status_code == 200 and listing.headers["content-type"].startswith("text/csv")
+    rows = listing.text.splitlines()
+    assert rows[0] == "path,label,split"
+    assert len(rows) - 1 == 3 * (DEMO_SHAPES["train_per_class"] + DEMO_SHAPES["valid_per_class"])
 
 
 def test_both_ddp_ranks_trained_on_disjoint_shards(finished: dict[str, Any]) -> None:

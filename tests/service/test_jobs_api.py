@@ -63,7 +63,7 @@ def test_every_problem_is_listed_in_details(api: Api) -> None:
     assert response.status_code == 422
     error = error_of(response)
     assert [d["field"] for d in error["details"]] == ["arch", "lr"]
-    assert error["message"].startswith("arch: must be one of 'efficientnet_lite0', 'resnet18'")
+    assert error["message"].startswith("arch: must be one of 'efficientnet_lite0', 'efficientnet_lite1'")
     assert "1 more problem" in error["message"]
 
 

@@ -156,7 +156,7 @@ def test_predict_batch_answers_each_image_as_predict_does(api: httpx.Client) -> 
 def test_bad_input_is_a_4xx_naming_the_field(api: httpx.Client) -> None:
     url = f"/v1/models/{MODEL_ID}/predict"
     cases = {
-        "text/plain": (api.post(url, content=b"hello", headers={"content-type": "text/plain"}), 415, "content-type"),
+        "text/plain": (api.post(url, content=b"hello", headers={"content-type": "text/plain"}), 415, "body"),
         "garbage png": (api.post(url, content=b"\x89PNG garbage", headers={"content-type": "image/png"}), 422, "body"),
         "second of two": (
             api.post(f"{url}:batch", files=[("files", ("a.png", RED)), ("files", ("b.png", b"nope"))]),
