@@ -117,18 +117,23 @@ def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
             forget_caches()
         with Client(url=stack.config.api_url) as client:  # TRAINYARD_API_KEY, once auth lands
             started = time.monotonic()
+            # The SDK sends a None as null, so only what the command line set goes in: the rest takes the API's
+            # defaults, as a user's job would.
+            given = {
+                "arch": args.arch,
+                "epochs": args.epochs,
+                "image_size": args.image_size,
+                "batch_size": args.batch_size,
+                "progressive_resizing": args.progressive_resizing,
+                "seed": args.seed,
+                "max_epochs": args.max_epochs,
+                "tta": args.tta or None,
+            }
             job = client.submit(
                 f"s3://{BENCH_BUCKET}/{dataset.name}",
                 name=f"bench-{dataset.name}",
-                arch=args.arch,
-                epochs=args.epochs,
-                image_size=args.image_size,
-                batch_size=args.batch_size,
-                progressive_resizing=args.progressive_resizing,
-                seed=args.seed,
                 lr_sweep={"method": args.lr_sweep},
-                max_epochs=args.max_epochs,
-                tta=bool(args.tta),  # false is the API's default too
+                **{key: value for key, value in given.items() if value is not None},
             )
             done = client.wait(job.id, timeout=args.timeout)
             wall = time.monotonic() - started

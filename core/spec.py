@@ -15,6 +15,11 @@ from core.outbound import check_url
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 
 Arch = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet34", "resnet50"]
+# One Literal rather than `Arch | Literal["auto"]`: a union's errors name each member ("arch.literal[...]") and
+# its schema is an anyOf, where a client wants one field with one list of choices.
+ArchChoice = Literal[
+    "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet34", "resnet50", "auto"
+]
 # The resolution each backbone's ImageNet weights were trained at, a job's image_size unless it names one:
 # EfficientNet-Lite's from `efficientnet_lite_pytorch.utils.efficientnet_params` (224, 240, 260 px).
 NATIVE_SIZES: dict[str, int] = {
@@ -177,7 +182,7 @@ class JobParams(BaseModel):
         examples=["s3://my-bucket/pets"],
     )
     name: str | None = Field(default=None, min_length=1, max_length=128)
-    arch: Arch | Literal["auto"] = Field(
+    arch: ArchChoice = Field(
         default="efficientnet_lite0",
         description="ImageNet-pretrained backbone; auto: the largest EfficientNet-Lite whose training fits the "
         "time budget for this dataset's size, chosen after validation (event `backbone_chosen` says why)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import get_args
 
 import pytest
 import torch
@@ -10,8 +11,8 @@ from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
 from pydantic import ValidationError
 from torch import nn
 
-from core.backbones import build_classifier, fold_symmetric_padding, local_pretrained_weights
-from core.spec import GPU_MAX_EPOCHS, NATIVE_SIZES, JobParams
+from core.backbones import BACKBONES, build_classifier, fold_symmetric_padding, local_pretrained_weights
+from core.spec import GPU_MAX_EPOCHS, NATIVE_SIZES, Arch, ArchChoice, JobParams
 
 
 def _unfold(model: nn.Module) -> int:
@@ -75,3 +76,8 @@ def test_auto_waits_for_the_dataset_to_pick_its_size_and_max_epochs_cannot_under
     with pytest.raises(ValidationError) as raised:
         JobParams(dataset_uri="s3://bucket/data", epochs=3, max_epochs=2)
     assert raised.value.errors()[0]["loc"] == ("max_epochs",)
+
+
+def test_a_job_may_ask_for_every_backbone_or_auto_and_nothing_else() -> None:
+    assert set(get_args(ArchChoice)) == set(get_args(Arch)) | {"auto"} == set(BACKBONES) | {"auto"}
+    assert JobParams.model_json_schema()["properties"]["arch"]["enum"] == list(get_args(ArchChoice))

@@ -21,7 +21,7 @@ from core.settings import Settings
 from core.store import JobStore
 from core.tenancy import Tenancy
 from service.main import create_app
-from tests.service.service_testkit import FakeLauncher, listening_socket, make_settings, serve
+from tests.utils.api_server import FakeLauncher, listening_socket, make_settings, serve
 from tests.utils.doc_commands import DocCommand, _expected_status, documented_commands, run_command
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,13 +15,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from core.settings import NodeType
 from infra.local.autoscaling import start_autoscaling_head
 from infra.local.sample_data import make_shapes, upload_folder
-from infra.local.stack import LOCAL_S3_KEY, LocalStack, StackConfig
+from infra.local.stack import LocalStack
+from tests.utils.stack import own_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -43,20 +43,16 @@ REQUEST = {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    local = LocalStack(StackConfig.with_free_ports(tmp_path_factory.mktemp("autoscaling"), num_cpus=0))
     node_types = {"head": NodeType(resources={"CPU": 0}, max_workers=1), **GPU_TYPES}
     # Every Ray process inherits the head's environment: these limits and rates reach the drivers.
-    local.config.env_overrides = {
+    env = {
         "TRAINYARD_FIXED_CLUSTER": "false",
         "TRAINYARD_NODE_TYPES": json.dumps({name: t.model_dump() for name, t in node_types.items()}),
     }
-    try:
-        local.start_s3()
+    with own_stack(tmp_path_factory.mktemp("autoscaling"), num_cpus=0, env=env, ray=False) as local:
         start_autoscaling_head(local, GPU_TYPES, idle_timeout_s=IDLE_TIMEOUT_S)
         local.start_api()
         yield local
-    finally:
-        local.down()
 
 
 def _gpu_nodes(stack: LocalStack) -> list[str]:
@@ -66,13 +62,7 @@ def _gpu_nodes(stack: LocalStack) -> list[str]:
 @pytest.fixture(scope="module")
 def run(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Submit the GPU job and the oversized one; watch the job's status and Ray's node list until both end."""
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.config.s3_url,
-        aws_access_key_id=LOCAL_S3_KEY,
-        aws_secret_access_key=LOCAL_S3_KEY,
-        region_name="us-east-1",
-    )
+    s3 = stack.s3_client()
     data = make_shapes(tmp_path_factory.mktemp("data") / "shapes", train_per_class=4, valid_per_class=2, size=40)
     upload_folder(s3, data, "autoscaling", "shapes")
     seen: dict[str, Any] = {"waiting": [], "gpu_nodes_before": _gpu_nodes(stack), "most_gpu_nodes": 0}

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,10 @@ TINY = ["--image-size", "32", "--epochs", "1", "--freeze-epochs", "1", "--batch-
 
 
 @pytest.fixture(scope="module")
-def cli_env(ray_stack: LocalStack) -> Iterator[dict[str, str]]:
-    ray_stack.start_api()
+def cli_env(api_stack: LocalStack) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINYARD_", "AWS_"))}
-    env.update(TRAINYARD_HOME=str(ray_stack.config.home), PYTHONPATH=str(REPO), COLUMNS="200")
-    yield env
-    ray_stack.stop_api()
+    env.update(TRAINYARD_HOME=str(api_stack.config.home), PYTHONPATH=str(REPO), COLUMNS="200")
+    return env
 
 
 def trainyard(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -55,13 +55,6 @@ TRACE = """(what) => {
 
 
 @pytest.fixture(scope="module")
-def api_stack(ray_stack: LocalStack) -> Iterator[LocalStack]:
-    ray_stack.start_api()
-    yield ray_stack
-    ray_stack.stop_api()
-
-
-@pytest.fixture(scope="module")
 def api(api_stack: LocalStack) -> Iterator[httpx.Client]:
     with api_stack.api_client() as client:
         yield client

@@ -10,8 +10,6 @@ screenshot lands in build/.
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from PIL import Image
 from infra.local.sample_data import SHAPES, make_shapes, upload_folder
 from infra.local.stack import LocalStack
 from tests.utils.browser import visit
+from tests.utils.jobs import wait_job
 
 pytestmark = pytest.mark.e2e
 
@@ -30,11 +29,8 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "build" / "report.png"
 
 
 @pytest.fixture(scope="module")
-def api(ray_stack: LocalStack) -> Iterator[httpx.Client]:
-    ray_stack.start_api()
-    with ray_stack.api_client() as client:
-        yield client
-    ray_stack.stop_api()
+def api(stack_api: httpx.Client) -> httpx.Client:
+    return stack_api
 
 
 def _tutorial_layout(root: Path) -> Path:
@@ -63,16 +59,6 @@ def _labels_csv_layout(root: Path) -> Path:
     return root
 
 
-def _wait(api: httpx.Client, job_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = api.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job  # type: ignore[no-any-return]
-        time.sleep(1)
-    raise AssertionError(f"job {job_id} did not finish within {timeout}s: {job}")
-
-
 @pytest.fixture(scope="module")
 def jobs(api: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     from core.s3 import s3_client
@@ -86,7 +72,7 @@ def jobs(api: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         "csv": api.post("/v1/jobs", json={"dataset_uri": "s3://user-data/from-csv", "deploy": False, **SMALL}),
     }
     assert all(r.status_code == 202 for r in ids.values()), [r.text for r in ids.values()]
-    return {name: _wait(api, r.json()["id"], 600) for name, r in ids.items()}
+    return {name: wait_job(api, r.json()["id"], timeout=600) for name, r in ids.items()}
 
 
 def test_tutorial_layout_trains_with_val_and_scores_test(jobs: dict[str, dict[str, Any]]) -> None:
@@ -117,9 +103,9 @@ def test_labels_csv_trains_on_a_reported_automatic_split(jobs: dict[str, dict[st
     assert sum(map(sum, job["evaluation"]["confusion_matrix"])) == 6
 
 
-def test_report_opens_in_headless_chromium(jobs: dict[str, dict[str, Any]], ray_stack: LocalStack) -> None:
+def test_report_opens_in_headless_chromium(jobs: dict[str, dict[str, Any]], api_stack: LocalStack) -> None:
     job = jobs["tutorial"]
-    page = visit(f"{ray_stack.config.api_url}/v1/jobs/{job['id']}/report", SCREENSHOT, headers=ray_stack.api_headers())
+    page = visit(f"{api_stack.config.api_url}/v1/jobs/{job['id']}/report", SCREENSHOT, headers=api_stack.api_headers())
     assert page.status == 200
     assert job["id"] in page.title or (job["name"] or "") in page.title
     assert page.console_errors == [] and page.failed_requests == []

@@ -52,11 +52,9 @@ ACCURACY_TOLERANCE = 2 / (3 * VALID_PER_CLASS) + 1e-4
 
 
 @pytest.fixture(scope="module")
-def client(ray_stack: LocalStack) -> Iterator[Client]:
-    ray_stack.start_api()
-    with Client(url=ray_stack.config.api_url, api_key=ray_stack.api_key) as sdk:
+def client(api_stack: LocalStack) -> Iterator[Client]:
+    with Client(url=api_stack.config.api_url, api_key=api_stack.api_key) as sdk:
         yield sdk
-    ray_stack.stop_api()
 
 
 def _submit(stack: LocalStack, dataset_uri: str, workers: int) -> str:

@@ -19,7 +19,6 @@ import random
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +45,8 @@ NOT_RUN = {
 
 
 @pytest.fixture(scope="module")
-def live(ray_stack: LocalStack) -> Iterator[LocalStack]:
-    ray_stack.start_api()
-    yield ray_stack
-    ray_stack.stop_api()
+def live(api_stack: LocalStack) -> LocalStack:
+    return api_stack  # the session's shared stack with its API (tests/conftest.py)
 
 
 def _jpeg(path: Path, size: tuple[int, int], seed: int) -> Path:

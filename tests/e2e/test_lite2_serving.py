@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +41,8 @@ REQUEST = {
 
 
 @pytest.fixture(scope="module")
-def api(ray_stack: LocalStack) -> Iterator[httpx.Client]:
-    ray_stack.start_api()
-    with ray_stack.api_client(timeout=60) as client:
-        yield client
-    ray_stack.stop_api()
+def api(stack_api: httpx.Client) -> httpx.Client:
+    return stack_api  # the session's shared stack's API (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -55,11 +55,9 @@ def probe(stack: LocalStack, *args: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def served(ray_stack: LocalStack) -> Iterator[LocalStack]:
-    probe(ray_stack, "ensure")
-    ray_stack.start_api()
-    yield ray_stack
-    ray_stack.stop_api()
+def served(api_stack: LocalStack) -> LocalStack:
+    probe(api_stack, "ensure")
+    return api_stack
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from infra.local.sample_data import make_shapes, upload_folder
-from infra.local.stack import LOCAL_S3_KEY, LocalStack, StackConfig, WorkerNode
+from infra.local.stack import LocalStack, WorkerNode
+from tests.utils.stack import own_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -35,15 +35,8 @@ REQUEST = {
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, list[WorkerNode]]]:
-    stack = LocalStack(StackConfig.with_free_ports(tmp_path_factory.mktemp("multi-node"), num_cpus=0))
-    try:
-        stack.start_s3()
-        stack.start_ray()
-        workers = [stack.start_worker_node(f"worker-{i}", num_cpus=1) for i in (1, 2)]
-        stack.start_api()
-        yield stack, workers
-    finally:
-        stack.down()
+    with own_stack(tmp_path_factory.mktemp("multi-node"), num_cpus=0) as stack:
+        yield stack, [stack.start_worker_node(f"worker-{i}", num_cpus=1) for i in (1, 2)]
 
 
 def _wait(api: httpx.Client, job_id: str, timeout: float) -> dict[str, Any]:
@@ -59,13 +52,7 @@ def _wait(api: httpx.Client, job_id: str, timeout: float) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def finished(cluster: tuple[LocalStack, list[WorkerNode]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     stack, _ = cluster
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.config.s3_url,
-        aws_access_key_id=LOCAL_S3_KEY,
-        aws_secret_access_key=LOCAL_S3_KEY,
-        region_name="us-east-1",
-    )
+    s3 = stack.s3_client()
     data = make_shapes(tmp_path_factory.mktemp("data") / "shapes", train_per_class=8, valid_per_class=4, size=40)
     upload_folder(s3, data, "multi-node", "shapes")
     with stack.api_client() as api:

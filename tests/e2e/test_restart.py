@@ -20,7 +20,8 @@ import pytest
 from core.artifact import ARTIFACT_NAME
 from core.spec import S3Location
 from infra.local.sample_data import make_shapes, upload_folder
-from infra.local.stack import LocalStack, StackConfig
+from infra.local.stack import LocalStack
+from tests.utils.stack import own_stack as running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -57,12 +58,8 @@ def _predict(api: httpx.Client, model_id: str, image: bytes) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = LocalStack(StackConfig.with_free_ports(tmp_path_factory.mktemp("restart-home")))
-    stack.start_s3()
-    stack.start_ray()
-    stack.start_api()
-    yield stack
-    stack.down()
+    with running_stack(tmp_path_factory.mktemp("restart-home")) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

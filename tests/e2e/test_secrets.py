@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.local.stack import LocalStack, StackConfig
+from infra.local.stack import LocalStack
+from tests.utils.stack import own_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -41,16 +42,8 @@ def secret_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
     token = home / "ray-auth-token"
     token.write_text(RAY_TOKEN)
     token.chmod(0o600)
-    config = StackConfig.with_free_ports(home)
-    config.env_overrides.update(SECRETS)
-    stack = LocalStack(config)
-    try:
-        stack.start_s3()
-        stack.start_ray()
-        stack.start_api()
+    with own_stack(home, env=SECRETS) as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 def _secrets(stack: LocalStack) -> dict[str, str]:

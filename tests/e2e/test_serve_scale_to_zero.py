@@ -18,16 +18,16 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 from PIL import Image
 
 from core.backbones import build_classifier
 from core.settings import Settings
-from infra.local.stack import LOCAL_S3_KEY, LocalStack, StackConfig
+from infra.local.stack import LocalStack
 from jobs.stages.publish import publish_model
 from serving.registry import ModelPointer, object_exists, pointer_uri, write_pointer
+from tests.utils.stack import own_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +45,9 @@ print(deploy_model(s3_client(), get_settings(), sys.argv[1], sys.argv[2]))
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    local = LocalStack(StackConfig.with_free_ports(tmp_path_factory.mktemp("scale-to-zero"), num_cpus=1))
-    local.config.env_overrides = {"TRAINYARD_SERVE_MIN_REPLICAS": "0", "TRAINYARD_SERVE_DOWNSCALE_DELAY_S": "1"}
-    try:
-        local.start_s3()
-        local.start_ray()
+    env = {"TRAINYARD_SERVE_MIN_REPLICAS": "0", "TRAINYARD_SERVE_DOWNSCALE_DELAY_S": "1"}
+    with own_stack(tmp_path_factory.mktemp("scale-to-zero"), num_cpus=1, env=env, api=False) as local:
         yield local
-    finally:
-        local.down()
 
 
 def _replicas(stack: LocalStack, app_name: str = "trainyard") -> int:
@@ -79,13 +74,7 @@ def _predict(stack: LocalStack, image: bytes) -> tuple[float, httpx.Response]:
 
 def test_first_prediction_after_scale_to_zero_cold_starts_a_replica(stack: LocalStack) -> None:
     env = stack.env()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.config.s3_url,
-        aws_access_key_id=LOCAL_S3_KEY,
-        aws_secret_access_key=LOCAL_S3_KEY,
-        region_name="us-east-1",
-    )
+    s3 = stack.s3_client()
     settings = Settings(artifact_uri=env.get("TRAINYARD_ARTIFACT_URI") or Settings().artifact_uri)
     model = build_classifier("efficientnet_lite0", 2, weights=None).eval()
     uri = publish_model(s3, settings, "job-cold-start", model, "efficientnet_lite0", ["a", "b"], 32, {})

@@ -6,7 +6,7 @@ paying. At 64 px the head stays at loss 0.05 with one image wrong, and unfreezin
 statistics frozen does pay there (0.007, 36/36); at 128 px: 0.0056 head-only, 0.0 unfrozen. Measured with
 `benchmarks.unfrozen_noise --image-size 128 --batch-size 8 --train-per-class 24 --valid-per-class 12
 --data-seed 7 --freeze-epochs 20 --epochs 1`. The opposite case, generated shapes where the unfrozen epochs do
-pay and the job unfreezes, is the last test here.
+pay and the job unfreezes, is the demo's job (tests/e2e/test_demo.py).
 """
 
 from __future__ import annotations
@@ -21,23 +21,16 @@ from PIL import Image
 
 from infra.local.sample_data import make_shapes, upload_folder
 from infra.local.stack import LocalStack
-from jobs.unfrozen import MIN_DELTA
 
 # Three jobs, two of them through Ray Train: a few minutes on an idle 2-core machine, far more on a busy one.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 EASY = {"image_size": 128, "freeze_epochs": 20, "epochs": 3, "batch_size": 8, "num_workers": 2}
-# The default recipe (LR range test, one head-only epoch, patience 1) on 72 training images at a global batch
-# of 24: 3 steps an epoch, so the unfrozen trial is the whole first epoch.
-PAYS = {"image_size": 64, "batch_size": 24, "epochs": 2, "num_workers": 2}
 
 
 @pytest.fixture(scope="module")
-def api(ray_stack: LocalStack) -> Any:
-    ray_stack.start_api()
-    with ray_stack.api_client(timeout=30) as client:
-        yield client
-    ray_stack.stop_api()
+def api(stack_api: httpx.Client) -> httpx.Client:
+    return stack_api
 
 
 def _run(api: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -127,30 +120,3 @@ def test_a_changed_object_misses_the_feature_cache(jobs: dict[str, Any]) -> None
     changed = jobs["changed"]
     assert [e["data"]["cache"] for e in _events(changed, "features")] == ["miss"]
     assert _events(changed, "features")[0]["data"]["key"] != _events(jobs["first"], "features")[0]["data"]["key"]
-
-
-@pytest.fixture(scope="module")
-def pays(stack: LocalStack, api: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = make_shapes(tmp_path_factory.mktemp("pays"), train_per_class=24, valid_per_class=10, size=80, seed=4)
-    upload_folder(stack.s3_client(), root, "ttm", "pays")
-    return _finish(api, _run(api, {"dataset_uri": "s3://ttm/pays", **PAYS}))
-
-
-def test_where_unfrozen_training_pays_the_job_unfreezes_and_deploys_the_unfrozen_model(pays: dict[str, Any]) -> None:
-    """Measured on this set: head-only 24/30 at validation loss 0.612, then the unfrozen epochs 0.581 and 0.408
-    (0.547 and 0.540 while the body's batch-norm statistics still trained). With those statistics training, what
-    paid was mostly the head training on, on augmented images: with the body's LR at zero the unfrozen epochs
-    ended at the same loss (0.523 against 0.520). No generated set was found whose frozen features cannot
-    separate the classes while one unfrozen epoch can (benchmarks/README.md, "Time to a deployed model")."""
-    job = pays["job"]
-    assert job["status"] == "succeeded", job.get("error")
-    (head_only,) = [e for e in job["metrics"] if e["stage"] == "frozen"]
-    unfrozen = [e for e in job["metrics"] if e["stage"] == "unfrozen"]
-    # The trial (here the whole first epoch) beat the head-only model's validation loss: training went on.
-    assert unfrozen[0]["valid_loss"] < head_only["valid_loss"] - MIN_DELTA
-    assert len(unfrozen) == PAYS["epochs"] and not _events(pays, "early_stop")
-    # The deployed model is an unfrozen checkpoint, better than the head-only one, scored from its own logits.
-    print(f"\nhead-only {head_only['valid_loss']:.4f}; unfrozen {[e['valid_loss'] for e in unfrozen]}")
-    assert job["best"]["stage"] == "unfrozen" and job["best"]["value"] > head_only["accuracy"]
-    assert _events(pays, "evaluated") and job["evaluation"]["accuracy"] == job["best"]["value"]
-    assert job["model"] and job["model"]["id"]

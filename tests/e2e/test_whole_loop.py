@@ -1,13 +1,13 @@
 """The whole loop on the real stack: S3 server, Ray head, the API over HTTP, Ray Train DDP, Ray Serve.
 
-One real training job carries most assertions (it is the expensive part); the jobs meant to fail run
-beside it. The API is restarted while the main job trains, and must lose nothing.
+One real training job carries most assertions (it is the expensive part): the session's `finished_job`, the
+demo's default recipe on its generated shapes, under which the API was restarted while it trained and had
+to lose nothing. The jobs meant to fail or be cancelled are this module's own, small and quick.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,32 +15,20 @@ import httpx
 import pytest
 
 from core.spec import S3Location
+from infra.local.demo import DEMO_JOB, DEMO_SHAPES
 from infra.local.sample_data import SHAPES, make_shapes, upload_folder
 from infra.local.stack import LocalStack
+from tests.utils.jobs import TERMINAL, FinishedJob, submit, wait_job
 
 pytestmark = pytest.mark.e2e
 
-TRAIN_REQUEST = {
-    "epochs": 2,
-    "freeze_epochs": 2,
-    "batch_size": 8,
-    "image_size": 64,
-    "num_workers": 2,
-    "patience": None,  # every epoch runs, so both unfrozen epochs can be asserted (early stopping: test_time_to_model)
-}
+# The jobs meant to fail, and the one cancelled: they never reach training.
+TRAIN_REQUEST = {"epochs": 2, "freeze_epochs": 2, "batch_size": 8, "image_size": 64, "num_workers": 2}
 
 
 @pytest.fixture(scope="module")
-def api_stack(ray_stack: LocalStack) -> Iterator[LocalStack]:
-    ray_stack.start_api()
-    yield ray_stack
-    ray_stack.stop_api()
-
-
-@pytest.fixture(scope="module")
-def api(api_stack: LocalStack) -> Iterator[httpx.Client]:
-    with api_stack.api_client() as client:
-        yield client
+def api(stack_api: httpx.Client) -> httpx.Client:
+    return stack_api
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +37,7 @@ def datasets(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dic
 
     s3 = s3_client()
     root = tmp_path_factory.mktemp("data")
-    upload_folder(s3, make_shapes(root / "shapes", train_per_class=24, valid_per_class=12, size=64), "e2e", "shapes")
+    upload_folder(s3, make_shapes(root / "shapes", train_per_class=4, valid_per_class=2, size=32), "e2e", "shapes")
     # A validation folder without train/ is a layout Trainyard cannot read (train/ alone is fine: it splits it).
     only_valid = root / "only-valid" / "valid" / "a"
     only_valid.mkdir(parents=True)
@@ -65,52 +53,34 @@ def datasets(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dic
     }
 
 
-def _wait(api: httpx.Client, job_id: str, timeout: float, until: tuple[str, ...]) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            job = api.get(f"/v1/jobs/{job_id}").json()
-        except httpx.TransportError:  # the API is being restarted
-            time.sleep(0.5)
-            continue
-        if job["status"] in until or job.get("phase") in until:
-            return job  # type: ignore[no-any-return]
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not reach {until} within {timeout}s: {job}")
-
-
 @pytest.fixture(scope="module")
-def finished(api_stack: LocalStack, api: httpx.Client, datasets: dict[str, str]) -> dict[str, Any]:
-    """Submit the main job and the failing ones, restart the API mid-training, wait for all of them."""
-    main = api.post("/v1/jobs", json={"dataset_uri": datasets["good"], "name": "e2e", **TRAIN_REQUEST})
-    assert main.status_code == 202, main.text
-    assert main.headers["location"] == f"/v1/jobs/{main.json()['id']}"
+def finished(finished_job: FinishedJob, api: httpx.Client, datasets: dict[str, str]) -> dict[str, Any]:
+    """The shared job, and this module's jobs meant to fail and to be cancelled, all ended."""
     failing = {
-        name: api.post("/v1/jobs", json={"dataset_uri": datasets[name], **TRAIN_REQUEST}).json()["id"]
-        for name in ("missing_bucket", "empty_prefix", "bad_layout")
+        name: submit(api, datasets[name], **TRAIN_REQUEST) for name in ("missing_bucket", "empty_prefix", "bad_layout")
     }
     for name, extra in (("gpu_on_cpu_cluster", {"use_gpu": True}), ("too_many_workers", {"num_workers": 3})):
-        body = {"dataset_uri": datasets["good"], **TRAIN_REQUEST, **extra}
-        failing[name] = api.post("/v1/jobs", json=body).json()["id"]
-    job_id = main.json()["id"]
-    to_cancel = api.post("/v1/jobs", json={"dataset_uri": datasets["good"], **TRAIN_REQUEST}).json()["id"]
-    _wait(api, to_cancel, 300, until=("fetching", "validating", "lr_sweep", "training", "failed", "succeeded"))
+        failing[name] = submit(api, datasets["good"], **TRAIN_REQUEST | extra)
+    to_cancel = submit(api, datasets["good"], **TRAIN_REQUEST)
+    wait_job(api, to_cancel, timeout=300, until=("fetching", "validating", "lr_sweep", "training", *TERMINAL))
     cancels = [api.post(f"/v1/jobs/{to_cancel}/cancel") for _ in range(2)]
-
-    training = _wait(api, job_id, 300, until=("training", "succeeded", "failed"))
-    assert training["status"] == "running", training
-    api_stack.stop_api()
-    api_stack.start_api()  # a new API process, same store: the job must carry on untouched
-    after_restart = api.get(f"/v1/jobs/{job_id}").json()
-    # Still running, or (its last epochs are short) finished while the API was down: never failed or restarted
-    # by the new API; test_job_succeeds_* checks the run's epochs and events happened once.
-    assert after_restart["status"] in ("running", "succeeded"), after_restart["error"]
-
-    done = _wait(api, job_id, 600, until=("succeeded", "failed", "cancelled"))
-    failed = {name: _wait(api, jid, 300, until=("succeeded", "failed", "cancelled")) for name, jid in failing.items()}
-    events = api.get(f"/v1/jobs/{job_id}/events").json()["events"]
+    failed = {name: wait_job(api, job_id, timeout=300) for name, job_id in failing.items()}
     cancelled = {"responses": cancels, "job": api.get(f"/v1/jobs/{to_cancel}").json()}
-    return {"job": done, "failed": failed, "events": events, "cancelled": cancelled}
+    return {"job": finished_job.job, "events": finished_job.events, "failed": failed, "cancelled": cancelled}
+
+
+def test_a_job_trained_through_an_api_restart_lost_nothing(finished_job: FinishedJob) -> None:
+    restart = finished_job.api_restarted
+    assert restart is not None and restart["during"] == "training", restart
+    # Still running, or (its last epochs are short) finished while the API was down: never failed or restarted
+    # by the new API; the epochs and events below happened once each.
+    assert restart["after"]["status"] in ("running", "succeeded"), restart["after"]["error"]
+    events = finished_job.events
+    entered = [e["data"]["phase"] for e in events if e["kind"] == "phase"]
+    assert entered == ["fetching", "validating", "lr_sweep", "training", "evaluating", "publishing", "deploying"]
+    assert [e["kind"] for e in events].count("succeeded") == 1
+    unfrozen = [e["epoch"] for e in finished_job.job["metrics"] if e["stage"] == "unfrozen"]
+    assert [e["data"]["epoch"] for e in events if e["kind"] == "epoch"] == unfrozen
 
 
 def test_job_succeeds_with_sweep_metrics_and_best_checkpoint(finished: dict[str, Any], stack: LocalStack) -> None:
@@ -122,34 +92,41 @@ def test_job_succeeds_with_sweep_metrics_and_best_checkpoint(finished: dict[str,
     assert len(sweep["lrs"]) == len(sweep["losses"]) >= 20
     assert sweep["lrs"] == sorted(sweep["lrs"])
     epochs = job["metrics"]
-    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
-    assert [e["stage"] for e in epochs] == ["frozen", "frozen", "unfrozen", "unfrozen"]
+    frozen, unfrozen = DEMO_JOB["freeze_epochs"], DEMO_JOB["epochs"]
+    assert [e["epoch"] for e in epochs] == list(range(1, frozen + unfrozen + 1))
+    assert [e["stage"] for e in epochs] == ["frozen"] * frozen + ["unfrozen"] * unfrozen
     for row in epochs:
         assert {"train_loss", "valid_loss", "accuracy"} <= row.keys()
-    assert epochs[1]["train_loss"] < epochs[0]["train_loss"]  # the head learned on its features
+    assert epochs[0]["accuracy"] > 0.6  # the head learned on its features (chance is 1/3)
 
-    best = job["best"]
-    assert best["value"] == max(e["accuracy"] for e in epochs if e["epoch"] >= 2)
+    best = job["best"]  # every epoch's model was a candidate: the head-only one and each unfrozen checkpoint
+    assert best["value"] == max(e["accuracy"] for e in epochs)
     from core.s3 import s3_client
 
     location = S3Location.parse(best["checkpoint_uri"])
     assert s3_client().head_object(Bucket=location.bucket, Key=location.key)["ContentLength"] > 1_000_000
 
-    # Three classes: chance is 33%. The generated shapes are easy for a pretrained backbone.
-    assert job["evaluation"]["accuracy"] >= 0.9
-    assert sum(map(sum, job["evaluation"]["confusion_matrix"])) == 36
+    # Three classes: chance is 33%. The demo's shapes are drawn to be hard for the head alone (24/30); the
+    # unfrozen model it deploys measured 25/30 (squares taken for triangles).
+    assert job["evaluation"]["accuracy"] >= 0.75
+    assert sum(map(sum, job["evaluation"]["confusion_matrix"])) == 3 * DEMO_SHAPES["valid_per_class"]
     assert job["dataset"]["classes"] == list(SHAPES)
     assert job["model"]["id"] and job["model"]["predict_url"].endswith(f"/v1/models/{job['model']['id']}/predict")
 
 
 def test_plots_and_model_are_served_as_artifacts(finished: dict[str, Any], api: httpx.Client) -> None:
     job = finished["job"]
-    names = {"lr_sweep.png", "training_curves.png", "confusion_matrix.png", "model.pt"}
-    assert set(job["artifacts"]) == names
-    for name in names - {"model.pt"}:
+    plots = {"lr_sweep.png", "training_curves.png", "confusion_matrix.png"}
+    assert set(job["artifacts"]) == plots | {"model.pt", "dataset.csv"}
+    for name in plots:
         response = api.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
         assert response.content.startswith(b"\x89PNG") and len(response.content) > 5000
+    listing = api.get(f"/v1/jobs/{job['id']}/artifacts/dataset.csv")
+    assert listing.status_code == 200 and listing.headers["content-type"].startswith("text/csv")
+    rows = listing.text.splitlines()
+    assert rows[0] == "path,label,split"
+    assert len(rows) - 1 == 3 * (DEMO_SHAPES["train_per_class"] + DEMO_SHAPES["valid_per_class"])
 
 
 def test_both_ddp_ranks_trained_on_disjoint_shards(finished: dict[str, Any]) -> None:
@@ -160,7 +137,7 @@ def test_both_ddp_ranks_trained_on_disjoint_shards(finished: dict[str, Any]) -> 
     ranks = shards[0]["data"]["ranks"]
     assert sorted(r["rank"] for r in ranks) == [0, 1]
     first, second = (set(r["shard"]) for r in ranks)
-    assert len(first) == len(second) == 36  # 72 training images split evenly
+    assert len(first) == len(second) == 3 * DEMO_SHAPES["train_per_class"] // 2  # the training images, split evenly
     assert not first & second
 
 
@@ -191,7 +168,7 @@ def test_jobs_the_cluster_cannot_fit_fail_at_once(finished: dict[str, Any]) -> N
 
 def test_prediction_on_held_out_images(finished: dict[str, Any], api: httpx.Client, tmp_path: Path) -> None:
     model_id = finished["job"]["model"]["id"]
-    held_out = make_shapes(tmp_path, train_per_class=0, valid_per_class=3, size=64, seed=999)
+    held_out = make_shapes(tmp_path, train_per_class=0, valid_per_class=3, size=DEMO_SHAPES["size"], seed=999)
     correct = 0
     for shape in SHAPES:
         for image in sorted((held_out / "valid" / shape).iterdir()):
@@ -202,7 +179,7 @@ def test_prediction_on_held_out_images(finished: dict[str, Any], api: httpx.Clie
             assert predictions == sorted(predictions, key=lambda p: -p["probability"])
             assert abs(sum(p["probability"] for p in predictions) - 1) < 1e-3
             correct += predictions[0]["label"] == shape
-    assert correct >= 8, f"{correct}/9 held-out images right"
+    assert correct >= 6, f"{correct}/9 held-out images right"  # chance is 3; the model measured 83% on valid/
 
     multipart = api.post(f"/v1/models/{model_id}/predict", files={"file": ("x.png", image.read_bytes(), "image/png")})
     assert multipart.status_code == 200 and multipart.json()["predictions"]

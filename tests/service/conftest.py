@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from service_testkit import Api, ApiFactory, listening_socket, make_settings, serve
 
 from core.migrate import migrate
 from core.store import JobStore
 from core.tenancy import Tenancy
 from service.main import create_app
+from tests.utils.api_server import Api, ApiFactory, listening_socket, make_settings, serve
 
 
 @pytest.fixture

@@ -29,10 +29,10 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from service_testkit import Api, ApiFactory, FakeLauncher
 
 from core.spec import JobParams
 from core.store import ModelRecord
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher
 
 # Examples per (operation, generation mode, path-parameter source): 18 such runs make 1,263 requests, in
 # 2–2.5 minutes on 2 busy cores (negative generation is the slow part). Derandomized: the count is stable.

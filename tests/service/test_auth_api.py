@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 
 import pytest
-from service_testkit import Api, ApiFactory, FakeLauncher
 from typer.testing import CliRunner
 
 from core.settings import get_settings
 from core.tenancy import Tenancy
 from service.admin import app as admin_app
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher
 
 
 def test_a_request_without_a_key_is_401_naming_the_header_and_the_fix(api: Api) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser
-from service_testkit import Api, ApiFactory, FakeLauncher
 
 from core.spec import Phase
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher
 from tests.utils.console import chromium, console_page
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, expect
-from service_testkit import Api, ApiFactory, FakeLauncher
 
 from core.spec import JobParams, Phase
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher
 from tests.utils.console import KEY_ITEM, chromium, console_page
 
 PAGE_BUDGET_MS = 1000

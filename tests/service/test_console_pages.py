@@ -11,10 +11,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from service_testkit import Api
 
 from core.settings import Settings
 from service.main import create_app
+from tests.utils.api_server import Api
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "service" / "static" / "console"

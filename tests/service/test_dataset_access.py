@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from service_testkit import Api, ApiFactory, FakeLauncher
 
 from core.tenancy import Tenancy
 from infra.local.sample_data import make_shapes
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher
 from trainyard import Client
 
 REPO = Path(__file__).resolve().parents[2]

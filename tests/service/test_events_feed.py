@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from service_testkit import Api
-
 from core.spec import Phase
+from tests.utils.api_server import Api
 
 
 def test_the_feed_lists_only_the_callers_tenants_events_in_order(api: Api) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from service_testkit import Api, ApiFactory
 from typer.testing import CliRunner
 
 from core.artifact import ARTIFACT_NAME, artifact_meta
@@ -25,6 +24,7 @@ from core.exports import FILE_NAMES, MANIFEST_FILE, ExportFormat, ExportManifest
 from core.spec import JobParams
 from core.store import ModelRecord
 from jobs.export import build_exports, write_exports
+from tests.utils.api_server import Api, ApiFactory
 from trainyard import Client
 from trainyard.cli import app as cli_app
 

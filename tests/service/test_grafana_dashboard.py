@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from service_testkit import Api
+
+from tests.utils.api_server import Api
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "trainyard.json"
 

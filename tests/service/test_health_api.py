@@ -6,7 +6,8 @@ import logging
 
 import pytest
 from fastapi import FastAPI
-from service_testkit import Api, ApiFactory, FakeLauncher
+
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher
 
 
 def test_healthz(api: Api) -> None:

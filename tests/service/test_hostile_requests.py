@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from service_testkit import Api, ApiFactory
+from tests.utils.api_server import Api, ApiFactory
 
 
 def _padded_job(size: int) -> bytes:

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
-from service_testkit import Api
 
 from core.spec import JobParams, JobStatus
 from core.store import JobStore, events_table, jobs_table
+from tests.utils.api_server import Api
 
 T0 = datetime.now(UTC) - timedelta(minutes=30)
 

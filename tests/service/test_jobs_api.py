@@ -7,10 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from service_testkit import Api, ApiFactory, FakeLauncher
 
 from core.spec import Phase
 from service.launcher import RayJobState
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def test_every_problem_is_listed_in_details(api: Api) -> None:
     assert response.status_code == 422
     error = error_of(response)
     assert [d["field"] for d in error["details"]] == ["arch", "lr"]
-    assert error["message"].startswith("arch: must be one of 'efficientnet_lite0', 'resnet18'")
+    assert error["message"].startswith("arch: must be one of 'efficientnet_lite0', 'efficientnet_lite1'")
     assert "1 more problem" in error["message"]
 
 

@@ -9,9 +9,9 @@ import pytest
 import ray
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from service_testkit import serve
 
 from service.launcher import LauncherUnavailable, RayJobState, RayLauncher
+from tests.utils.api_server import serve
 
 
 def test_unreachable_ray(closed_port: int) -> None:

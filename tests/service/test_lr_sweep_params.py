@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from service_testkit import Api
+
+from tests.utils.api_server import Api
 
 BODY = {"dataset_uri": "s3://bucket/pets"}
 

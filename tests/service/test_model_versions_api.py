@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from service_testkit import Api, ApiFactory, serve
 from test_models_api import IMAGE, FakeServe
 
 from core.spec import JobParams
 from core.store import ModelRecord
 from serving.registry import ModelPointer, pointer_uri, write_pointer
+from tests.utils.api_server import Api, ApiFactory, serve
 
 
 def add_version(api: Api, s3: Any, name: str | None, accuracy: float) -> ModelRecord:

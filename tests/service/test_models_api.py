@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
-from service_testkit import Api, ApiFactory, serve
 
 from core.spec import JobParams
 from core.store import ModelRecord
+from tests.utils.api_server import Api, ApiFactory, serve
 
 MODEL_ID = "model-pets-1"
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # bytes are forwarded untouched; the API never decodes

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from service_testkit import Api, ApiFactory, serve
 from test_models_api import MODEL_ID, FakeServe, add_model, error_of
+
+from tests.utils.api_server import Api, ApiFactory, serve
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "BMP": "image/bmp", "WEBP": "image/webp"}
 FORMATS["TIFF"] = "image/tiff"

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from service_testkit import Api, ApiFactory, FakeLauncher
 
 from core.spec import JobParams, JobStatus
 from core.store import JobRecord
 from core.tenancy import Tenancy, Tenant
 from service.dispatch import Dispatcher, Limits, plan
 from service.reconciler import Reconciler
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher
 
 
 def _submit(client: Any, **params: Any) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Response
-from service_testkit import Api, ApiFactory, FakeLauncher, serve
 from test_models_api import IMAGE
 
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher, serve
 from tests.utils.models import deployed_job
 from trainyard import Client, RateLimited
 

@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from service_testkit import ApiFactory, FakeLauncher
 
 from core.migrate import migrate
 from core.spec import JobParams, JobStatus, Phase
 from core.store import JobStore
 from service.launcher import RayJobState
 from service.reconciler import Reconciler, reconcile_once
+from tests.utils.api_server import ApiFactory, FakeLauncher
 
 
 @pytest.fixture

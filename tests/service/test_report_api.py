@@ -7,10 +7,10 @@ import re
 from typing import Any
 
 from PIL import Image
-from service_testkit import Api, ApiFactory
 
 from core.spec import Phase
 from infra.local.sample_data import ensure_bucket
+from tests.utils.api_server import Api, ApiFactory
 
 DATASET = {
     "layout": "folders",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from service_testkit import ApiFactory, FakeLauncher
-
 from core.spec import JobStatus, Phase
 from service.launcher import RayJobState
 from service.reconciler import reconcile_once
+from tests.utils.api_server import ApiFactory, FakeLauncher
 
 
 def test_a_job_whose_driver_died_is_retried_as_its_next_attempt(make_api: ApiFactory) -> None:

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_testkit import Api, ApiFactory, FakeLauncher
 
 from core.dataset_listing import DATASET_LISTING, ListedImage, listing_csv
 from core.spec import Phase
 from infra.local.sample_data import make_shapes, upload_folder
 from jobs.layouts import find_layout
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher
 
 
 def _objects(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from service_testkit import Api, ApiFactory, FakeLauncher, serve
 from test_models_api import IMAGE, FakeServe
 
 from core.artifact import artifact_meta
@@ -24,6 +23,7 @@ from core.store import ModelRecord
 from core.tenancy import Tenancy
 from jobs.export import describe
 from service.launcher import RayJobState
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher, serve
 
 SECRET_NAME = "team-a-secret-project"  # appears in team-a's job, and must appear in nobody else's answer
 A_MODEL = "model-team-a-1"

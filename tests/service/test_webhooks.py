@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from service_testkit import Api, ApiFactory, FakeLauncher, listening_socket, make_settings, serve
 from typer.testing import CliRunner
 
 from core.migrate import migrate
@@ -31,6 +30,7 @@ from core.webhooks import Outbox, WebhookSecrets
 from service.admin import app as admin_app
 from service.main import create_app
 from service.notify import Notifier
+from tests.utils.api_server import Api, ApiFactory, FakeLauncher, listening_socket, make_settings, serve
 from tests.utils.jobs import poll
 from tests.utils.webhook_receiver import Received, WebhookReceiver
 

@@ -18,7 +18,7 @@ from core.migrate import migrate
 from core.store import JobStore
 from core.tenancy import Tenancy
 from service.main import create_app
-from tests.service.service_testkit import FakeLauncher, listening_socket, make_settings, serve
+from tests.utils.api_server import FakeLauncher, listening_socket, make_settings, serve
 
 
 @pytest.fixture
@@ -46,10 +46,15 @@ class LiveApi:
 @pytest.fixture
 def live_api(tmp_path: Path, client_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveApi]:
     with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))  # Ray and Serve "live" here: bound, never listening
+        closed.bind(("127.0.0.1", 0))  # Ray, Serve and S3 "live" here: bound, never listening
         sock = listening_socket()
         public_url = "http://{}:{}".format(*sock.getsockname())
-        settings = make_settings(tmp_path / "api", closed.getsockname()[1], public_url=public_url)
+        # S3 too, or the model routes' object checks would try AWS's own endpoint, which offline costs boto3's
+        # retries (~30 s a listing); a refused connection answers at once.
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        settings = make_settings(
+            tmp_path / "api", closed.getsockname()[1], public_url=public_url, s3_endpoint_url=nowhere
+        )
         migrate(settings.resolved_database_url)
         store = JobStore.from_url(settings.resolved_database_url)
         _, api_key = Tenancy(store.engine).create_key("admin", admin=True)

@@ -182,7 +182,7 @@ def test_a_503_with_retry_after_is_waited_out_within_bounds(client_env: object) 
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
-    from tests.service.service_testkit import serve
+    from tests.utils.api_server import serve
 
     answers: list[tuple[int, dict[str, str]]] = []
     stand_in = FastAPI()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -55,6 +56,43 @@ def wait_job(api: httpx.Client, job_id: str, until: tuple[str, ...] = TERMINAL, 
         return job if job and (job["status"] in until or job.get("phase") in until) else None
 
     return poll(reached, timeout, f"job {job_id} reaching {until}", interval=0.5)
+
+
+def events_of(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    """The job's event log as the API shows it."""
+    response = api.get(f"/v1/jobs/{job_id}/events")
+    assert response.status_code == 200, response.text
+    return list(response.json()["events"])
+
+
+def finish(api: httpx.Client, job_id: str, timeout: float = 900) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Wait for the job to end; returns it and its event log."""
+    return wait_job(api, job_id, timeout=timeout), events_of(api, job_id)
+
+
+def kinds(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The events of one kind, in order."""
+    return [e for e in events if e["kind"] == kind]
+
+
+@dataclass
+class FinishedJob:
+    """A job that has ended, as the API shows it (`job`, its `events`), and what the code that ran it printed."""
+
+    job: dict[str, Any]
+    events: list[dict[str, Any]]
+    printed: str = ""
+    # When the fixture restarted the API while the job ran: the phase it was in, and the job right after.
+    api_restarted: dict[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.job["id"])
+
+    @property
+    def model_id(self) -> str:
+        assert self.job.get("model"), f"job {self.id} deployed no model"
+        return str(self.job["model"]["id"])
 
 
 def store_of(database_url: str) -> JobStore:
