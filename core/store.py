@@ -846,3 +846,8 @@ class JobStore:
         data["created_at"] = _utc(data["created_at"])
         data.pop("deleted_at", None)
         return ModelRecord.model_validate(data)
+
+
+# The batch prediction tables live in their own module over this `metadata`; importing it here puts them in every
+# schema comparison and migration that reads `metadata`.
+import core.batch_store  # noqa: E402, F401

@@ -7,6 +7,7 @@ from typing import Annotated, Any, cast
 import httpx
 from fastapi import Depends, Request
 
+from core.batch_store import BatchStore
 from core.s3 import s3_client
 from core.settings import Settings
 from core.store import JobStore
@@ -24,6 +25,10 @@ async def get_app_settings(request: Request) -> Settings:
 
 async def get_store(request: Request) -> JobStore:
     return cast(JobStore, request.app.state.store)
+
+
+async def get_batch_store(request: Request) -> BatchStore:
+    return cast(BatchStore, request.app.state.batches)
 
 
 async def get_launcher(request: Request) -> Launcher:
@@ -47,6 +52,7 @@ async def get_metrics(request: Request) -> Metrics:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
+BatchStoreDep = Annotated[BatchStore, Depends(get_batch_store)]
 LauncherDep = Annotated[Launcher, Depends(get_launcher)]
 HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import Depends, FastAPI
 
+from core.batch_store import BatchStore
 from core.migrate import require_head
 from core.settings import Settings, get_settings
 from core.store import JobStore
@@ -30,7 +31,7 @@ from service.launcher import Launcher, RayLauncher
 from service.metrics import Metrics
 from service.middleware import RequestMiddleware
 from service.reconciler import Reconciler
-from service.routes import health, jobs, models
+from service.routes import batch, health, jobs, models
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         # Migrating is a deploy step (core.migrate, run once under a lock), never something N replicas race on.
         await asyncio.to_thread(require_head, store.engine)
         app.state.store = store
+        app.state.batches = BatchStore(store)
         app.state.launcher = launcher or RayLauncher(settings.ray_address)
         # One persistent pool to Serve's proxy, kept alive across predictions (no handshake per call). No cap on
         # connections: Serve's max_queued_requests is the one bound (a 503 with Retry-After); a cap here would
@@ -111,6 +113,6 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     # Every /v1 route needs a key; which records a key may see is each route's check (service.auth).
-    for router in (jobs.router, models.router):
+    for router in (jobs.router, models.router, batch.router):
         app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401))
     return app

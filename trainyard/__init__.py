@@ -12,10 +12,12 @@ from trainyard.errors import (
     Unauthorized,
     Unavailable,
 )
-from trainyard.models import Event, Job, JobPage, Model, ModelRef, Prediction
+from trainyard.models import BatchPrediction, BatchPredictionPage, Event, Job, JobPage, Model, ModelRef, Prediction
 from trainyard.upload import UploadResult
 
 __all__ = [
+    "BatchPrediction",
+    "BatchPredictionPage",
     "Client",
     "ClientConfig",
     "Event",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import mimetypes
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
@@ -20,17 +19,18 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import httpx
 from httpx_sse import connect_sse
 
+from trainyard.batch import BatchPredictions
 from trainyard.config import ClientConfig
 from trainyard.errors import (
     JobCancelled,
     JobFailed,
     NotSupported,
     TrainyardError,
-    Unavailable,
     from_response,
     unreachable,
 )
 from trainyard.models import Event, Job, JobPage, JobStatus, Model, Prediction, _Bound
+from trainyard.polling import poll_until_ended
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -42,11 +42,9 @@ ImageInput: TypeAlias = "str | Path | bytes | Image"
 _B = TypeVar("_B", bound=_Bound)
 
 DEFAULT_TIMEOUT_S = 30.0
-# How long `wait` keeps polling through API outages (a restart, a rolling deploy) before giving up.
-WAIT_OUTAGE_TOLERANCE_S = 30.0
 
 
-class Client:
+class Client(BatchPredictions):
     def __init__(
         self,
         url: str | None = None,
@@ -240,26 +238,14 @@ class Client:
         from trainyard.progress import NullDisplay, make_display
 
         display = make_display(console) if progress else NullDisplay()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        outage_since: float | None = None
         with display:
-            while True:
-                try:
-                    job = self.get_job(job_id)
-                    outage_since = None
-                except Unavailable:
-                    # The job runs on Ray whatever the API does: ride out a restart of the API.
-                    outage_since = outage_since or time.monotonic()
-                    if time.monotonic() - outage_since > WAIT_OUTAGE_TOLERANCE_S:
-                        raise
-                    time.sleep(poll_interval)
-                    continue
-                display.update(job)
-                if job.terminal:
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id} still {job.status} after {timeout:.0f}s")
-                time.sleep(poll_interval)
+            job = poll_until_ended(
+                lambda: self.get_job(job_id),
+                f"job {job_id}",
+                poll_interval=poll_interval,
+                timeout=timeout,
+                on_update=display.update,
+            )
         if raise_on_failure:
             raise_for_outcome(job)
         return job
