@@ -102,6 +102,8 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         body: dict[str, Any] = {"input_uri": input_uri, "format": "parquet"}
         if args.num_workers:
             body["num_workers"] = args.num_workers
+        if args.use_gpu:
+            body["use_gpu"] = True
         with stack.api_client() as api:
             posted = time.monotonic()
             answer = api.post(f"/v1/models/{model.id}/batch-predictions", json=body).raise_for_status().json()
@@ -150,6 +152,9 @@ def main() -> None:
     parser.add_argument("--image", type=Path, help="a JPEG to score (default: a generated 640x480 JPEG)")
     parser.add_argument("--images", type=int, default=1000, help="copies of the image in S3 to score")
     parser.add_argument("--num-workers", type=int, help="model actors (default: one per CPU)")
+    parser.add_argument(
+        "--use-gpu", action="store_true", help="GPU actors (the raw rows stay on CPU: compare runs, not the ratio)"
+    )
     parser.add_argument("--raw-seconds", type=float, default=4, help="seconds per raw-model row")
     parser.add_argument("--timeout", type=float, default=900, help="seconds the batch run may take")
     args = parser.parse_args()

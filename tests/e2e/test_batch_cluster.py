@@ -1,16 +1,18 @@
 """Batch predictions on a cluster made locally: a 0-CPU head (drivers only) and 1-CPU worker nodes that join it.
 
-One input of 1,020 generated images and 3 files that do not decode is scored three times with one (seeded,
-untrained) model: on one worker node, then on two, where Ray's task records must show blocks on both nodes and
-the rows must equal the one-node rows; then a run is cancelled mid-way (its actors must be freed, its manifest
-must say cancelled) and retried (the shards it wrote must be kept). What the weights learned does not matter
-here, so the model is published, not trained; accuracy against the evaluate stage is test_batch_predictions.py.
+One input of 1,020 generated images and 3 files that do not decode is scored twice with one (seeded, untrained)
+model: first on one worker node; then on two, where the run is cancelled once its first shard is written (its
+actors must be freed, its manifest must say cancelled) and retried (the shards it wrote must be kept), after
+which Ray's task records must show blocks on both nodes and the rows must equal the one-node rows. What the
+weights learned does not matter here, so the model is published, not trained; accuracy against the evaluate
+stage is test_batch_predictions.py.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -79,17 +81,53 @@ def setup(cluster: tuple[LocalStack, list[WorkerNode]], tmp_path_factory: pytest
 
 
 @pytest.fixture(scope="module")
-def one_node(api: httpx.Client, setup: dict[str, Any]) -> dict[str, Any]:
-    return wait_run(api, submit_run(api, setup["model"], setup["input"], format="parquet", top_k=2)["id"])
+def one_node(cluster: tuple[LocalStack, list[WorkerNode]], api: httpx.Client, setup: dict[str, Any]) -> dict[str, Any]:
+    """A run sized while the cluster has one worker node; the second joins while it scores (its pool stays one
+    actor), so the next run finds two."""
+    stack, workers = cluster
+    run = submit_run(api, setup["model"], setup["input"], format="parquet", top_k=2)
+    poll(lambda: _has_event(api, run["id"], "workers"), 300, "the one-node run sizing its actor pool", interval=0.2)
+    with ThreadPoolExecutor(1) as pool:
+        joining = pool.submit(stack.start_worker_node, "worker-2", 1)
+        done = wait_run(api, run["id"])
+        workers.append(joining.result())
+    return done
+
+
+def _has_event(api: httpx.Client, run_id: str, kind: str) -> bool:
+    events = api.get(f"/v1/batch-predictions/{run_id}/events").json()["events"]
+    return any(e["kind"] == kind for e in events)
 
 
 @pytest.fixture(scope="module")
 def two_nodes(
     cluster: tuple[LocalStack, list[WorkerNode]], api: httpx.Client, setup: dict[str, Any], one_node: dict[str, Any]
 ) -> dict[str, Any]:
-    stack, workers = cluster
-    workers.append(stack.start_worker_node("worker-2", num_cpus=1))
-    return wait_run(api, submit_run(api, setup["model"], setup["input"], format="parquet", top_k=2)["id"])
+    """A run on both worker nodes, cancelled once its first shard is written, then retried to the end."""
+    stack, _ = cluster
+    s3 = stack.s3_client()
+    run = submit_run(api, setup["model"], setup["input"], format="parquet", top_k=2)
+    output = S3Location.parse(run["params"]["output_uri"])
+
+    def scoring_after_a_shard() -> dict[str, Any] | None:
+        now: dict[str, Any] = api.get(f"/v1/batch-predictions/{run['id']}").json()
+        assert now["status"] in ("queued", "running"), now
+        return now if now["progress"]["images_done"] >= 256 else None
+
+    poll(scoring_after_a_shard, 300, "the run writing its first shard", interval=0.1)
+    seen: dict[str, Any] = {"actors_before": len(alive_actors(stack, ACTOR_CLASS))}
+    seen["cancelled"] = api.post(f"/v1/batch-predictions/{run['id']}/cancel").json()
+    seen["held_after"] = held_resources(stack, timeout=60)
+    seen["actors_after"] = alive_actors(stack, ACTOR_CLASS)
+    seen["manifest"] = read_manifest(s3, output)
+    seen["kept"] = {s.name: s3.head_object(Bucket=output.bucket, Key=f"{output.prefix}{s.name}")
+                    for s in seen["manifest"].shards}  # fmt: skip
+    seen["objects"] = [o["Key"] for o in s3.list_objects_v2(Bucket=output.bucket, Prefix=output.prefix)["Contents"]]
+    poll(lambda: api.post(f"/v1/batch-predictions/{run['id']}/retry").status_code == 202, 60, "the retry accepted")
+    seen["run"] = wait_run(api, run["id"])
+    seen["events"] = api.get(f"/v1/batch-predictions/{run['id']}/events").json()["events"]
+    seen["tasks"] = ray_tasks(stack, f"{run['id']}-attempt2")
+    return seen
 
 
 def test_one_row_per_image_with_an_error_for_each_file_that_does_not_decode(
@@ -110,7 +148,7 @@ def test_one_row_per_image_with_an_error_for_each_file_that_does_not_decode(
     assert (run["result"]["rows"], run["result"]["errors"]) == (IMAGES, len(BROKEN))
     assert run["result"]["shards"] == math.ceil(IMAGES / run["plan"]["shard_size"]) > 1
     assert sum(map(sum, run["scores"]["confusion_matrix"])) == PER_CLASS * len(SHAPES)
-    assert run["result"]["timing"]["nodes"] == [workers[0].node_id]
+    assert run["result"]["timing"]["nodes"] == [workers[0].node_id], "one node: the only one when it was sized"
     assert {u["node_id"] for u in run["cost"]["usage"]} == {workers[0].node_id} and run["cost"]["cpu_seconds"] > 0
     output = S3Location.parse(run["params"]["output_uri"])
     manifest = read_manifest(stack.s3_client(), output)
@@ -118,57 +156,51 @@ def test_one_row_per_image_with_an_error_for_each_file_that_does_not_decode(
     assert stack.s3_client().head_object(Bucket=output.bucket, Key=f"{output.prefix}_SUCCESS")["ContentLength"] == 0
 
 
+def test_cancel_frees_the_actors_and_leaves_a_manifest_saying_cancelled(
+    cluster: tuple[LocalStack, list[WorkerNode]], two_nodes: dict[str, Any]
+) -> None:
+    _, workers = cluster
+    assert two_nodes["actors_before"] == len(workers) == 2, "one model actor per worker node while it scored"
+    assert two_nodes["cancelled"]["status"] == "cancelled"
+    assert two_nodes["held_after"] == {}, "the actors' CPUs came back"
+    assert two_nodes["actors_after"] == []
+    manifest = two_nodes["manifest"]
+    assert manifest.status == "cancelled" and manifest.message == "cancelled through the API" and manifest.shards
+    assert not any(key.endswith("_SUCCESS") for key in two_nodes["objects"])
+
+
+def test_a_retry_keeps_the_shards_written_and_finishes_the_rest(
+    cluster: tuple[LocalStack, list[WorkerNode]], setup: dict[str, Any], two_nodes: dict[str, Any]
+) -> None:
+    stack, _ = cluster
+    s3 = stack.s3_client()
+    run = two_nodes["run"]
+    assert run["status"] == "succeeded" and run["attempt"] == 2, run["error"]
+    kept = two_nodes["kept"]
+    assert run["result"]["kept_shards"] == len(kept) and run["result"]["rows"] == IMAGES
+    output = S3Location.parse(run["params"]["output_uri"])
+    for name, before in kept.items():
+        after = s3.head_object(Bucket=output.bucket, Key=f"{output.prefix}{name}")
+        assert after["LastModified"] == before["LastModified"] and after["ETag"] == before["ETag"], name
+    assert sorted(r.path for r in rows_of(s3, run)) == setup["images"]
+    listed = [e["data"]["kept_shards"] for e in two_nodes["events"] if e["kind"] == "listed"]
+    assert listed == [0, len(kept)]
+    assert read_manifest(s3, output).status == "succeeded"
+
+
 def test_on_two_nodes_blocks_run_on_both_and_the_rows_equal_the_one_node_rows(
     cluster: tuple[LocalStack, list[WorkerNode]], one_node: dict[str, Any], two_nodes: dict[str, Any]
 ) -> None:
     stack, workers = cluster
-    assert two_nodes["status"] == "succeeded", two_nodes["error"]
-    scored = [t for t in ray_tasks(stack, two_nodes["id"]) if "Predictor" in t["name"] and t["type"] == "ACTOR_TASK"]
+    scored = [t for t in two_nodes["tasks"] if "Predictor" in t["name"] and t["type"] == "ACTOR_TASK"]
     assert {t["node_id"] for t in scored} == {w.node_id for w in workers}, [(t["name"], t["node_id"]) for t in scored]
-    assert sorted(two_nodes["result"]["timing"]["nodes"]) == sorted(w.node_id for w in workers)
+    run = two_nodes["run"]
+    assert sorted(run["result"]["timing"]["nodes"]) == sorted(w.node_id for w in workers)
     s3 = stack.s3_client()
-    one, two = rows_of(s3, one_node), rows_of(s3, two_nodes)
+    one, two = rows_of(s3, one_node), rows_of(s3, run)
     assert [r.model_dump(exclude={"probabilities"}) for r in two] == [
         r.model_dump(exclude={"probabilities"}) for r in one
     ]
     for a, b in zip(one, two, strict=True):
         assert b.probabilities == pytest.approx(a.probabilities, abs=1e-6)
-    assert two_nodes["scores"] == one_node["scores"]
-
-
-def test_cancel_frees_the_actors_and_a_retry_keeps_the_shards_written(
-    cluster: tuple[LocalStack, list[WorkerNode]], api: httpx.Client, setup: dict[str, Any], two_nodes: dict[str, Any]
-) -> None:
-    stack, workers = cluster
-    s3 = stack.s3_client()
-    run = submit_run(api, setup["model"], setup["input"], format="jsonl")
-    output = S3Location.parse(run["params"]["output_uri"])
-
-    def scoring_after_a_shard() -> dict[str, Any] | None:
-        now: dict[str, Any] = api.get(f"/v1/batch-predictions/{run['id']}").json()
-        assert now["status"] in ("queued", "running"), now
-        return now if now["progress"]["images_done"] >= 256 else None
-
-    poll(scoring_after_a_shard, 300, "the run writing its first shard", interval=0.1)
-    assert len(alive_actors(stack, ACTOR_CLASS)) == len(workers), "one model actor per worker node"
-    cancelled = api.post(f"/v1/batch-predictions/{run['id']}/cancel").json()
-    assert cancelled["status"] == "cancelled"
-    assert held_resources(stack, timeout=60) == {}, "the actors' CPUs came back"
-    assert alive_actors(stack, ACTOR_CLASS) == []
-    manifest = read_manifest(s3, output)
-    assert manifest.status == "cancelled" and manifest.shards and manifest.message == "cancelled through the API"
-    kept = {s.name: s3.head_object(Bucket=output.bucket, Key=f"{output.prefix}{s.name}") for s in manifest.shards}
-    listed = s3.list_objects_v2(Bucket=output.bucket, Prefix=output.prefix)["Contents"]
-    assert not any(o["Key"].endswith("_SUCCESS") for o in listed)
-
-    poll(lambda: api.post(f"/v1/batch-predictions/{run['id']}/retry").status_code == 202, 60, "the retry accepted")
-    done = wait_run(api, run["id"])
-    assert done["status"] == "succeeded" and done["attempt"] == 2, done["error"]
-    assert done["result"]["kept_shards"] == len(kept) and done["result"]["rows"] == IMAGES
-    for name, before in kept.items():
-        after = s3.head_object(Bucket=output.bucket, Key=f"{output.prefix}{name}")
-        assert after["LastModified"] == before["LastModified"] and after["ETag"] == before["ETag"], name
-    assert sorted(r.path for r in rows_of(s3, done)) == setup["images"]
-    events = api.get(f"/v1/batch-predictions/{run['id']}/events").json()["events"]
-    assert [e["data"]["kept_shards"] for e in events if e["kind"] == "listed"] == [0, len(kept)]
-    assert read_manifest(s3, output).status == "succeeded"
+    assert run["scores"] == one_node["scores"]
