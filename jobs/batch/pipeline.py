@@ -118,5 +118,10 @@ class ActorUsage:
         ]
 
     @property
+    def first_born(self) -> float | None:
+        """When the first actor began constructing (wall clock), if any batch came back."""
+        return min((actor["_born"] for actor in self._actors.values()), default=None)
+
+    @property
     def nodes(self) -> list[str]:
         return sorted({actor["_node"] for actor in self._actors.values()})

@@ -5,26 +5,26 @@ and does the whole path for its images: a few threads fetch and decode (S3 waits
 GIL), then one forward runs over the batch. On CPU nodes the forward dominates (decoding is ~3 ms of the ~25 ms
 an image costs at 224 px), so one actor per core keeps every core on the model, and no separate decode tasks
 compete with the actors for the same logical CPUs. Preprocessing and the forward are the Serve replica's own
-(`serving.inference`): a batch row equals what the endpoint answers for the same image.
+(`serving.inference`, through `jobs.batch.scoring`): a batch row equals what the endpoint answers for the same
+image.
 """
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import torch
 from botocore.exceptions import ClientError
 
-from core.artifact import load_artifact
-from core.images import InvalidImage
 from core.s3 import s3_client
 from core.settings import get_settings
 from core.spec import S3Location
 from jobs.usage import this_node
-from serving import inference
+
+if TYPE_CHECKING:
+    import torch
 
 # Concurrent S3 reads and decodes per actor: enough to hide S3's latency behind one forward.
 FETCH_THREADS = 8
@@ -45,18 +45,15 @@ class Predictor:
     def __init__(self, artifact_uri: str, top_k: int, use_gpu: bool) -> None:
         import ray
 
+        from jobs.batch.scoring import Scorer  # torch: in the actors only
+
         self.born = time.time()
         settings = get_settings()
         self.s3 = s3_client(settings)
         # Fault-injection tests only (TRAINYARD_FAULT_DELAYS): seconds each batch is held, so a test can cancel
         # a run over tiny images while it is still scoring. 0 everywhere else.
         self.delay_s = settings.fault_delays.get("batch_predict", 0.0)
-        meta, model = load_artifact(_read(self.s3, artifact_uri))
-        self.meta = meta
-        self.top_k = min(top_k, len(meta.classes))
-        self.device = torch.device("cuda" if use_gpu else "cpu")
-        # Ray sets OMP_NUM_THREADS to the actor's CPUs; torch reads it at import. A GPU actor needs no more.
-        self.model = inference.prepare(model.to(self.device), channels_last=True, graph_size=meta.image_size)
+        self.scorer = Scorer(_read(self.s3, artifact_uri), top_k, use_gpu)
         self.pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch")
         self.node_id, self.node_type = this_node()
         self.actor_id = ray.get_runtime_context().get_actor_id() or ""
@@ -70,23 +67,18 @@ class Predictor:
             if code in _MISSING:
                 return "not found"
             return f"could not be read (S3 error {code or 'unknown'})"
-        try:
-            return inference.preprocess(data, self.meta.image_size, self.meta.normalization)
-        except InvalidImage as exc:
-            return str(exc)
+        return self.scorer.preprocess(data)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         uris = batch.column("uri").to_pylist()
         loaded = list(self.pool.map(self._load, uris))
-        good = [i for i, x in enumerate(loaded) if isinstance(x, torch.Tensor)]
+        good = [(i, x) for i, x in enumerate(loaded) if not isinstance(x, str)]
         labels: list[list[str]] = [[] for _ in uris]
         probabilities: list[list[float]] = [[] for _ in uris]
         if good:
-            x = torch.cat([loaded[i] for i in good]).to(self.device)  # type: ignore[misc]
-            top = torch.topk(inference.forward(self.model, x, channels_last=True).cpu(), self.top_k)
-            for row, values, indices in zip(good, top.values.tolist(), top.indices.tolist(), strict=True):
-                labels[row] = [self.meta.classes[i] for i in indices]
-                probabilities[row] = [round(p, 6) for p in values]
+            top_labels, top_probabilities = self.scorer.score([x for _, x in good])
+            for (row, _), names, values in zip(good, top_labels, top_probabilities, strict=True):
+                labels[row], probabilities[row] = names, values
         if self.delay_s:
             time.sleep(self.delay_s)
         n = len(uris)
