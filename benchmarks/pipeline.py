@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from core.s3 import s3_client
+from infra.local.config import stack_home
 from infra.local.sample_data import upload_folder
-from infra.local.stack import LocalStack, default_home
+from infra.local.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -36,7 +37,7 @@ def phase_durations(events: list[dict[str, Any]]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, required=True)
-    parser.add_argument("--home", type=Path, default=default_home())
+    parser.add_argument("--home", type=Path, default=stack_home())
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--freeze-epochs", type=int, default=1)

@@ -50,7 +50,8 @@ class Variant:
 
 
 VARIANTS = {
-    "base": Variant(frozen_bn=False, sizes=(224, 224, 224)),  # the recipe before 27 Nov
+    # Neither frozen batch-norm statistics nor progressive resizing.
+    "base": Variant(frozen_bn=False, sizes=(224, 224, 224)),
     "frozen_bn": Variant(frozen_bn=True, sizes=(224, 224, 224)),
     "progressive": Variant(frozen_bn=True, sizes=(160, 224)),
     "progressive3": Variant(frozen_bn=True, sizes=(160, 192, 224)),  # today's default for 3 epochs at 224

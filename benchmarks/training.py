@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.training ../shared/datasets/cats-vs-whales
 
 Three systems, the same backbone (EfficientNet-Lite0), image size, input scaling ((x - 127) / 128) and
-malloc settings (FIELD-NOTES: they decide CPU speed for every PyTorch process here):
+malloc settings (core/runtime_env.py: they decide CPU speed for every PyTorch process here):
   (a) trainyard: the local stack started as the demo starts it, the folder uploaded to its S3, a job POSTed
       through the REST API and polled to `succeeded`; phases from the job's own event log;
   (b) plain: one process, no Ray, no S3, no API, the same recipe (features, range test, head, unfrozen

@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from core.batch_spec import BatchFormat, BatchScores
-from core.batch_store import BatchRecord
 from core.spec import S3Location
+from core.store.batch import BatchRecord
 
 MANIFEST = "manifest.json"
 SUCCESS = "_SUCCESS"

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as F
 
-import core.image_limits  # noqa: F401  (sets PIL's decoding limit for every image read here)
+import core.limits  # noqa: F401  (sets PIL's decoding limit for every image read here)
 from core.backbones import Normalization
 
 # Transparent pixels become this colour: a photo's usual backdrop, and what a browser shows them on.

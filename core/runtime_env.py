@@ -6,8 +6,8 @@ local stack (which exports the same to every process it starts).
 
 from __future__ import annotations
 
-# One malloc arena and no trimming or mmap churn: torch's per-step allocations stop page-faulting. Measured on
-# 2 cores: training 16 s vs 19 s per epoch, Serve about +12% throughput (../shared/FIELD-NOTES.md).
+# One malloc arena and no trimming or mmap churn: torch's per-step allocations stop page-faulting, which makes
+# training and serving measurably faster on a few cores (benchmarks/README.md, "Process settings").
 TORCH_MALLOC_ENV = {
     "MALLOC_ARENA_MAX": "1",
     "MALLOC_MMAP_THRESHOLD_": "4294967296",

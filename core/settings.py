@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +25,23 @@ class NodeType(BaseModel):
     max_workers: int | None = Field(
         default=None, ge=0, description="the autoscaler's limit for this type; None: not a limit Trainyard knows"
     )
+    # The Helm chart and the launcher config pin every node type to one capacity type, so the type's name tells
+    # which price its nodes cost.
+    capacity_type: Literal["on-demand", "spot"] = Field(
+        default="on-demand", description="the capacity this type's nodes run on"
+    )
+    spot_usd_per_hour: float | None = Field(default=None, ge=0, description="spot price of one node")
+
+    @model_validator(mode="after")
+    def _spot_has_a_spot_price(self) -> NodeType:
+        if self.capacity_type == "spot" and self.spot_usd_per_hour is None and self.usd_per_hour is not None:
+            raise ValueError("capacity_type 'spot' needs spot_usd_per_hour (the price its nodes are billed at)")
+        return self
+
+    @property
+    def billed_usd_per_hour(self) -> float | None:
+        """What one node of this type costs an hour: the spot price on spot capacity, else the on-demand one."""
+        return self.spot_usd_per_hour if self.capacity_type == "spot" else self.usd_per_hour
 
 
 # AWS us-east-1 on-demand Linux list prices, taken from memory of the public price list (early 2025):
@@ -57,6 +75,9 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(default=8, ge=1, le=20)
     # Checkpoints, model artifacts and reports go under <artifact_uri>/jobs/<job id>/.
     artifact_uri: str = "s3://trainyard-artifacts"
+    # The bucket the CLI and SDK upload local datasets to (the same variable they read); dataset revisions
+    # (relabel/exclude marks on a job's images) are written beside the uploads, under revisions/<tenant>/.
+    upload_bucket: str = "trainyard-uploads"
     # Ray dashboard address: the Ray Jobs API the launcher submits to.
     ray_address: str = "http://127.0.0.1:8265"
     # Ray Serve's HTTP proxy, where the API forwards predictions.
@@ -81,6 +102,10 @@ class Settings(BaseSettings):
     # reservation would leave too few logical CPUs for the next training job's two workers.
     serve_replica_cpus: float = Field(default=0.0, ge=0)
     serve_replica_gpus: float = Field(default=0.0, ge=0)
+    # A custom Ray resource each Serve replica asks one unit of, so that replicas run only on the nodes that
+    # offer it (the chart's `serving` worker group offers `serving`), never on the head beside the GCS and the
+    # job drivers nor on a GPU training node. None: replicas go wherever their CPUs and GPUs fit.
+    serve_resource: str | None = None
     serve_max_replicas: int = Field(default=1, ge=1)
     # 0 lets Serve release every replica (and so the GPU nodes under them) when no one predicts; the first
     # prediction after that waits for a cold start (a replica, maybe a node, then the model load).

@@ -166,7 +166,7 @@ class JobParams(BaseModel):
     )
     # 1, as fastbook's first lesson (`fine_tune(1)`): on dogs-vs-cats one unfrozen epoch at 224 px reaches
     # validation loss 0.044 and 198/200, against 0.047 and 199/200 for two (160 then 224 px) in 60% of the unfrozen
-    # time, and fastai's fine_tune(3) 190-195/200 (benchmarks/README.md, issue 7). Ask for more on harder data.
+    # time, and fastai's fine_tune(3) 190-195/200 (benchmarks/README.md, "Recipe"). Ask for more on harder data.
     epochs: int = Field(default=1, ge=1, le=100, description="epochs with the whole network unfrozen")
     freeze_epochs: int = Field(default=1, ge=0, le=100, description="head-only epochs on cached features")
     lr: float | None = Field(default=None, gt=0, le=10, description="null: pick it by an LR range test")

@@ -23,13 +23,17 @@ from types import FrameType, ModuleType
 from typing import TYPE_CHECKING
 
 from core.cost import JobCost, WorkUsage
+from core.dataset_listing import DATASET_LISTING, ListedImage, listing_csv
 from core.s3 import S3_UNREACHABLE, s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, phase_progress
 from core.store import JobStore
+from jobs.dataset import ValidatedDataset
+from jobs.dataset_cache import DatasetLimits, fetch_dataset
 from jobs.errors import JobCancelled, StageError
 from jobs.failures import storage_unavailable
-from jobs.stages.fetch import DatasetLimits, fetch_dataset
+from jobs.paths import artifact_location
+from jobs.run_context import RunContext
 from jobs.stages.validate import validate_dataset
 
 if TYPE_CHECKING:
@@ -68,6 +72,21 @@ class Driver:
         time.sleep(self.settings.fault_delays.get(phase.value, 0.0))  # fault-injection tests only; 0 otherwise
         yield
         log.info("%s finished in %.1fs", phase.value, time.monotonic() - started)
+
+    def context(self) -> RunContext:
+        """The job as the later stages see it; its artifacts and usage stay shared with this driver's record."""
+        return RunContext(
+            job_id=self.job_id,
+            store=self.store,
+            settings=self.settings,
+            s3=self.s3,
+            params=self.params,
+            attempt=self.attempt,
+            recorded_lr=self.recorded_lr,
+            stage=self.stage,
+            artifacts=self.artifacts,
+            usage=self.usage,
+        )
 
     def _connect_ray(self) -> None:
         """Join the Ray cluster (the modules are imported by now) and watch for waits on nodes from here on."""
@@ -124,16 +143,32 @@ class Driver:
                 f"{dataset.summary.layout} layout; {splits}",
                 {"layout": dataset.summary.layout},
             )
+            self._record_listing(dataset)
             if len(dataset.train) < p.num_workers:
                 raise StageError(
                     "too_few_images",
                     f"{p.dataset_uri} has {len(dataset.train)} training images for {p.num_workers} workers; "
                     "each worker needs at least one: add images or lower num_workers",
                 )
-            pipeline: Pipeline = stages.result().Pipeline(self, fetched, dataset)
+            pipeline: Pipeline = stages.result().Pipeline(self.context(), fetched, dataset)
             self._connect_ray()
             pipeline.check_before_work()
         return pipeline
+
+    def _record_listing(self, dataset: ValidatedDataset) -> None:
+        """The images this job trains and validates on, as an artifact: what a dataset revision starts from."""
+        classes = dataset.summary.classes
+        splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
+        images = [
+            ListedImage(path=item.path, label=classes[item.label], split=split)
+            for split, items in splits.items()
+            for item in items
+        ]
+        location = artifact_location(self.settings, self.job_id)
+        key = f"{location.prefix}{DATASET_LISTING}"
+        self.s3.put_object(Bucket=location.bucket, Key=key, Body=listing_csv(images), ContentType="text/csv")
+        self.artifacts[DATASET_LISTING] = f"s3://{location.bucket}/{key}"
+        self.store.set_result(self.job_id, "artifacts", self.artifacts)
 
 
 def _import_later_modules() -> None:

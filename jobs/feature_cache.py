@@ -18,8 +18,8 @@ import numpy as np
 from botocore.exceptions import ClientError
 
 from core.spec import S3Location
+from jobs.dataset import Item
 from jobs.features import Features
-from jobs.stages.validate import Item
 
 FORMAT_VERSION = 1  # bump when what compute_features returns changes meaning (transform, pooling)
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from core.backbones import BACKBONES, channels_last
 from core.images import normalize
 from jobs.data import ImageItems
-from jobs.stages.validate import Item
+from jobs.dataset import Item
 
 
 class Features(BaseModel):

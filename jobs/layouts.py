@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from jobs.errors import StageError
-from jobs.stages.fetch import safe_relative_path
+from jobs.paths import safe_relative_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 VALID_FOLDERS = ("valid", "val", "validation")  # taken in this order; two at once is an error

@@ -13,21 +13,22 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import ray
-from botocore.exceptions import ClientError
-from pydantic import BaseModel
-
 from core.artifact import ARTIFACT_NAME
 from core.cost import Work, WorkUsage, job_cost
 from core.s3 import s3_client
 from core.settings import get_settings
 from core.spec import JobParams, Phase, TrialsSweep
 from core.store import ModelRecord
-from jobs.driver import Driver
+from jobs.dataset import ValidatedDataset
+from jobs.dataset_cache import FetchResult, fetch_dataset
 from jobs.errors import JobCancelled
 from jobs.feature_cache import cache_location, feature_key, load_features, save_features
 from jobs.features import Features, compute_features
-from jobs.resources import check_cluster_fits, task_cpus, worker_bundle
+from jobs.paths import artifact_location
+from jobs.placement import run_work
+from jobs.resources import check_cluster_fits, worker_bundle
+from jobs.resume import find_resume_point
+from jobs.run_context import RunContext
 from jobs.stages.evaluate import (
     Evaluation,
     evaluate_model,
@@ -35,12 +36,9 @@ from jobs.stages.evaluate import (
     load_checkpoint_model,
     load_predictions,
 )
-from jobs.stages.fetch import FetchResult, fetch_dataset
 from jobs.stages.lr_sweep import lr_range_test
-from jobs.stages.publish import artifact_location, publish_model
-from jobs.stages.validate import ValidatedDataset
+from jobs.stages.publish import publish_model
 from jobs.thumbnails import attach_thumbnails
-from jobs.usage import located, this_node
 from jobs.weights import resolve_weights
 
 if TYPE_CHECKING:
@@ -48,33 +46,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trainyard.driver")
 T = TypeVar("T")
-# Ray Train's record of a run's checkpoints, under the job's folder (fine_tune's RunConfig: checkpoints/train).
-TRAIN_SNAPSHOT = "checkpoints/train/checkpoint_manager_snapshot.json"
 # Imported by the driver's loader thread once this module is, while the job connects to Ray and extracts features:
-# about 1.8 s of imports on 2 cores (matplotlib, Ray Train) that kept a small job waiting at the end of validation.
+# seconds of imports on a few cores (matplotlib, Ray Train) that would keep a small job waiting at the end of
+# validation.
 # The stages import them again where they use them, which costs nothing once they are loaded.
 LATER_MODULES = ("jobs.plots", "jobs.stages.fine_tune")
-# How long heavy work waits for CPUs on the driver's own node before it goes to a worker node instead.
-LOCAL_WAIT_S = 1.0
-
-
-class ResumePoint(BaseModel):
-    """Where a retried job's training continues: the last epoch checkpointed by an earlier attempt."""
-
-    attempt: int
-    epoch: int
-    checkpoint_uri: str | None
-    lr: float
 
 
 class Pipeline:
     """One job's stages after validation, on the driver's record of the job (phase, artifacts, cost)."""
 
-    def __init__(self, driver: Driver, fetched: FetchResult, dataset: ValidatedDataset) -> None:
-        self.job_id, self.store, self.settings, self.s3 = driver.job_id, driver.store, driver.settings, driver.s3
-        self.params, self.attempt, self.recorded_lr = driver.params, driver.attempt, driver.recorded_lr
-        self.stage = driver.stage
-        self.artifacts, self.usage = driver.artifacts, driver.usage  # shared: the driver's record of the job
+    def __init__(self, run: RunContext, fetched: FetchResult, dataset: ValidatedDataset) -> None:
+        self.run_context = run
+        self.job_id, self.store, self.settings, self.s3 = run.job_id, run.store, run.settings, run.s3
+        self.params, self.attempt = run.params, run.attempt
+        self.stage = run.stage
+        self.artifacts, self.usage = run.artifacts, run.usage  # shared: the driver's record of the job
         self.fetched, self.dataset = fetched, dataset
 
     def check_before_work(self) -> None:
@@ -98,69 +85,10 @@ class Pipeline:
         self.store.set_result(self.job_id, "cost", cost.model_dump(mode="json"))
 
     def _run_work(self, work: Work, fn: Callable[..., T], *args: Any) -> tuple[T, str]:
-        """Run heavy one-off work (feature extraction, an evaluation pass) in a placement group of its own.
-
-        The placement group is what makes a wait for nodes visible (`jobs.waiting`) and bounds the time the
-        work held its resources (its cost): from the moment the group is placed until the work returns.
-        Where it runs: in this driver's process when the driver's node can hold it now (a CPU job on a node
-        with free CPUs, as on the single-machine stack), else as a Ray task on a worker node (GPU jobs, a head
-        that offers no CPUs). A task costs a worker process its own import of torch, torchvision and the job's
-        modules, which this driver has already paid: 11 s of a first dogs-vs-cats job's 30 s LR sweep on 2
-        cores, against about 1 s here (benchmarks/README.md). Returns the result and where it ran: "driver" or
-        "task".
-        """
-        from ray.util.placement_group import remove_placement_group
-
-        cpus, gpus = task_cpus(self.params), 1.0 if self.params.use_gpu else 0.0
-        group = self._local_group(cpus) if not gpus else None
-        if group is not None:
-            try:
-                placed = time.monotonic()
-                result, (node_id, node_type) = fn(*args), this_node()
-                held = round(time.monotonic() - placed, 3)
-            finally:
-                remove_placement_group(group)
-        else:
-            result, node_id, node_type, held = self._remote(cpus, gpus, fn, *args)
-        self._record_usage(
-            WorkUsage(work=work, node_id=node_id, node_type=node_type, cpus=cpus, gpus=gpus, seconds=held)
-        )
-        return result, "driver" if group is not None else "task"
-
-    def _local_group(self, cpus: float) -> Any:
-        """A placement group of `cpus` CPUs on this driver's node, or None when that node cannot hold it within
-        LOCAL_WAIT_S (it has fewer CPUs, or other work holds them): then the work goes to a worker node."""
-        from ray._raylet import RAY_NODE_ID_KEY  # type: ignore[attr-defined]  # the label Ray gives each node its id
-        from ray.util.placement_group import placement_group, remove_placement_group
-
-        here = ray.get_runtime_context().get_node_id()
-        node = next((n for n in ray.nodes() if n["NodeID"] == here), None)
-        if node is None or node["Resources"].get("CPU", 0.0) < cpus:
-            return None
-        group = placement_group([{"CPU": cpus}], bundle_label_selector=[{RAY_NODE_ID_KEY: here}])
-        ready, _ = ray.wait([group.ready()], timeout=LOCAL_WAIT_S)
-        if not ready:
-            remove_placement_group(group)
-            return None
-        return group
-
-    def _remote(self, cpus: float, gpus: float, fn: Callable[..., T], *args: Any) -> tuple[T, str, str | None, float]:
-        """`fn(*args)` as a Ray task on a worker node: its result, node id, node type and seconds held."""
-        from ray.util.placement_group import placement_group, remove_placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        group = placement_group([{"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}])
-        try:
-            ray.get(group.ready())
-            placed = time.monotonic()
-            strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
-            task = ray.remote(located).options(
-                num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy, max_retries=1
-            )
-            result, node_id, node_type = ray.get(task.remote(fn, *args))
-            return result, node_id, node_type, round(time.monotonic() - placed, 3)
-        finally:
-            remove_placement_group(group)
+        """`fn(*args)` placed by `jobs.placement`, its cost recorded on the job: the result and where it ran."""
+        result, usage, ran_in = run_work(work, self.params, fn, *args)
+        self._record_usage(usage)
+        return result, ran_in
 
     def _features(self, etags_digest: str, dataset: ValidatedDataset) -> Features:
         """The backbone features from the S3 cache, or computed (`_run_work`) and cached for the next job."""
@@ -208,7 +136,7 @@ class Pipeline:
     def run(self) -> None:
         p = self.params
         fetched, dataset = self.fetched, self.dataset
-        resume = self._resume_point()
+        resume = find_resume_point(self.run_context)
         if resume is None and self.attempt > 1:
             # No checkpoint to resume from: this attempt trains from the start, so its epochs replace any that
             # an earlier attempt recorded before it died (the head-only epochs are recorded before the first
@@ -335,31 +263,6 @@ class Pipeline:
             self._artifact("lr_sweep.png", png, "image/png")
         self.store.set_result(self.job_id, "lr_sweep", sweep_record | {"chosen_lr": lr})
         return features, lr
-
-    def _resume_point(self) -> ResumePoint | None:
-        """On a retry, where training resumes: Ray Train restores the job's checkpoint folder by itself (same run
-        name and storage path), so the previous attempts' epochs are not run or recorded again.
-
-        None on a first attempt, or when no attempt got as far as a checkpoint: then the job runs from the start.
-        """
-        if self.attempt == 1 or self.recorded_lr is None:
-            return None
-        location = artifact_location(self.settings, self.job_id)
-        try:
-            self.s3.head_object(Bucket=location.bucket, Key=f"{location.prefix}{TRAIN_SNAPSHOT}")
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
-        checkpointed = [e for e in self.store.epochs(self.job_id) if e.get("checkpoint_uri")]
-        head_only = [e.data for e in self.store.events(self.job_id) if e.kind == "checkpoint" and e.data]
-        last = checkpointed[-1] if checkpointed else head_only[-1] if head_only else {}
-        return ResumePoint(
-            attempt=self.attempt,
-            epoch=int(last.get("epoch", 0)),
-            checkpoint_uri=last.get("checkpoint_uri") or last.get("uri"),
-            lr=float(self.recorded_lr),
-        )
 
     def _record_training(self, best: BestCheckpoint, finished_at: float) -> None:
         """The DDP record (each rank's samples and node) and what the ranks held, from the first epoch's report."""

@@ -5,7 +5,8 @@ a step, its own disjoint shard of the training set each epoch (a seeded permutat
 equal length so every rank runs the same number of steps). Rank r's k-th batch is every world-th image of the
 one-worker run's k-th batch, so 1 and N workers take the same steps over the same batches at the same LRs, and
 each image's random augmentation is seeded by (seed, epoch, image), not by rank. What still depends on the
-number of workers: the dropout and drop-connect masks, and float summation order (benchmarks/README.md, issue 7).
+number of workers: the dropout and drop-connect masks, and float summation order (benchmarks/README.md,
+"DDP agreement").
 
 The body's batch norm keeps its pretrained running statistics while fine-tuning (its scale and shift still
 train): normalising by each worker's few images made training see other activations than evaluation does, and
@@ -48,8 +49,8 @@ from core.images import normalize
 from core.s3 import s3_client
 from core.settings import get_settings
 from jobs.data import ImageItems
-from jobs.stages.fetch import fetch_dataset
-from jobs.stages.validate import Item
+from jobs.dataset import Item
+from jobs.dataset_cache import fetch_dataset
 from jobs.training_progress import CHECKPOINT_FILE, PREDICTIONS_FILE
 from jobs.usage import this_node
 from jobs.weights import resolve_weights

@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as F
 from core.backbones import BACKBONES, Classifier
 from core.images import eval_tensor, normalize
 from jobs.data import load_rgb
-from jobs.stages.validate import Item
+from jobs.dataset import Item
 
 ZOOM = 1 / 0.85
 VIEWS = 4  # centre, its mirror, closer, its mirror

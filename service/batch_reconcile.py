@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from core.batch_store import BatchRecord, BatchStore
 from core.spec import JobStatus
+from core.store.batch import BatchRecord, BatchStore
 from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
 from service.submission import submit_if_claimed
 

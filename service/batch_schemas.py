@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from core.batch_spec import BatchParams, BatchPhase, BatchPlan, BatchScores
-from core.batch_store import BatchError, BatchRecord
 from core.cost import JobCost
 from core.spec import JobStatus
 from core.store import ModelRecord
+from core.store.batch import BatchError, BatchRecord
 
 
 def batch_url(public_url: str, run_id: str) -> str:

@@ -12,30 +12,24 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.limits import is_upload, upload_limit
 from service.errors import error_response
-from serving.limits import MULTIPART_OVERHEAD
-
-_UPLOAD_TYPES = ("image/", "application/octet-stream", "multipart/form-data")
-
-
-def _is_upload(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower().startswith(_UPLOAD_TYPES)
 
 
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_request_bytes: int, max_image_bytes: int, max_batch_images: int) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
-        self.max_upload_bytes = max_image_bytes + MULTIPART_OVERHEAD
+        self.max_upload_bytes = upload_limit(max_image_bytes)
         # `predict:batch` takes up to max_batch_images images in one form; service.upload counts them exactly.
-        self.max_batch_upload_bytes = max_batch_images * self.max_upload_bytes
+        self.max_batch_upload_bytes = upload_limit(max_image_bytes, max_batch_images)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        upload = _is_upload(headers.get("content-type", ""))
+        upload = is_upload(headers.get("content-type", ""))
         batch = upload and str(scope.get("path", "")).endswith(":batch")
         limit = self.max_batch_upload_bytes if batch else self.max_upload_bytes if upload else self.max_request_bytes
         what = "an upload" if upload else "a JSON request body"

@@ -7,6 +7,8 @@ Prefixes match on whole path segments: `s3://data/team-a` allows `s3://data/team
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from core.spec import JobParams, S3Location
 from core.tenancy import Tenant
 from service.errors import ApiError
@@ -17,12 +19,17 @@ def _under(uri: str, allowed: str) -> bool:
     return target.bucket == root.bucket and target.prefix.startswith(root.prefix)
 
 
-def check_uri_access(uri: str, field: str, global_prefixes: list[str], tenant: Tenant | None) -> None:
+def check_uri_access(
+    uri: str, field: str, global_prefixes: list[str], tenant: Tenant | None, own: Sequence[str] = ()
+) -> None:
     """Raise a 403 `dataset_not_allowed` naming `field` when `uri` is outside an allow-list that applies.
 
     The one check for every S3 location a request names for the service's credentials (a job's `dataset_uri`
-    and `weights_uri`, a batch prediction's `input_uri` and `output_uri`).
+    and `weights_uri`, a batch prediction's `input_uri` and `output_uri`). `own`: prefixes that are the
+    caller's own data (its dataset revisions), allowed whatever the lists say.
     """
+    if any(_under(uri, mine) for mine in own):
+        return
     lists = [("the service's (TRAINYARD_DATASET_PREFIXES)", global_prefixes)]
     if tenant is not None and tenant.dataset_prefixes is not None:
         lists.append((f"tenant {tenant.name}'s", tenant.dataset_prefixes))
@@ -41,8 +48,10 @@ def check_uri_access(uri: str, field: str, global_prefixes: list[str], tenant: T
             )
 
 
-def check_dataset_access(params: JobParams, global_prefixes: list[str], tenant: Tenant | None) -> None:
+def check_dataset_access(
+    params: JobParams, global_prefixes: list[str], tenant: Tenant | None, own: Sequence[str] = ()
+) -> None:
     """`check_uri_access` for every location a training job reads."""
     for field, uri in (("dataset_uri", params.dataset_uri), ("weights_uri", params.weights_uri)):
         if uri is not None:
-            check_uri_access(uri, field, global_prefixes, tenant)
+            check_uri_access(uri, field, global_prefixes, tenant, own)

@@ -7,10 +7,10 @@ from typing import Annotated, Any, cast
 import httpx
 from fastapi import Depends, Request
 
-from core.batch_store import BatchStore
 from core.s3 import s3_client
 from core.settings import Settings
 from core.store import JobStore
+from core.store.batch import BatchStore
 from service.dispatch import Dispatcher
 from service.launcher import Launcher
 from service.metrics import Metrics

@@ -228,8 +228,8 @@ class Dispatcher:
             reason="quota",
         )
         if job.waiting and job.waiting.get("message") == why:
-            # Nothing new to say: a write per waiting job per pass made every POST cost O(queue) commits (its
-            # p50 was 0.8 s with 160 jobs queued). Readers compute waited_s from `since` (JobPublic.build).
+            # Nothing new to say: a write per waiting job per pass would make every POST cost O(queue) commits.
+            # Readers compute waited_s from `since` (JobPublic.build).
             return
         self.store.set_waiting(job.id, waiting.model_dump(mode="json"))
         # Kind "quota", not "waiting": the job metrics read "waiting" events as waits for cluster nodes.

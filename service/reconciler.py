@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from core.batch_store import BatchStore
 from core.settings import get_settings
 from core.spec import JobStatus
 from core.store import JobRecord, JobStore
+from core.store.batch import BatchStore
 from core.tenancy import Tenancy
 from service.batch_reconcile import BatchReconciler
 from service.dispatch import Dispatcher

@@ -8,8 +8,8 @@ from fastapi import Request
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from core.limits import is_multipart, type_refusal, upload_limit
 from service.errors import ApiError
-from serving.limits import MULTIPART_OVERHEAD, is_multipart, is_unsupported, unsupported_message
 
 EMPTY_HINT = "send the image bytes as the request body or as multipart field 'file'"
 
@@ -20,8 +20,9 @@ def _too_large(size: int | None, limit: int) -> ApiError:
 
 
 def _check_type(content_type: str, batch: bool) -> None:
-    if is_unsupported(content_type) or (batch and not is_multipart(content_type)):
-        raise ApiError(415, "unsupported_media_type", unsupported_message(content_type, batch), "content-type")
+    refusal = type_refusal(content_type, batch)
+    if refusal is not None:
+        raise ApiError(415, "unsupported_media_type", refusal, "content-type")
 
 
 async def _read_capped(request: Request, cap: int, limit: int, multipart: bool) -> bytes:
@@ -41,7 +42,7 @@ async def read_images_form(request: Request, limit: int, max_images: int) -> tup
     """A `predict:batch` body, unparsed: (multipart bytes, content type). The model server splits the parts."""
     content_type = request.headers.get("content-type", "")
     _check_type(content_type, batch=True)
-    body = await _read_capped(request, max_images * (limit + MULTIPART_OVERHEAD), limit, multipart=True)
+    body = await _read_capped(request, upload_limit(limit, max_images), limit, multipart=True)
     return body, content_type
 
 
@@ -50,7 +51,7 @@ async def read_image(request: Request, limit: int) -> tuple[bytes, str]:
     content_type = request.headers.get("content-type", "")
     _check_type(content_type, batch=False)
     multipart = is_multipart(content_type)
-    body = await _read_capped(request, limit + (MULTIPART_OVERHEAD if multipart else 0), limit, multipart)
+    body = await _read_capped(request, upload_limit(limit) if multipart else limit, limit, multipart)
     if multipart:
         data, content_type = await _file_field(request.headers, body)
     else:

@@ -37,12 +37,12 @@ from starlette.responses import JSONResponse
 
 from core.artifact import ArtifactMeta, load_artifact
 from core.images import InvalidImage
+from core.limits import is_multipart, type_refusal, upload_limit
 from core.runtime_env import TORCH_MALLOC_ENV
 from core.s3 import s3_client
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from serving import inference
 from serving.batcher import DrainingBatcher
-from serving.limits import MULTIPART_OVERHEAD, is_multipart, is_unsupported, unsupported_message
 from serving.registry import ArtifactMissing, ModelNotFound, pointer_uri, read_artifact, read_pointer
 from serving.replica_models import ReplicaModels
 
@@ -56,23 +56,25 @@ class AppArgs(BaseModel):
     """Arguments of `build_app` (also accepted from a Serve config file's `args`)."""
 
     # Rows in one forward (a `tta=true` image counts twice). 32 was the fastest batch of the raw model on 2
-    # cores (FIELD-NOTES); a predict:batch request must fit in one.
+    # cores (benchmarks/README.md, "Process settings"); a predict:batch request must fit in one.
     max_batch_size: int = Field(default=32, ge=1, le=256)
     # 0: an idle replica never waits for a batch to fill; while a forward runs the queue fills by itself.
     batch_wait_timeout_s: float = Field(default=0.0, ge=0, le=1)
     # Torch threads; None: the CPUs Ray gave the replica, or the node's CPUs when it reserved none.
     num_threads: int | None = Field(default=None, ge=1, le=64)
-    # NHWC is faster for these convnets on CPU too (FIELD-NOTES: 13.5 vs 22 ms at batch 1).
+    # NHWC is faster for these convnets on CPU too (benchmarks/README.md, "Process settings").
     channels_last: bool = True
-    # On CPU, each model runs as a TorchScript graph (serving/graphs.py: the forward no longer waits for the
+    # On CPU, each model runs as a TorchScript graph (serving/graphs.py: the forward does not wait for the
     # GIL between ops). False: eager PyTorch.
     graph: bool = True
-    max_ongoing_requests: int = Field(default=64, ge=1)
-    max_queued_requests: int = Field(default=256, ge=1)
-    min_replicas: int = Field(default=1, ge=0)
+    # Replicas and their queues. None: the deployment's setting (`serve_<field>` in core/settings.py, where each
+    # default and its reason are written once); a Serve config file or a test may override any of them here.
+    max_ongoing_requests: int | None = Field(default=None, ge=1)
+    max_queued_requests: int | None = Field(default=None, ge=1)
+    min_replicas: int | None = Field(default=None, ge=0)
     max_replicas: int | None = Field(default=None, ge=1)
+    downscale_delay_s: float | None = Field(default=None, ge=0)
     target_ongoing_requests: float = Field(default=8, gt=0)
-    downscale_delay_s: float = Field(default=600.0, ge=0)
     # Serve's defaults: load must last 30 s before a replica is added, averaged over a 30 s window of
     # ongoing-request counts that replicas push every 10 s. Tests shorten all three.
     upscale_delay_s: float = Field(default=30.0, ge=0)
@@ -80,6 +82,14 @@ class AppArgs(BaseModel):
     metrics_interval_s: float = Field(default=10.0, gt=0)
     # How often each replica checks that the models it holds are still deployed (DELETE frees them then).
     pointer_check_interval_s: float = Field(default=2.0, gt=0)
+
+    def with_settings(self, settings: Settings) -> AppArgs:
+        """These arguments with every field left unset taken from the deployment's `serve_*` settings."""
+        unset = [name for name in _FROM_SETTINGS if getattr(self, name) is None]
+        return self.model_copy(update={name: getattr(settings, f"serve_{name}") for name in unset})
+
+
+_FROM_SETTINGS = ("max_ongoing_requests", "max_queued_requests", "min_replicas", "max_replicas", "downscale_delay_s")
 
 
 @dataclass
@@ -267,10 +277,11 @@ class ClassifierServer:
         limit = self.settings.max_image_bytes
         max_images = self.settings.max_batch_images if batch else 1
         content_type = request.headers.get("content-type", "")
-        if is_unsupported(content_type) or (batch and not is_multipart(content_type)):
-            raise RequestError(415, "unsupported_media_type", unsupported_message(content_type, batch), "content-type")
+        refusal = type_refusal(content_type, batch)
+        if refusal is not None:
+            raise RequestError(415, "unsupported_media_type", refusal, "content-type")
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_images * (limit + MULTIPART_OVERHEAD):
+        if declared.isdigit() and int(declared) > upload_limit(limit, max_images):
             raise RequestError(
                 413, "payload_too_large", f"the request is {declared} bytes; the limit is {limit} per image", "body"
             )
@@ -335,8 +346,8 @@ ClassifierDeployment = serve.deployment(ClassifierServer)
 
 def build_app(args: AppArgs | dict[str, object] | None = None) -> Application:
     """The typed app builder: works with `serve run serving.app:build_app`, config files and RayService."""
-    args = AppArgs.model_validate(args or {})
     settings = get_settings()
+    args = AppArgs.model_validate(args or {}).with_settings(settings)
     return ClassifierDeployment.options(  # type: ignore[attr-defined]
         ray_actor_options={
             "num_cpus": settings.serve_replica_cpus,
@@ -345,7 +356,7 @@ def build_app(args: AppArgs | dict[str, object] | None = None) -> Application:
         },
         autoscaling_config={
             "min_replicas": args.min_replicas,
-            "max_replicas": args.max_replicas or settings.serve_max_replicas,
+            "max_replicas": args.max_replicas,
             "target_ongoing_requests": args.target_ongoing_requests,
             "downscale_delay_s": args.downscale_delay_s,
             "upscale_delay_s": args.upscale_delay_s,

@@ -16,7 +16,7 @@ def ensure_serving(settings: Settings) -> None:
     """Start Serve's proxy on the configured address and the classifier app, unless they already run."""
     from ray import serve
 
-    from serving.app import AppArgs, build_app
+    from serving.app import build_app
 
     url = urlparse(settings.serve_url)
     # One proxy, on the head: the API forwards every prediction to one address (serve_url), and a proxy on
@@ -25,13 +25,8 @@ def ensure_serving(settings: Settings) -> None:
     serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": url.port or 8000})
     app = serve.status().applications.get(APP_NAME)
     if app is None or app.status not in ("RUNNING", "DEPLOYING"):
-        args = AppArgs(
-            min_replicas=settings.serve_min_replicas,
-            downscale_delay_s=settings.serve_downscale_delay_s,
-            max_ongoing_requests=settings.serve_max_ongoing_requests,
-            max_queued_requests=settings.serve_max_queued_requests,
-        )
-        serve.run(build_app(args), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
+        # Every scaling argument comes from the settings (AppArgs' unset fields), as for `serve run`.
+        serve.run(build_app(), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
 
 
 def deploy_model(s3: Any, settings: Settings, model_id: str, artifact_uri: str, timeout_s: float = 300) -> list[str]:

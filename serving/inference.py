@@ -21,11 +21,10 @@ def replica_threads(assigned_cpus: float | None) -> int:
     """Torch intra-op threads for a replica: the CPUs Ray gave it; with none reserved, all but one it may run on.
 
     A constant is wrong both ways: one thread leaves cores idle on a dedicated node, and more threads than
-    owned cores thrash when another process takes one (FIELD-NOTES: ~5 ms per tiny op). A replica that
-    reserved no CPU shares its node with Serve's proxy, the API and its own decoding threads: an OpenMP team
-    as wide as the node waits at every op for the member those took (benchmarks/README.md, "where the time
-    goes": 2 threads 55 ms a forward in the replica vs 31 ms raw; under a neighbour's load 93–773 ms vs 33 ms
-    for 1 thread), so one core is left to them.
+    owned cores thrash when another process takes one (benchmarks/README.md, "Process settings"). A replica that
+    reserved no CPU shares its node with Serve's proxy, the API and its own decoding threads: an OpenMP team as
+    wide as the node waits at every op for the member those took (benchmarks/README.md, "where the time goes"),
+    so one core is left to them.
     """
     if assigned_cpus is not None and assigned_cpus >= 1:
         return int(assigned_cpus)

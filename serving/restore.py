@@ -1,6 +1,6 @@
 """After a restart: check every model the store lists against the artifact store, and bring Serve back.
 
-    python -m serving.restore        # `trainyard-stack up` runs it with the stack's environment
+    python -m serving.restore        # `trainyard up` runs it with the stack's environment
 
 Ray Serve's applications live only as long as the Ray cluster; the store and the objects outlive it. So a
 stack that comes back up finds its models listed but nothing serving them. This starts the classifier

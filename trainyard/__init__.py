@@ -12,7 +12,17 @@ from trainyard.errors import (
     Unauthorized,
     Unavailable,
 )
-from trainyard.models import BatchPrediction, BatchPredictionPage, Event, Job, JobPage, Model, ModelRef, Prediction
+from trainyard.models import (
+    BatchPrediction,
+    BatchPredictionPage,
+    Event,
+    Job,
+    JobPage,
+    Model,
+    ModelRef,
+    Prediction,
+    Revision,
+)
 from trainyard.upload import UploadResult
 
 __all__ = [
@@ -31,6 +41,7 @@ __all__ = [
     "NotFound",
     "NotSupported",
     "Prediction",
+    "Revision",
     "TrainyardError",
     "Unauthorized",
     "Unavailable",

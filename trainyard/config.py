@@ -28,6 +28,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from infra.local.config import LOCAL_S3_KEY, StackConfig, stack_home
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_UPLOAD_BUCKET = "trainyard-uploads"
 
@@ -37,11 +39,6 @@ def config_file() -> Path:
     return Path(explicit) if explicit else Path.home() / ".config" / "trainyard" / "config.toml"
 
 
-def stack_home() -> Path:
-    """The same folder `trainyard up` uses (see `infra.local.stack.default_home`)."""
-    return Path(os.environ.get("TRAINYARD_HOME") or Path.cwd() / ".trainyard")
-
-
 class _LocalStackSource(PydanticBaseSettingsSource):
     """The running local stack's URLs, read from the state file `trainyard up` writes."""
 
@@ -49,8 +46,6 @@ class _LocalStackSource(PydanticBaseSettingsSource):
         return None, field_name, False  # unused: __call__ answers for all fields at once
 
     def __call__(self) -> dict[str, Any]:
-        from infra.local.stack import LOCAL_S3_KEY, StackConfig
-
         path = stack_home() / "stack.json"
         try:
             data = json.loads(path.read_text())

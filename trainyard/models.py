@@ -9,17 +9,52 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from PIL.Image import Image
     from rich.console import Console
 
-    from trainyard.client import Client, ImageInput
-
+ImageInput: TypeAlias = "str | Path | bytes | Image"
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class BoundClient(Protocol):
+    """What a fetched `Job` or `Model` asks of the client that fetched it (`trainyard.client.Client`)."""
+
+    def get_job(self, job_id: str) -> Job: ...
+    def cancel_job(self, job_id: str) -> Job: ...
+    def events(self, job_id: str, *, after: int = 0) -> list[Event]: ...
+    def report_url(self, job_id: str) -> str: ...
+    def report(self, job_id: str) -> str: ...
+    def predict(self, model_id: str, image: ImageInput, *, top_k: int | None = None) -> list[Prediction]: ...
+    def wait(
+        self,
+        job_id: str,
+        *,
+        progress: bool = False,
+        poll_interval: float = 1.0,
+        timeout: float | None = None,
+        raise_on_failure: bool = True,
+        console: Console | None = None,
+    ) -> Job: ...
+    def get_batch_prediction(self, batch_id: str) -> BatchPrediction: ...
+    def cancel_batch_prediction(self, batch_id: str) -> BatchPrediction: ...
+    def wait_batch_prediction(
+        self,
+        batch_id: str,
+        *,
+        poll_interval: float = 1.0,
+        timeout: float | None = None,
+        raise_on_failure: bool = True,
+        on_update: Callable[[BatchPrediction], None] | None = None,
+    ) -> BatchPrediction: ...
+    def batch_rows(self, run: BatchPrediction) -> list[dict[str, Any]]: ...
 
 
 class _ApiModel(BaseModel):
@@ -27,13 +62,13 @@ class _ApiModel(BaseModel):
 
 
 class _Bound(_ApiModel):
-    _client: Client | None = PrivateAttr(default=None)
+    _client: BoundClient | None = PrivateAttr(default=None)
 
-    def _bind(self, client: Client) -> None:
+    def _bind(self, client: BoundClient) -> None:
         self._client = client
 
     @property
-    def client(self) -> Client:
+    def client(self) -> BoundClient:
         if self._client is None:
             raise RuntimeError(f"this {type(self).__name__} is not bound to a Client; fetch it through one")
         return self._client
@@ -214,3 +249,17 @@ class BatchPrediction(_Bound):
 class BatchPredictionPage(_ApiModel):
     batch_predictions: list[BatchPrediction]
     next_cursor: str | None = None
+
+
+class Revision(_ApiModel):
+    """A dataset revision: a job's images with relabel/exclude marks applied (POST /v1/jobs/{id}/revisions)."""
+
+    id: str
+    job_id: str
+    base_dataset_uri: str
+    dataset_uri: str
+    marks: list[dict[str, Any]] = Field(default_factory=list)
+    changes: dict[str, int] = Field(default_factory=dict)
+    images: int
+    created_at: datetime
+    retrain_job_id: str | None = None

@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 
 from core.s3 import s3_client
+from infra.local.config import stack_home
 from infra.local.sample_data import SHAPES, make_shapes, upload_folder
-from infra.local.stack import LocalStack, default_home
+from infra.local.stack import LocalStack
 
 
 def _print_epochs(metrics: list[dict[str, Any]], shown: int) -> int:
@@ -53,7 +54,7 @@ def follow(api: httpx.Client, job_id: str, poll_s: float = 1.0) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=default_home())
+    parser.add_argument("--home", type=Path, default=stack_home())
     parser.add_argument("--dataset", type=Path, help="an image folder to train on instead of the generated shapes")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--freeze-epochs", type=int, default=2)
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                     top = answer["predictions"][0]
                     print(f"  held-out {shape:<8} -> {top['label']} ({top['probability']:.1%})")
     print(f"\nDone in {time.monotonic() - started:.0f}s. Trainyard keeps running:\n{stack.describe()}")
-    print(f"Stop it with: .venv/bin/trainyard-stack down --home {stack.config.home}")
+    print(f"Stop it with: .venv/bin/trainyard down --home {stack.config.home}")
     return 0
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from core.backbones import build_classifier
+from core.artifact import ARTIFACT_NAME, ArtifactMeta, dump_artifact
+from core.backbones import BACKBONES, build_classifier
 from core.settings import Settings
-from core.spec import JobParams
+from core.spec import JobParams, S3Location
 from core.store import JobStore, ModelRecord, new_id
-from jobs.stages.publish import publish_model
 
 
 def publish_untrained_model(
@@ -38,7 +38,13 @@ def publish_untrained_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_classifier(arch, len(classes), weights=None).eval()
-    uri = publish_model(s3, settings, job.id, model, arch, classes, image_size, metrics={})
+    meta = ArtifactMeta(
+        job_id=job.id, arch=arch, classes=classes, image_size=image_size, normalization=BACKBONES[arch].normalization
+    )
+    # Where a job publishes its model: <artifact_uri>/jobs/<job id>/model.pt.
+    location = S3Location.parse(settings.artifact_uri).child("jobs", job.id)
+    s3.put_object(Bucket=location.bucket, Key=f"{location.prefix}{ARTIFACT_NAME}", Body=dump_artifact(model, meta))
+    uri = f"s3://{location.bucket}/{location.prefix}{ARTIFACT_NAME}"
     record = ModelRecord(
         id=new_id("mdl"),
         job_id=job.id,

@@ -1,8 +1,8 @@
 """The single-machine stack: an S3-compatible server, a Ray head and the API, all on loopback.
 
-    trainyard-stack up        # start everything (idempotent), print the URLs
-    trainyard-stack status    # what is running
-    trainyard-stack down      # stop everything this stack started
+    trainyard up              # start everything (idempotent), print the URLs (trainyard/cli/stack.py)
+    trainyard stack status    # what is running
+    trainyard down            # stop everything this stack started
 
 The same class is what the tests start, so the README's commands are exercised by the suite.
 State (ports, pids) lives in <home>/stack.json so `down` works from another shell.
@@ -10,7 +10,6 @@ State (ports, pids) lives in <home>/stack.json so `down` works from another shel
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -18,31 +17,23 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from core.runtime_env import TORCH_MALLOC_ENV
+from infra.local.config import LOCAL_S3_KEY, LOOPBACK, StackConfig, free_port
+
 logger = logging.getLogger("trainyard.stack")
 
-LOOPBACK = "127.0.0.1"
-# Local-only credentials for the S3-compatible server (s3rver accepts this one fixed pair); real deployments
-# take AWS's usual chain.
-LOCAL_S3_KEY = "S3RVER"
 # The local S3-compatible server: s3rver (Node.js) keeps every object as a file under <home>/s3, so datasets,
 # checkpoints and models survive a restart. Installed by scripts/setup from infra/local/s3/package-lock.json.
 S3RVER_DIR = Path(__file__).resolve().parent / "s3"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def _free_agent_ports(config: StackConfig) -> list[str]:
@@ -59,72 +50,6 @@ def _free_agent_ports(config: StackConfig) -> list[str]:
     flags = ["--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
              "--runtime-env-agent-port", "--ray-client-server-port"]  # fmt: skip
     return [f"{flag}={port}" for flag, port in zip(flags, ports, strict=True)]
-
-
-@dataclass
-class StackConfig:
-    home: Path
-    s3_port: int = 9000
-    gcs_port: int = 6379
-    dashboard_port: int = 8265
-    serve_port: int = 8000
-    api_port: int = 8080
-    # Ray's defaults for these two are fixed ports (52365, 10001): a second Ray cluster on the machine (a test
-    # run beside a stack) found them taken, its dashboard agent started without HTTP, and job submission hung.
-    dashboard_agent_port: int = 52365
-    ray_client_port: int = 10001
-    num_cpus: int = 2
-    pids: dict[str, int] = field(default_factory=dict)
-    # Settings every process of this stack gets on top of the defaults (e.g. TRAINYARD_NODE_TYPES).
-    env_overrides: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def with_free_ports(cls, home: Path, num_cpus: int = 2) -> StackConfig:
-        return cls(
-            home=home,
-            s3_port=free_port(),
-            gcs_port=free_port(),
-            dashboard_port=free_port(),
-            serve_port=free_port(),
-            api_port=free_port(),
-            dashboard_agent_port=free_port(),
-            ray_client_port=free_port(),
-            num_cpus=num_cpus,
-        )
-
-    @property
-    def s3_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.s3_port}"
-
-    @property
-    def dashboard_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.dashboard_port}"
-
-    @property
-    def serve_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.serve_port}"
-
-    @property
-    def api_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.api_port}"
-
-    @property
-    def s3_data_dir(self) -> Path:
-        return self.home / "s3"
-
-    @property
-    def ray_token_file(self) -> Path:
-        return self.home / "ray-auth-token"
-
-    @property
-    def api_key_file(self) -> Path:
-        """The stack's admin API key (mode 0600), registered by the API at start-up (bootstrap_key_file)."""
-        return self.home / "api-key"
-
-    @property
-    def ray_temp_dir(self) -> Path:
-        # Ray's unix socket paths must stay under ~107 characters, so not under `home`.
-        return Path("/tmp") / f"trainyard-ray-{self.gcs_port}"
 
 
 @dataclass
@@ -203,11 +128,9 @@ class LocalStack:
             # The API registers this admin key; the SDK, the CLI and the demo send it.
             TRAINYARD_BOOTSTRAP_KEY_FILE=str(c.api_key_file),
             TRAINYARD_API_KEY=self.api_key,
-            # glibc malloc tuned for torch on few cores: one arena, no trimming or mmap churn. Measured on
-            # 2 cores: a training step 240 -> 143 ms/image. Set here, every Ray process inherits it.
-            MALLOC_ARENA_MAX="1",
-            MALLOC_MMAP_THRESHOLD_="4294967296",
-            MALLOC_TRIM_THRESHOLD_="4294967296",
+            # glibc malloc tuned for torch on few cores (core/runtime_env.py). Set here, every Ray process
+            # inherits it.
+            **TORCH_MALLOC_ENV,
             PYTHONUNBUFFERED="1",
             # Ray Jobs run their entrypoint through a shell: `python` must be this environment's.
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -583,44 +506,3 @@ def wait_http(url: str, what: str, timeout: float) -> None:
         except httpx.HTTPError:
             time.sleep(0.2)
     raise TimeoutError(f"{what} did not answer at {url} within {timeout:.0f}s")
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("TRAINYARD_HOME", Path.cwd() / ".trainyard"))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="trainyard-stack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--home", type=Path, default=default_home())
-    parser.add_argument(
-        "--purge", action="store_true", help="with down: also delete every job, object, cache file and log"
-    )
-    parser.add_argument("--yes", action="store_true", help="with --purge: do not ask before deleting")
-    args = parser.parse_args(argv)
-    stack = LocalStack.load(args.home.resolve())
-    if args.command == "up":
-        stack.up()
-        print("Trainyard is running:\n" + stack.describe())
-    elif args.command == "down":
-        stack.down()
-        print("Trainyard stack stopped.")
-        if args.purge:
-            what = stack.data_summary()
-            if not args.yes:
-                if not sys.stdin.isatty():
-                    print(f"not purging {what}: pass --yes to delete without asking", file=sys.stderr)
-                    raise SystemExit(2)
-                if input(f"Delete everything under {what}? Type 'yes' to confirm: ").strip() != "yes":
-                    print("Nothing deleted.")
-                    return
-            stack.purge()
-            print(f"Deleted {what}.")
-    else:
-        running = {n: stack._alive(n) for n in ("s3", "api")} | {"ray": stack.ray_ready()}
-        print(json.dumps(running))
-        print(stack.describe())
-
-
-if __name__ == "__main__":
-    main()

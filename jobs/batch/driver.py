@@ -35,12 +35,12 @@ from core.batch_output import (
     written_shards,
 )
 from core.batch_spec import BatchPhase, BatchPlan
-from core.batch_store import BatchStore
 from core.cost import JobCost, WorkUsage, job_cost
 from core.s3 import S3_UNREACHABLE, s3_client
 from core.settings import Settings, get_settings
 from core.spec import S3Location
 from core.store import JobStore, ModelRecord
+from core.store.batch import BatchStore
 from jobs.batch.inputs import BatchInput, InputImage, list_input
 from jobs.batch.shards import ShardWriter, Tally, read_back, shard_size_for
 from jobs.errors import StageError

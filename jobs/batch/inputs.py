@@ -20,9 +20,9 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from core.spec import S3Location
+from jobs.dataset_cache import _list_objects
 from jobs.errors import StageError
 from jobs.layouts import IMAGE_SUFFIXES, LABELS_CSV
-from jobs.stages.fetch import _list_objects
 
 # Errors quoted from a manifest in one message.
 QUOTED = 5

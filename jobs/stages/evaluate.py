@@ -23,7 +23,7 @@ from core.backbones import BACKBONES, Classifier, build_classifier, channels_las
 from core.images import normalize
 from core.spec import S3Location
 from jobs.data import ImageItems
-from jobs.stages.validate import Item
+from jobs.dataset import Item
 from jobs.tta import VIEWS, tta_probabilities
 
 MOST_WRONG = 9

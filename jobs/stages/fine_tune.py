@@ -30,11 +30,12 @@ from core.s3 import arrow_filesystem, s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, S3Location, phase_progress
 from core.store import JobStore
+from jobs.dataset import ValidatedDataset
 from jobs.errors import StageError
 from jobs.failures import training_failure
 from jobs.features import Features
+from jobs.paths import artifact_location
 from jobs.resources import worker_bundle
-from jobs.stages.validate import ValidatedDataset
 from jobs.train_loop import MIN_DELTA, TrainLoopConfig, epoch_image_sizes, train_loop_per_worker
 from jobs.training_progress import CHECKPOINT_FILE, PREDICTIONS_FILE, TrainingProgress
 from jobs.weights import resolve_weights
@@ -46,13 +47,14 @@ BODY_LR_MULT = 100.0
 MAX_FAILURES = 1
 # What torch and NCCL say when a node advertises a GPU to Ray but CUDA is not usable there.
 _GPU_FAILURE = re.compile(r"CUDA|NVIDIA|NCCL|no GPUs|GPU.*not available", re.IGNORECASE)
-# glibc gives Ray Train's training thread its own malloc arena; these settings cut page faults (16 s vs 19 s/epoch).
+# glibc gives Ray Train's training thread its own malloc arena; these settings cut its page faults
+# (benchmarks/README.md, "Process settings").
 WORKER_ENV = TORCH_MALLOC_ENV
 # Ray Train's controller takes the workers' reports, and learns that training has ended, only when it polls
-# them: every 2 s by default, so fit() returned up to 2 s after the last epoch. At 0.5 s the last epoch ->
-# `evaluating` gap on dogs-vs-cats went from 2.75 s to 0.9-1.5 s, and the controller's CPU during an epoch from
-# 0.28 to 0.40 CPU-s in 25 s. Ray Train copies this variable from the driver to its controller; an operator's
-# own value wins.
+# them: every 2 s by default, so fit() returns up to 2 s after the last epoch. At 0.5 s the job reaches
+# `evaluating` about a second sooner, for a little more of the controller's CPU (benchmarks/README.md, "Time to a
+# deployed model"). Ray Train copies this variable from the driver to its controller; an operator's own value
+# wins.
 CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 CONTROLLER_POLL_S = 0.5
 # Ray Train's preemption watcher only tells the training function that its node is being drained
@@ -160,7 +162,7 @@ def fine_tune(
     """Train; with `resume` (a retried job), Ray Train restores the run from the job's checkpoint folder and the
     head-only epochs, already recorded and checkpointed by an earlier attempt, are not run again."""
     classes = dataset.summary.classes
-    artifacts = S3Location.parse(settings.artifact_uri).child("jobs", job_id)
+    artifacts = artifact_location(settings, job_id)
     head: HeadResult | None = None
     head_only: BestCheckpoint | None = None
     # A retried job resumes its unfrozen epochs; its head-only epochs were trained and recorded before.

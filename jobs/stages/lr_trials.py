@@ -25,8 +25,9 @@ from torch import nn
 from core.backbones import make_head
 from core.s3 import arrow_filesystem
 from core.settings import Settings
-from core.spec import S3Location, TrialsSweep
+from core.spec import TrialsSweep
 from jobs.features import Features
+from jobs.paths import artifact_location
 
 # Halve the field at each rung: with 8 trials over 4 epochs, 4 reach epoch 2 and 2 reach epoch 4.
 ASHA_REDUCTION_FACTOR = 2
@@ -112,7 +113,7 @@ def lr_trials(
         {"cpu": 1},
     )
     # Trial results go beside the job's checkpoints: the trials may run on any node, as training does.
-    artifacts = S3Location.parse(settings.artifact_uri).child("jobs", job_id)
+    artifacts = artifact_location(settings, job_id)
     tuner = tune.Tuner(
         trainable,
         param_space={

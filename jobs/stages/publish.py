@@ -7,11 +7,7 @@ from typing import Any
 from core.artifact import ARTIFACT_NAME, ArtifactMeta, dump_artifact
 from core.backbones import BACKBONES, Classifier
 from core.settings import Settings
-from core.spec import S3Location
-
-
-def artifact_location(settings: Settings, job_id: str) -> S3Location:
-    return S3Location.parse(settings.artifact_uri).child("jobs", job_id)
+from jobs.paths import artifact_location
 
 
 def publish_model(

@@ -16,46 +16,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from PIL import Image
-from pydantic import BaseModel
 
-from core.image_limits import MAX_IMAGE_PIXELS
+from core.limits import MAX_IMAGE_PIXELS
+from jobs.dataset import DatasetSummary, Item, SkippedFile, SplitSummary, ValidatedDataset
 from jobs.errors import StageError
-from jobs.layouts import IMAGE_SUFFIXES, Candidate, FoundLayout, Layout, find_layout
+from jobs.layouts import IMAGE_SUFFIXES, Candidate, FoundLayout, find_layout
 
 # At most this many lines of a labels.csv are quoted in one error message.
 QUOTED_LINES = 5
-
-
-class Item(BaseModel):
-    path: str  # relative to the dataset root
-    label: int
-
-
-class SkippedFile(BaseModel):
-    path: str
-    reason: str
-
-
-class SplitSummary(BaseModel):
-    source: str  # where the split came from: "val/", "labels.csv (split column)", "carved 20% of train/ (...)"
-    images: int
-
-
-class DatasetSummary(BaseModel):
-    layout: Layout
-    classes: list[str]
-    splits: dict[str, SplitSummary]  # train, valid and (when there is one) test
-    counts: dict[str, dict[str, int]]  # split -> class -> images
-    skipped: list[SkippedFile]  # the first 100
-    num_skipped: int
-
-
-class ValidatedDataset(BaseModel):
-    root: Path
-    summary: DatasetSummary
-    train: list[Item]
-    valid: list[Item]
-    test: list[Item] = []  # held out: evaluated at the end, never used to pick an epoch or an LR
 
 
 def _check_image(path: Path) -> str | None:

@@ -16,11 +16,11 @@ from fastapi.responses import StreamingResponse
 
 from core.batch_output import holds_objects, write_ending
 from core.batch_spec import BatchParams
-from core.batch_store import BatchRecord, BatchStore
 from core.s3 import S3_UNREACHABLE
 from core.settings import Settings
 from core.spec import JobStatus, S3Location
 from core.store import JobStore
+from core.store.batch import BatchRecord, BatchStore
 from core.tenancy import Tenancy
 from service.auth import Principal, PrincipalDep, TenancyDep
 from service.batch_schemas import BatchPredictionRun, BatchPredictionRunList

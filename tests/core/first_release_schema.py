@@ -1,6 +1,7 @@
 """The job store exactly as the first release (commit 7f66d3b) created it: `create_all`, no alembic_version.
 
-Copied from that commit's core/store.py and frozen: the migration tests upgrade a store like this one.
+Copied from that commit's core/store.py (the tables now live in core/store/tables.py) and frozen: the migration
+tests upgrade a store like this one.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from core.batch_spec import BatchParams, BatchPhase, BatchPlan, BatchScores
-from core.batch_store import BatchStore
 from core.spec import JobParams, JobStatus
 from core.store import JobStore, ModelRecord, new_id
+from core.store.batch import BatchStore
 
 
 def new_run(store: JobStore, tenant: str = "team-a") -> str:

@@ -149,7 +149,7 @@ def test_a_store_the_replaced_start_up_upgrade_made_is_stamped_not_altered_twice
 
 
 def test_the_migrations_build_exactly_the_tables_core_store_declares(empty_url: str) -> None:
-    """`alembic check`: a column or index added to core/store.py without a revision fails here."""
+    """`alembic check`: a column or index added to core/store/tables.py without a revision fails here."""
     migrate(empty_url)
     engine = make_engine(empty_url)
     try:
@@ -158,7 +158,7 @@ def test_the_migrations_build_exactly_the_tables_core_store_declares(empty_url: 
             differences = compare_metadata(context, metadata)
     finally:
         engine.dispose()
-    assert differences == [], f"core/store.py and core/migrations/versions disagree; add a revision: {differences}"
+    assert differences == [], f"core/store/tables.py and the migrations disagree; add a revision: {differences}"
 
 
 def test_the_api_refuses_to_start_on_a_store_behind_its_schema(tmp_path: Path) -> None:

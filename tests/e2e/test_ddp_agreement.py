@@ -10,7 +10,7 @@ What still differs (see `jobs.train_loop`): the dropout and drop-connect masks, 
 Before `batch_size` was global, the same kind of pair (2 x 8 and 1 x 16, one head-only epoch) ended at 0.900 and
 0.667 validation accuracy: the head-only epoch ran at batch 8 (6 steps) in one and 16 (3 steps) in the other,
 leaving heads at validation loss 0.82 and 0.97 (ln 3 = 1.10), so near chance that the unfrozen epochs' small
-differences flipped 7 of 30 predictions. benchmarks/README.md (issue 7) has the numbers.
+differences flipped 7 of 30 predictions. benchmarks/README.md ("DDP agreement") has the numbers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The fault matrix: real processes killed at chosen moments of real jobs, and what must hold afterwards.
 
-Rows (issue 6): a Ray Train worker killed in each training stage; the API killed and restarted in each phase;
+Rows: a Ray Train worker killed in each training stage; the API killed and restarted in each phase;
 the S3 server stopped during fetch and during checkpointing; a Serve replica killed; a cancel in each phase.
 Each kill is SIGKILL unless a row says otherwise, and each test asserts the job's final state, its epoch rows
 and events, and that nothing was lost or duplicated.
@@ -54,7 +54,7 @@ JOB: dict[str, Any] = {
 }
 # boto3 backs off a random 0-50 ms, 0-100 ms, 0-200 ms … between tries on a connection error (botocore's
 # non-throttling base of 50 ms), so 6 tries spanned only 1-2 s and an S3 restarted 0.5 s after the driver's
-# first listing sometimes came back after the last try (18:22 UTC 27 Nov). 10 tries span ~13 s on average (at
+# first listing sometimes came back after the last try. 10 tries span ~13 s on average (at
 # most 26 s of backoff): S3 back within the retries is then all but certain, and one kept down still fails fast.
 S3_MAX_ATTEMPTS = 10
 DATASET = "s3://faults/shapes"

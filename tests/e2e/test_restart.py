@@ -42,7 +42,7 @@ def _wait(api: httpx.Client, job_id: str, timeout: float = 420) -> dict[str, Any
 
 
 def _restart(stack: LocalStack) -> dict[str, Any]:
-    """`trainyard-stack down`, then `up` on the same home folder and ports."""
+    """`trainyard down`, then `up` on the same home folder and ports."""
     stack.down()
     assert not stack._alive("s3") and not stack.ray_ready()
     stack.start_s3()

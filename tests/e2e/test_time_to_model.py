@@ -141,7 +141,7 @@ def test_where_unfrozen_training_pays_the_job_unfreezes_and_deploys_the_unfrozen
     (0.547 and 0.540 while the body's batch-norm statistics still trained). With those statistics training, what
     paid was mostly the head training on, on augmented images: with the body's LR at zero the unfrozen epochs
     ended at the same loss (0.523 against 0.520). No generated set was found whose frozen features cannot
-    separate the classes while one unfrozen epoch can (benchmarks/README.md, issue 7)."""
+    separate the classes while one unfrozen epoch can (benchmarks/README.md, "Time to a deployed model")."""
     job = pays["job"]
     assert job["status"] == "succeeded", job.get("error")
     (head_only,) = [e for e in job["metrics"] if e["stage"] == "frozen"]

@@ -27,12 +27,12 @@ def test_the_autoscaler_sees_gpu_types_from_zero_and_a_head_without_cpus(helm: P
     head = types.pop("headgroup")
     # The head offers Ray no CPUs and no GPUs: training and feature tasks never land there.
     assert head["resources"].get("CPU", 0) == 0 and head["resources"].get("GPU", 0) == 0
-    assert types.keys() == {"gpu-a10g", "gpu-l4"}
+    assert types.keys() == {"gpu-a10g", "gpu-l4", "serving"}
     assert types["gpu-a10g"]["resources"]["GPU"] == 1 and types["gpu-l4"]["resources"]["GPU"] == 2
     assert types["gpu-a10g"]["resources"]["CPU"] == 3
     assert all(t["min_workers"] == 0 for t in types.values())
     assert (types["gpu-a10g"]["max_workers"], types["gpu-l4"]["max_workers"]) == (4, 6)
-    assert config["max_workers"] == 10
+    assert config["max_workers"] == 4 + 6 + 4
 
 
 def test_idle_workers_go_after_the_configured_timeout(helm: Path) -> None:

@@ -11,16 +11,14 @@ import ray
 import yaml
 
 from core.settings import Settings
-from tests.helm.chart import CHART, by_kind, containers, env_of, one, pod_specs, render, validate
+from tests.helm.chart import CHART, by_kind, config_data, containers, env_of, one, pod_specs, render, validate
+
+GPU_GROUPS = {"gpu-a10g", "gpu-l4"}
 
 
 def ray_groups(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     cluster = one(manifests, "RayCluster")
     return {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
-
-
-def config_data(manifests: list[dict[str, Any]]) -> dict[str, str]:
-    return dict(one(manifests, "ConfigMap")["data"])
 
 
 def api_container(manifests: list[dict[str, Any]]) -> dict[str, Any]:
@@ -31,9 +29,11 @@ def api_container(manifests: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_gpu_groups_scale_from_zero_with_gpu_limits_node_selectors_and_tolerations(helm: Path) -> None:
     groups = ray_groups(render(helm, "two-gpu-groups"))
-    assert set(groups) == {"gpu-a10g", "gpu-l4"}
+    assert set(groups) == GPU_GROUPS | {"serving"}
     expected_gpus = {"gpu-a10g": 1, "gpu-l4": 2}
     for name, group in groups.items():
+        if name not in GPU_GROUPS:
+            continue
         assert group["minReplicas"] == 0 and group["replicas"] == 0
         pod = group["template"]["spec"]
         (worker,) = pod["containers"]
@@ -48,14 +48,17 @@ def test_gpu_groups_scale_from_zero_with_gpu_limits_node_selectors_and_toleratio
 def test_a_cpu_group_asks_for_no_gpu_and_tolerates_no_gpu_taint(helm: Path) -> None:
     manifests = render(helm, "cpu-only")
     groups = ray_groups(manifests)
-    assert set(groups) == {"cpu"}
+    assert set(groups) == {"cpu", "serving"}
     (worker,) = groups["cpu"]["template"]["spec"]["containers"]
     assert "nvidia.com/gpu" not in worker["resources"]["limits"]
     assert "tolerations" not in groups["cpu"]["template"]["spec"]
 
 
+GROUPS_OFF = ("ray.workerGroups.gpu-a10g.enabled=false", "ray.workerGroups.serving.enabled=false")
+
+
 def test_a_cluster_with_every_group_off_renders_an_empty_group_list(helm: Path) -> None:
-    manifests = render(helm, None, "ray.workerGroups.gpu-a10g.enabled=false")
+    manifests = render(helm, None, *GROUPS_OFF, "serving.resource=")
     cluster = one(manifests, "RayCluster")
     assert cluster["spec"]["workerGroupSpecs"] == []
     validate(cluster)
@@ -65,11 +68,20 @@ def test_an_upgrade_replaces_all_ray_pods_together_so_head_and_workers_run_the_s
     manifests = render(helm)
     cluster = one(manifests, "RayCluster")
     assert cluster["spec"]["upgradeStrategy"] == {"type": "Recreate"}
-    # A settings change alters the pod templates (and so triggers it): the config's checksum is on them.
+    # A change to what Ray pods read alters the pod templates (and so triggers it): that config's checksum is on them.
     templates = [t for name, t in pod_specs(manifests).items() if name.startswith("RayCluster/")]
     checksums = {t["metadata"]["annotations"]["checksum/config"] for t in templates}
+    assert len(checksums) == 1
     changed = one(render(helm, None, "config.artifactUri=s3://elsewhere"), "RayCluster")
     assert changed["spec"]["headGroupSpec"]["template"]["metadata"]["annotations"]["checksum/config"] not in checksums
+    # Every Ray container reads the Ray ConfigMap and only that one.
+    ray_map = next(
+        m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["labels"]["app.kubernetes.io/component"] == "ray"
+    )
+    for template in templates:
+        for container in template["spec"]["containers"]:
+            maps = [s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s]
+            assert maps == [ray_map["metadata"]["name"]]
 
 
 def test_the_head_is_a_cpu_node_that_runs_no_training(helm: Path) -> None:
@@ -99,11 +111,11 @@ def test_autoscaling_off_runs_fixed_groups_and_fails_jobs_that_cannot_fit(helm: 
 
 def test_ray_token_auth_is_on_for_ray_pods_and_the_api_reads_the_same_token(helm: Path) -> None:
     manifests = render(helm)
-    auth = one(manifests, "RayCluster")["spec"]["authOptions"]
-    assert auth["mode"] == "token"
-    secret = one(manifests, "Secret")
-    assert secret["metadata"]["name"] == auth["secretName"]
-    assert len(base64.b64decode(secret["data"]["auth_token"])) >= 32  # the key KubeRay reads
+    cluster = one(manifests, "RayCluster")
+    auth = cluster["spec"]["authOptions"]
+    assert auth == {"mode": "token"}
+    # KubeRay generates the token into a Secret named after the cluster; the chart renders nothing random.
+    assert not by_kind(manifests, "Secret")
     api = api_container(manifests)
     env = env_of(api)
     assert env["RAY_AUTH_MODE"]["value"] == "token"
@@ -111,8 +123,8 @@ def test_ray_token_auth_is_on_for_ray_pods_and_the_api_reads_the_same_token(helm
     (mount,) = [m for m in api["volumeMounts"] if Path(m["mountPath"]) == token_path.parent]
     volumes = {v["name"]: v for v in one(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]}
     source = volumes[mount["name"]]["secret"]
-    assert source["secretName"] == auth["secretName"]
-    assert {"key": "auth_token", "path": token_path.name} in source["items"]
+    assert source["secretName"] == cluster["metadata"]["name"]
+    assert {"key": "auth_token", "path": token_path.name} in source["items"]  # the key KubeRay writes
     # The API runs as a non-root user: the file must be readable through the pod's fsGroup.
     pod_security = one(manifests, "Deployment")["spec"]["template"]["spec"]["securityContext"]
     assert pod_security["runAsNonRoot"] and pod_security["fsGroup"]
@@ -123,6 +135,10 @@ def test_an_existing_token_secret_is_used_instead_of_a_generated_one(helm: Path)
     manifests = render(helm, "postgresql-statefulset")
     assert one(manifests, "RayCluster")["spec"]["authOptions"]["secretName"] == "my-ray-token"
     assert all(s["metadata"]["name"] != "my-ray-token" for s in by_kind(manifests, "Secret"))
+    volumes = one(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"ray-auth": "my-ray-token"}.items() <= {
+        v["name"]: v.get("secret", {}).get("secretName") for v in volumes
+    }.items()
 
 
 def test_the_network_policy_admits_only_the_api_and_ray_pods_to_the_head(helm: Path) -> None:
@@ -158,8 +174,13 @@ def test_no_secret_value_appears_in_a_config_map_or_an_env_literal(helm: Path) -
         for template in pod_specs(manifests).values():
             for container in containers(template):
                 literals += [str(e["value"]) for e in container.get("env", []) if "value" in e]
-                database = env_of(container).get("TRAINYARD_DATABASE_URL")
-                if database is not None:
+                env = env_of(container)
+                database = env.get("TRAINYARD_DATABASE_URL")
+                if database is not None and "value" in database:
+                    # The in-release PostgreSQL: a URL without a password, which comes from its Secret.
+                    assert "@" in database["value"] and ":" not in database["value"].split("@")[0].split("//")[1]
+                    assert "secretKeyRef" in env["PGPASSWORD"]["valueFrom"]
+                elif database is not None:
                     assert "secretKeyRef" in database["valueFrom"]
         for secret in secrets:
             assert not any(secret in literal for literal in literals)
@@ -170,11 +191,11 @@ def test_every_trainyard_process_gets_the_store_url_and_s3_credentials_from_secr
     manifests = render(helm, "external-postgresql")
     assert not by_kind(manifests, "StatefulSet")
     specs = pod_specs(manifests)
-    assert set(specs) == {"Deployment/ty-trainyard-api", "RayCluster/head", "RayCluster/gpu-a10g"}
-    account = one(manifests, "ServiceAccount")
-    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    assert set(specs) == {"Deployment/ty-trainyard-api", "RayCluster/head", "RayCluster/gpu-a10g", "RayCluster/serving"}
+    accounts = {a["metadata"]["name"]: a for a in by_kind(manifests, "ServiceAccount")}
     for template in specs.values():
-        assert template["spec"]["serviceAccountName"] == account["metadata"]["name"]
+        account = accounts[template["spec"]["serviceAccountName"]]
+        assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
         for container in containers(template):
             ref = env_of(container)["TRAINYARD_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": "prod-trainyard-db", "key": "sqlalchemy-url"}
@@ -187,14 +208,18 @@ def test_the_optional_postgresql_statefulset_backs_the_store(helm: Path) -> None
     assert statefulset["spec"]["replicas"] == 1
     service = next(s for s in by_kind(manifests, "Service") if s["metadata"]["name"] == statefulset["metadata"]["name"])
     secret = next(s for s in by_kind(manifests, "Secret") if s["metadata"]["name"] == statefulset["metadata"]["name"])
-    url = base64.b64decode(secret["data"]["url"]).decode()
-    assert url.startswith("postgresql+psycopg://trainyard:")
-    assert f"@{service['metadata']['name']}:5432/trainyard" in url
-    api = api_container(manifests)
-    assert env_of(api)["TRAINYARD_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": secret["metadata"]["name"],
-        "key": "url",
-    }
+    assert len(base64.b64decode(secret["data"]["password"])) >= 32
+    api = env_of(api_container(manifests))
+    assert (
+        api["TRAINYARD_DATABASE_URL"]["value"]
+        == f"postgresql+psycopg://trainyard@{service['metadata']['name']}:5432/trainyard"
+    )
+    assert api["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "password"}
+    (server,) = statefulset["spec"]["template"]["spec"]["containers"]
+    assert (
+        env_of(server)["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        == api["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
+    )
 
 
 def test_the_api_runs_replicas_with_probes_and_migrates_before_serving(helm: Path) -> None:
@@ -212,6 +237,10 @@ def test_the_api_runs_replicas_with_probes_and_migrates_before_serving(helm: Pat
     assert migrate["command"] == ["python", "-m", "core.migrate"]
     assert importlib.util.find_spec("core.migrate") is not None
     assert "TRAINYARD_DATABASE_URL" in env_of(migrate)
+    # The migration reads the same settings as the API (both ConfigMaps).
+    assert [s["configMapRef"]["name"] for s in migrate["envFrom"]] == [
+        s["configMapRef"]["name"] for s in api["envFrom"]
+    ]
 
 
 def test_the_ingress_routes_its_host_to_the_api_service(helm: Path) -> None:
@@ -223,7 +252,7 @@ def test_the_ingress_routes_its_host_to_the_api_service(helm: Path) -> None:
     (service,) = [s for s in by_kind(manifests, "Service") if s["metadata"]["name"] == backend["name"]]
     assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
     assert ingress["spec"]["tls"][0]["secretName"] == "trainyard-tls"
-    assert config_data(manifests)["TRAINYARD_PUBLIC_URL"] == "https://trainyard.internal.example.com"
+    assert config_data(manifests, "api")["TRAINYARD_PUBLIC_URL"] == "https://trainyard.internal.example.com"
     assert one(manifests, "Deployment")["spec"]["replicas"] == 3
 
 
@@ -243,9 +272,10 @@ def test_the_api_and_ray_point_at_the_head_service_kuberay_creates(helm: Path) -
 
 
 def test_every_trainyard_setting_the_chart_sets_exists(helm: Path) -> None:
-    for values in (None, "autoscaling-off"):
-        names = [k for k in config_data(render(helm, values)) if k.startswith("TRAINYARD_")]
-        for template in pod_specs(render(helm, values)).values():
+    for values in (None, "autoscaling-off", "postgresql-statefulset"):
+        manifests = render(helm, values)
+        names = [k for c in ("ray", "api") for k in config_data(manifests, c) if k.startswith("TRAINYARD_")]
+        for template in pod_specs(manifests).values():
             for container in containers(template):
                 names += [k for k in env_of(container) if k.startswith("TRAINYARD_")]
         unknown = {n for n in names if n.removeprefix("TRAINYARD_").lower() not in Settings.model_fields}

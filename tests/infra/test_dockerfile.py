@@ -11,6 +11,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "infra" / "docker" / "Dockerfile").read_text()
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -67,6 +69,41 @@ def test_what_the_image_runs_exists() -> None:
         assert callable(getattr(importlib.import_module(module), attr))
 
 
-def test_kuberay_probes_find_wget() -> None:
+def installed_packages() -> set[str]:
     runs = " ".join(a for word, a in instructions() if word == "RUN")
-    assert "wget" in shlex.split(runs.replace(";", " ").replace("&&", " "))
+    words = shlex.split(runs.replace(";", " ").replace("&&", " "))
+    start = words.index("install", words.index("apt-get"))
+    return {w for w in words[start + 1 :] if not w.startswith("-")}
+
+
+def test_kuberay_probes_find_wget() -> None:
+    assert "wget" in installed_packages()
+
+
+def test_rays_cluster_launcher_finds_rsync_and_ssh() -> None:
+    """`ray up` copies files into the container with `rsync -e 'docker exec'`; the head's autoscaler, inside the
+    container, sets up each new worker over ssh and rsync."""
+    assert {"rsync", "openssh-client"} <= installed_packages()
+
+
+def env() -> dict[str, str]:
+    (line,) = [a for word, a in instructions() if word == "ENV"]
+    return dict(shlex.split(item)[0].split("=", 1) for item in line.split())
+
+
+def test_home_is_the_writable_trainyard_home_of_the_non_root_user() -> None:
+    """Ray's launcher takes `~` inside the container from the image's HOME; the chart mounts its one writable
+    home emptyDir at TRAINYARD_HOME over a read-only root, as the same uid and gid."""
+    variables = env()
+    assert variables["HOME"] == variables["TRAINYARD_HOME"] == "/var/lib/trainyard"
+    runs = " ".join(a for word, a in instructions() if word == "RUN")
+    useradd = re.search(r"useradd ([^&]+)", runs)
+    assert useradd
+    flags = shlex.split(useradd[1])
+    assert flags[flags.index("--home-dir") + 1] == variables["HOME"] and "--create-home" in flags
+    (user,) = [a for word, a in instructions() if word == "USER"]
+    assert flags[-1] == user and user != "root"
+    values = yaml.safe_load((REPO / "helm" / "trainyard" / "values.yaml").read_text())
+    uid = int(flags[flags.index("--uid") + 1])
+    assert values["podSecurityContext"]["runAsUser"] == values["podSecurityContext"]["runAsGroup"] == uid
+    assert "--user-group" in flags  # gid = uid on a fresh image

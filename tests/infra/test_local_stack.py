@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 
 from infra.local.sample_data import make_shapes, upload_folder
-from infra.local.stack import LOOPBACK, LocalStack, StackConfig, main
+from infra.local.stack import LOOPBACK, LocalStack, StackConfig
+from trainyard.cli.stack import down
 
 
 def test_uploading_the_same_folder_again_sends_nothing(s3: Any, tmp_path: Path) -> None:
@@ -38,25 +40,25 @@ def test_down_purge_asks_first_and_refuses_without_a_terminal(tmp_path: Path, mo
     home = tmp_path / "home"
     _stopped_stack_with_data(home)
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["down", "--purge", "--home", str(home)])
-    assert exit_info.value.code == 2
+    with pytest.raises(typer.Exit) as exit_info:
+        down(home=home, purge=True)
+    assert exit_info.value.exit_code == 2
     assert (home / "s3" / "bucket" / "object").exists()
 
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     monkeypatch.setattr("builtins.input", lambda prompt: "no")
-    main(["down", "--purge", "--home", str(home)])
+    down(home=home, purge=True)
     assert (home / "trainyard.db").exists()
 
     monkeypatch.setattr("builtins.input", lambda prompt: "yes")
-    main(["down", "--purge", "--home", str(home)])
+    down(home=home, purge=True)
     assert not home.exists()
 
 
 def test_down_purge_yes_deletes_everything_without_asking(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "home"
     _stopped_stack_with_data(home)
-    main(["down", "--purge", "--yes", "--home", str(home)])
+    down(home=home, purge=True, yes=True)
     assert not home.exists()
     assert "1 object files" in capsys.readouterr().out
 
@@ -134,8 +136,8 @@ def test_the_stack_makes_an_admin_key_that_its_api_the_sdk_and_the_cli_use(
 
 @pytest.mark.e2e
 def test_down_stops_ray_in_order_without_sitting_out_the_grace_period(tmp_path: Path) -> None:
-    # Every Ray process was told to stop at once, and a raylet whose GCS was going too kept retrying it until the
-    # grace period ran out and it was killed: 15 s of every test stack's teardown and of `trainyard-stack down`.
+    # Told to stop all at once, a raylet whose GCS is going too keeps retrying it until the grace period runs
+    # out and it is killed: 15 s of every test stack's teardown and of `trainyard down`.
     grace = 15.0
     stack = LocalStack(StackConfig.with_free_ports(tmp_path / "home"))
     try:

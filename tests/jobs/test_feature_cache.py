@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from infra.local.sample_data import ensure_bucket
+from jobs.dataset import Item
 from jobs.feature_cache import cache_location, feature_key, load_features, save_features
 from jobs.features import Features
-from jobs.stages.validate import Item
 
 TRAIN = [Item(path="train/a/1.png", label=0), Item(path="train/b/2.png", label=1)]
 VALID = [Item(path="valid/a/3.png", label=0)]

@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 
+from jobs.dataset_cache import DatasetLimits, fetch_dataset
 from jobs.errors import StageError
-from jobs.stages.fetch import DatasetLimits, fetch_dataset, safe_relative_path
+from jobs.paths import safe_relative_path
 
 
 def _put(s3: Any, bucket: str, files: dict[str, bytes]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from infra.local.sample_data import make_shapes
-from jobs.stages.fetch import fetch_dataset
+from jobs.dataset_cache import fetch_dataset
 from jobs.stages.validate import validate_dataset
 
 

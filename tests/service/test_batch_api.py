@@ -178,7 +178,7 @@ def test_the_reconciler_fails_a_run_whose_driver_is_gone(
     batch_api: Api, launcher: FakeLauncher, ray_state: RayJobState, code: str, words: str
 ) -> None:
     from core.batch_spec import BatchPhase
-    from core.batch_store import BatchStore
+    from core.store.batch import BatchStore
 
     add_model(batch_api)
     run_id = submit(batch_api, "pets").json()["id"]

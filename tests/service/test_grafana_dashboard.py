@@ -61,7 +61,7 @@ def test_every_metric_the_dashboard_queries_is_exported(api: Api) -> None:
     api.create_job()  # so the request counters have a sample too
     exported = exported_names(api.http.get("/metrics").text)
     assert queried <= exported, f"not exported: {sorted(queried - exported)}"
-    # The job metrics the issue names are all on the dashboard.
+    # The job metrics an operator watches are all on the dashboard.
     for name in (
         "trainyard_jobs",
         "trainyard_jobs_running_by_phase",

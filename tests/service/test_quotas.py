@@ -130,8 +130,8 @@ def _statements_of_one_submission(client: Any) -> int:
 
 
 def test_a_submission_costs_the_same_however_long_the_queue_behind_the_quota(make_api: ApiFactory) -> None:
-    # The gate used to re-plan and re-write every waiting job on each POST: a queue of 160 made a POST take 0.8 s
-    # and the status reads of 50 clients queue behind it (benchmarks/api_load.py).
+    # A gate that re-planned and re-wrote every waiting job on each POST would make a POST's cost grow with the
+    # queue, and the status reads of many clients would queue behind it (benchmarks/README.md, "API under load").
     api = make_api(launcher=FakeLauncher(), max_concurrent_jobs=1)
     client = api.tenant_client("team-a")
     for _ in range(3):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
-from core.batch_store import BatchStore
 from core.spec import JobParams
 from core.store import ModelRecord, new_id
+from core.store.batch import BatchStore
 from trainyard import Client
 from trainyard.cli import app
 from trainyard.cli.exit_codes import ExitCode

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from infra.local.stack import LocalStack, StackConfig
 from trainyard.cli import app
 from trainyard.cli.exit_codes import ExitCode
+from trainyard.config import ClientConfig, stack_home
 
 from .conftest import LiveApi
 
@@ -111,7 +113,7 @@ def test_usage_errors_exit_2(client_env: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [["stack", "status"], ["stack", "status", "--home"]])
-def test_stack_commands_delegate_to_the_stack_module(command: list[str], client_env: Path) -> None:
+def test_stack_status_reports_on_the_stack_home(command: list[str], client_env: Path) -> None:
     home = client_env / "elsewhere"
     args = [*command, str(home)] if command[-1] == "--home" else command
     result = _run(*args, "--json")
@@ -119,7 +121,30 @@ def test_stack_commands_delegate_to_the_stack_module(command: list[str], client_
     document = json.loads(result.stdout)
     assert document["command"] == "status"
     assert document["home"] == str(home if command[-1] == "--home" else client_env / "stack-home")
-    assert '"api": false' in result.stderr  # the stack module's own report, moved off stdout
+    assert '"api": false' in result.stderr  # the human report, moved off stdout
+
+
+def test_an_empty_trainyard_home_means_the_default_folder_everywhere(
+    client_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack's commands and the SDK's search for a running stack agree on one folder: ./.trainyard."""
+    monkeypatch.setenv("TRAINYARD_HOME", "")
+    monkeypatch.chdir(client_env)
+    home = client_env / ".trainyard"
+    home.mkdir()
+    LocalStack(StackConfig(home=home, api_port=18_123)).save()
+    result = _run("stack", "status", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["home"] == str(home)
+    assert "http://127.0.0.1:18123" in result.stderr  # the stack the command read is the one saved there
+    assert stack_home() == Path(".trainyard").absolute()
+    assert ClientConfig.resolve().url == "http://127.0.0.1:18123"  # and the SDK finds the same stack
+
+
+def test_the_stack_commands_take_their_own_options(client_env: Path) -> None:
+    """No pass-through: an option the stack commands do not have is a usage error, named in the help."""
+    assert _run("down", "--no-such-option").exit_code == ExitCode.USAGE
+    assert "--purge" in _run("down", "--help").stdout
 
 
 def test_ctrl_c_while_waiting_exits_130_and_the_job_keeps_running(live_api: LiveApi) -> None:

@@ -1,7 +1,7 @@
-"""`trainyard stack up|down|status` (and the shortcuts `trainyard up|down`): the single-machine stack.
+"""`trainyard up|down` and `trainyard stack up|down|status`: the single-machine stack.
 
-Each command hands its arguments, unknown ones included (`down --purge`, `--home DIR`), to
-`infra.local.stack.main`, so this CLI never falls behind the stack module's own options.
+An S3-compatible server, a Ray head and the API, all on loopback (`infra.local.stack`). Its state (ports, pids)
+lives in <home>/stack.json, so `down` works from another shell and the SDK finds the running API.
 """
 
 from __future__ import annotations
@@ -9,29 +9,28 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from infra.local.config import stack_home
 from trainyard.cli.exit_codes import ExitCode
-from trainyard.cli.output import State, print_json
-from trainyard.config import stack_home
+from trainyard.cli.output import print_json
+
+if TYPE_CHECKING:
+    from infra.local.stack import LocalStack
 
 app = typer.Typer(help="The single-machine stack: S3-compatible server, Ray head and the API on loopback.")
 
-_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
-_FORWARDED = "Other options (--home DIR, down --purge …) go to trainyard-stack as they are."
 JsonFlag = Annotated[bool, typer.Option("--json", help="print the stack's state as JSON on stdout, nothing else")]
-
-
-def _home(args: list[str]) -> Path:
-    for i, arg in enumerate(args):
-        if arg == "--home" and i + 1 < len(args):
-            return Path(args[i + 1])
-        if arg.startswith("--home="):
-            return Path(arg.split("=", 1)[1])
-    return stack_home()
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="the stack's folder (default: $TRAINYARD_HOME, else ./.trainyard)", show_default=False),
+]
+PurgeFlag = Annotated[bool, typer.Option("--purge", help="also delete every job, object, cache file and log")]
+YesFlag = Annotated[bool, typer.Option("--yes", help="with --purge: do not ask before deleting")]
 
 
 def _state_file(home: Path) -> dict[str, Any] | None:
@@ -41,50 +40,66 @@ def _state_file(home: Path) -> dict[str, Any] | None:
         return None
 
 
-def run(ctx: typer.Context, command: str, as_json: bool) -> None:
-    from infra.local.stack import main
+@contextlib.contextmanager
+def _stack(command: str, home: Path | None, as_json: bool) -> Iterator[LocalStack]:
+    """The stack in `home`, for one command: its failures as a message and exit code 4, and with `--json` its
+    human output on stderr and one JSON document (the command, the home, the state file) on stdout."""
+    from infra.local.stack import LocalStack
 
-    state: State = ctx.ensure_object(State)
-    state.json = as_json
-    args = [command, *ctx.args]
-    # Under --json the module's human output goes to stderr, so stdout holds only the JSON document.
-    target = sys.stderr if as_json else sys.stdout
+    folder = (home or stack_home()).resolve()
     try:
-        with contextlib.redirect_stdout(target):
-            main(args)
-    except SystemExit as e:  # the module's own verdict (argparse: 2), already explained on stderr
-        if e.code not in (0, None):
-            raise typer.Exit(e.code if isinstance(e.code, int) else ExitCode.USAGE) from None
+        with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout):
+            yield LocalStack.load(folder)
+    except typer.Exit:
+        raise
     except (RuntimeError, TimeoutError, OSError) as e:
         typer.echo(f"error: the local stack could not {command}: {e}", err=True)
         raise typer.Exit(ExitCode.UNAVAILABLE) from None
     if as_json:
-        print_json({"command": command, "home": str(_home(ctx.args)), "state": _state_file(_home(ctx.args))})
+        print_json({"command": command, "home": str(folder), "state": _state_file(folder)})
 
 
-@app.command(context_settings=_PASS_THROUGH)
-def up(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Start the stack (idempotent) and print its URLs. Other options (--home DIR …) go to trainyard-stack."""
-    run(ctx, "up", as_json)
+@app.command()
+def up(home: HomeOption = None, as_json: JsonFlag = False) -> None:
+    """Start the stack (idempotent) and print its URLs."""
+    with _stack("up", home, as_json) as stack:
+        stack.up()
+        print("Trainyard is running:\n" + stack.describe())
 
 
-@app.command(context_settings=_PASS_THROUGH)
-def down(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Stop everything the stack started. Other options (--home DIR, --purge …) go to trainyard-stack."""
-    run(ctx, "down", as_json)
+@app.command()
+def down(home: HomeOption = None, purge: PurgeFlag = False, yes: YesFlag = False, as_json: JsonFlag = False) -> None:
+    """Stop everything the stack started; with --purge, also delete its data (asks first)."""
+    with _stack("down", home, as_json) as stack:
+        stack.down()
+        print("Trainyard stack stopped.")
+        if purge:
+            _purge(stack, ask=not yes)
 
 
-@app.command(context_settings=_PASS_THROUGH)
-def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+def _purge(stack: LocalStack, ask: bool) -> None:
+    what = stack.data_summary()
+    if ask:
+        if not sys.stdin.isatty():
+            typer.echo(f"not purging {what}: pass --yes to delete without asking", err=True)
+            raise typer.Exit(ExitCode.USAGE)
+        if input(f"Delete everything under {what}? Type 'yes' to confirm: ").strip() != "yes":
+            print("Nothing deleted.")
+            return
+    stack.purge()
+    print(f"Deleted {what}.")
+
+
+@app.command()
+def status(home: HomeOption = None, as_json: JsonFlag = False) -> None:
     """What is running, and where."""
-    run(ctx, "status", as_json)
+    with _stack("status", home, as_json) as stack:
+        running = {n: stack._alive(n) for n in ("s3", "api")} | {"ray": stack.ray_ready()}
+        print(json.dumps(running))
+        print(stack.describe())
 
 
 def add_shortcuts(root: typer.Typer) -> None:
     """`trainyard up` and `trainyard down`, the same commands as under `trainyard stack`."""
-    root.command(
-        "up", context_settings=_PASS_THROUGH, help=f"Start the local stack (= trainyard stack up). {_FORWARDED}"
-    )(up)
-    root.command(
-        "down", context_settings=_PASS_THROUGH, help=f"Stop the local stack (= trainyard stack down). {_FORWARDED}"
-    )(down)
+    root.command("up", help="Start the local stack (= trainyard stack up).")(up)
+    root.command("down", help="Stop the local stack (= trainyard stack down).")(down)

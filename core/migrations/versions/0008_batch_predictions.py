@@ -1,7 +1,7 @@
 """Batch predictions: the batch_predictions table and its event log, batch_prediction_events.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

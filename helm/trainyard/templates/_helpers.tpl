@@ -20,6 +20,7 @@ Names. Kubernetes limits most names to 63 characters (DNS labels), so every name
 
 {{/*
 The RayCluster's name. KubeRay appends "-head-svc" and pod suffixes to it, so it is cut to 40 characters.
+KubeRay also names the autoscaler's Role and the generated token Secret after it.
 */}}
 {{- define "trainyard.rayClusterName" -}}
 {{- printf "%s-ray" (include "trainyard.fullname" . | trunc 36 | trimSuffix "-") -}}
@@ -38,16 +39,29 @@ The RayCluster's name. KubeRay appends "-head-svc" and pod suffixes to it, so it
 {{- printf "%s-postgresql" (include "trainyard.fullname" . | trunc 52 | trimSuffix "-") -}}
 {{- end -}}
 
+{{/* The two ConfigMaps: what Ray pods read (their checksum rebuilds the cluster), and what only the API reads. */}}
+{{- define "trainyard.rayConfigName" -}}
+{{- printf "%s-ray-config" (include "trainyard.fullname" . | trunc 52 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "trainyard.apiConfigName" -}}
+{{- include "trainyard.apiName" . -}}
+{{- end -}}
+
+{{/* ServiceAccounts: one per role. `role` is api, head or worker. */}}
 {{- define "trainyard.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create -}}
-{{- default (include "trainyard.fullname" .) .Values.serviceAccount.name -}}
+{{- $account := index .root.Values.serviceAccounts .role -}}
+{{- $suffix := dict "api" "api" "head" "ray-head" "worker" "ray-worker" -}}
+{{- $default := printf "%s-%s" (include "trainyard.fullname" .root | trunc 52 | trimSuffix "-") (index $suffix .role) -}}
+{{- if .root.Values.serviceAccounts.create -}}
+{{- default $default $account.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- required (printf "serviceAccounts.%s.name: name an existing ServiceAccount, or set serviceAccounts.create=true" .role) $account.name -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "trainyard.image" -}}
-{{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
 {{/* Labels. */}}
@@ -68,48 +82,62 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: api
 {{- end -}}
 
-{{/* Secrets. */}}
+{{/* Secrets. Without ray.auth.existingSecret, KubeRay makes the token Secret itself, named after the cluster. */}}
 {{- define "trainyard.rayTokenSecret" -}}
-{{- default (printf "%s-ray-auth" (include "trainyard.fullname" . | trunc 54 | trimSuffix "-")) .Values.ray.auth.existingSecret -}}
+{{- default (include "trainyard.rayClusterName" .) .Values.ray.auth.existingSecret -}}
 {{- end -}}
 
 {{- define "trainyard.databaseSecret" -}}
 {{- if .Values.store.postgresql.enabled -}}
-{{- include "trainyard.postgresqlName" . -}}
+{{- default (include "trainyard.postgresqlName" .) .Values.store.postgresql.existingSecret -}}
 {{- else -}}
 {{- required "store.external.existingSecret: name the Secret that holds the database URL, or set store.postgresql.enabled=true" .Values.store.external.existingSecret -}}
 {{- end -}}
 {{- end -}}
 
-{{- define "trainyard.databaseSecretKey" -}}
-{{- if .Values.store.postgresql.enabled -}}url{{- else -}}{{ .Values.store.external.key }}{{- end -}}
-{{- end -}}
-
 {{/*
-What every Trainyard container (API, Ray head, Ray workers) gets: the ConfigMap of TRAINYARD_* settings, the
-S3 credentials Secret when one is named, and the database URL from its Secret. Values stay in Secrets; the
-pod spec only names them.
+What every Trainyard container gets: the ConfigMap(s) of settings, the S3 credentials Secret when one is named.
+`api` adds the API's own ConfigMap after the shared one, so an API setting overrides a shared one.
 */}}
 {{- define "trainyard.envFrom" -}}
 - configMapRef:
-    name: {{ include "trainyard.fullname" . }}
-{{- with .Values.s3.existingSecret }}
+    name: {{ include "trainyard.rayConfigName" .root }}
+{{- if .api }}
+- configMapRef:
+    name: {{ include "trainyard.apiConfigName" .root }}
+{{- end }}
+{{- with .root.Values.s3.existingSecret }}
 - secretRef:
     name: {{ . }}
 {{- end }}
 {{- end -}}
 
+{{/*
+The store URL. External: read whole from its Secret. In-release PostgreSQL: a URL without a password, and the
+password in PGPASSWORD, which libpq (under psycopg) reads when the URL has none: the URL holds no secret.
+*/}}
 {{- define "trainyard.databaseEnv" -}}
+{{- if .Values.store.postgresql.enabled -}}
+{{- $pg := .Values.store.postgresql -}}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "trainyard.databaseSecret" . }}
+      key: password
+- name: TRAINYARD_DATABASE_URL
+  value: {{ printf "postgresql+psycopg://%s@%s:5432/%s" $pg.username (include "trainyard.postgresqlName" .) $pg.database | quote }}
+{{- else -}}
 - name: TRAINYARD_DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "trainyard.databaseSecret" . }}
-      key: {{ include "trainyard.databaseSecretKey" . }}
+      key: {{ .Values.store.external.key }}
+{{- end -}}
 {{- end -}}
 
 {{- define "trainyard.publicUrl" -}}
-{{- if .Values.config.publicUrl -}}
-{{- .Values.config.publicUrl -}}
+{{- if .Values.api.publicUrl -}}
+{{- .Values.api.publicUrl -}}
 {{- else if .Values.api.ingress.enabled -}}
 {{- printf "%s://%s" (ternary "https" "http" (ne .Values.api.ingress.tlsSecretName "")) .Values.api.ingress.host -}}
 {{- else -}}
@@ -119,39 +147,77 @@ pod spec only names them.
 
 {{/* The scrape annotations Prometheus's kubernetes_sd examples follow. */}}
 {{- define "trainyard.scrapeAnnotations" -}}
-{{- if .root.Values.monitoring.scrapeAnnotations }}
+{{- if .root.Values.monitoring.scrapeAnnotations -}}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .port | quote }}
 prometheus.io/path: /metrics
-{{- end }}
+{{- end -}}
 {{- end -}}
 
-{{/* The Ray container's settings, volumes and mounts, shared by the head and every worker group. */}}
+{{/* Annotations that keep node consolidation (Karpenter, the Cluster Autoscaler) from moving a Ray pod. */}}
+{{- define "trainyard.doNotDisrupt" -}}
+{{- if .Values.ray.disruption.doNotDisrupt -}}
+karpenter.sh/do-not-disrupt: "true"
+cluster-autoscaler.kubernetes.io/safe-to-evict: "false"
+{{- end -}}
+{{- end -}}
+
+{{/* The node selector of a Ray group: its own labels plus the capacity type its price assumes. */}}
+{{- define "trainyard.rayNodeSelector" -}}
+{{- $selector := deepCopy (default dict .nodeSelector) -}}
+{{- $label := .root.Values.ray.capacityTypeLabel -}}
+{{- if $label.key -}}
+{{- $_ := set $selector $label.key (ternary $label.spot $label.onDemand (eq .capacityType "spot")) -}}
+{{- end -}}
+{{- with $selector -}}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/* Security contexts (values `podSecurityContext`, `containerSecurityContext`). */}}
+{{- define "trainyard.podSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end -}}
+{{- define "trainyard.containerSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.containerSecurityContext | nindent 2 }}
+{{- end -}}
+
+{{/*
+The Ray container's settings and mounts, shared by the head and every worker group. HOME is the home emptyDir
+(the image's home is on the read-only root): torch, matplotlib and Ray keep caches there.
+*/}}
 {{- define "trainyard.rayContainerEnv" -}}
 envFrom:
-  {{- include "trainyard.envFrom" . | nindent 2 }}
+  {{- include "trainyard.envFrom" (dict "root" .) | nindent 2 }}
 env:
   {{- include "trainyard.databaseEnv" . | nindent 2 }}
   {{- /* Serve's proxy binds every interface of the head; the API reaches it through the head Service. */}}
   - name: TRAINYARD_SERVE_BIND_HOST
     value: 0.0.0.0
 volumeMounts:
-  - name: ray-logs
-    mountPath: /tmp/ray
-  - name: home
-    mountPath: /var/lib/trainyard
-  - name: dshm
-    mountPath: /dev/shm
+  - {name: tmp, mountPath: /tmp}
+  - {name: ray-logs, mountPath: /tmp/ray}
+  - {name: home, mountPath: /var/lib/trainyard}
+  - {name: dshm, mountPath: /dev/shm}
 {{- end -}}
+
+{{/*
+`memory` is the container's memory: /dev/shm counts against it, and Ray's object store lives there. `scratch`
+is a group's own size limits, each falling back to ray.scratch.
+*/}}
 {{- define "trainyard.rayVolumes" -}}
+{{- $scratch := merge (deepCopy (default dict .scratch)) .root.Values.ray.scratch -}}
 volumes:
-  {{- /* Ray writes logs under /tmp/ray; the dataset cache lives under the home folder, one per node. */}}
+  - name: tmp
+    emptyDir: {sizeLimit: {{ .root.Values.tmpSizeLimit }}}
   - name: ray-logs
-    emptyDir: {}
+    emptyDir: {sizeLimit: {{ $scratch.rayTemp }}}
   - name: home
-    emptyDir: {}
+    emptyDir: {sizeLimit: {{ $scratch.home }}}
   {{- /* PyTorch data loaders and NCCL share tensors through /dev/shm; the container default is 64 MiB. */}}
   - name: dshm
-    emptyDir:
-      medium: Memory
+    emptyDir: {medium: Memory, sizeLimit: {{ .memory }}}
 {{- end -}}

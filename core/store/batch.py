@@ -15,45 +15,9 @@ from sqlalchemy.engine import Connection
 
 from core.batch_spec import BATCH_ID_PREFIX, BatchParams, BatchPhase, BatchPlan, BatchScores
 from core.spec import JobStatus
-from core.store import TERMINAL, EventRecord, JobStore, _now, _utc, metadata, new_id
-
-batch_predictions_table = sa.Table(
-    "batch_predictions",
-    metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("tenant", sa.String(64), index=True),
-    sa.Column("model_id", sa.String(40), sa.ForeignKey("models.id"), nullable=False, index=True),
-    sa.Column("model_ref", sa.String(200), nullable=False),  # what the request named: id, name, name@alias …
-    sa.Column("status", sa.String(16), nullable=False, index=True),
-    sa.Column("phase", sa.String(16)),
-    sa.Column("params", sa.JSON, nullable=False),  # BatchParams, output_uri resolved
-    sa.Column("plan", sa.JSON),  # BatchPlan, set by the first attempt's listing
-    sa.Column("images_done", sa.Integer, nullable=False, default=0, server_default="0"),
-    sa.Column("images_total", sa.Integer),
-    sa.Column("scores", sa.JSON),  # BatchScores, for labelled input
-    sa.Column("result", sa.JSON),  # errors, shards, manifest, timing
-    sa.Column("error", sa.JSON),
-    sa.Column("cost", sa.JSON),  # core.cost.JobCost of the model actors
-    sa.Column("attempt", sa.Integer, nullable=False, default=1, server_default="1"),
-    # Which API process claimed the queued run's submission to Ray, and when (a lease, as for jobs).
-    sa.Column("claimed_by", sa.String(128)),
-    sa.Column("claimed_at", sa.DateTime(timezone=True)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("started_at", sa.DateTime(timezone=True)),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-batch_events_table = sa.Table(
-    "batch_prediction_events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(40), sa.ForeignKey("batch_predictions.id"), nullable=False, index=True),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Column("data", sa.JSON),
-)
+from core.store.base import TERMINAL, StoreBase, _now, _utc, new_id
+from core.store.records import EventRecord
+from core.store.tables import batch_events_table, batch_predictions_table
 
 _table = batch_predictions_table
 
@@ -94,7 +58,7 @@ class BatchRecord(BaseModel):
 class BatchStore:
     """Batch runs over the job store's engine; writes queue behind the same per-process writer lock."""
 
-    def __init__(self, jobs: JobStore) -> None:
+    def __init__(self, jobs: StoreBase) -> None:
         self.engine = jobs.engine
         self._tx = jobs._tx
 

@@ -1,7 +1,8 @@
-"""Stage 1: bring the dataset from S3 into a local cache keyed by ETag.
+"""The fetching phase, and every node's copy of the dataset: bring it from S3 into a local cache keyed by ETag.
 
 A second job (or a second Ray Train worker on the same node) on unchanged data downloads nothing.
-Keys are untrusted input: any key that would land outside the dataset's cache folder is skipped.
+Keys are untrusted input: any key that would land outside the dataset's cache folder is skipped
+(`jobs.paths.safe_relative_path`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,6 +25,7 @@ from core.s3 import S3_UNREACHABLE
 from core.spec import S3Location
 from jobs.errors import StageError
 from jobs.failures import storage_unavailable
+from jobs.paths import safe_relative_path
 
 MANIFEST = ".trainyard-manifest.json"
 # Real S3 rewards parallel GETs; the local server is CPU-bound either way.
@@ -48,26 +50,9 @@ class FetchResult(BaseModel):
     etags_digest: str = ""
 
 
-# S3 keys may hold parts of any length; most filesystems refuse names over 255 bytes (NAME_MAX), and the
-# download's temporary name adds a few more.
-MAX_NAME_BYTES = 200
-
-
 def dataset_cache_dir(cache_dir: Path, location: S3Location) -> Path:
     digest = hashlib.sha256(location.uri.encode()).hexdigest()[:16]
     return cache_dir / "datasets" / digest
-
-
-def safe_relative_path(key: str, prefix: str) -> PurePosixPath | None:
-    """The key's path below the prefix, or None if it is not a plain relative path (.., absolute, empty parts)
-    or has a part too long to be a file name here."""
-    rel = key[len(prefix) :]
-    if not rel or rel.endswith("/") or "\\" in rel or "\x00" in rel:
-        return None
-    parts = rel.split("/")
-    if any(part in ("", ".", "..") or len(part.encode()) > MAX_NAME_BYTES for part in parts):
-        return None
-    return PurePosixPath(*parts)
 
 
 @contextmanager
