@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from core.settings import NodeType
 
-Work = Literal["features", "training", "evaluation"]
+Work = Literal["features", "training", "evaluation", "prediction"]
 
 
 class WorkUsage(BaseModel):

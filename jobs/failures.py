@@ -114,3 +114,20 @@ def training_failure(exc: BaseException, attempts: int) -> StageError:
             f"a training worker died ({reason}; {where}, {tries}) and the retry failed too: {detail}",
         )
     return StageError("training_failed", f"distributed training failed ({where}, {tries}): {detail}")
+
+
+def actor_pool_failure(exc: BaseException) -> StageError:
+    """The StageError for a batch run whose Ray Data pipeline (its pool of model actors) raised `exc`."""
+    cause = _root(exc)
+    detail = f"{type(cause).__name__}: {_first_line(cause)}".rstrip(": ")
+    text = f"{type(cause).__name__} {cause} {type(exc).__name__} {exc}"
+    if _STORAGE_MARKERS.search(text):
+        return StageError(
+            "storage_unavailable",
+            f"the object store (S3) stopped answering while the model actors read images: {detail}. Check that the "
+            "S3 endpoint is up, then retry the run (shards already written are kept)",
+        )
+    if _DIED_MARKERS.search(text):
+        reason = _death_reason(text) or "killed, or out of memory"
+        return StageError("worker_died", f"a model actor died ({reason}) and Ray Data's retries failed too: {detail}")
+    return StageError("prediction_failed", f"scoring the images failed in a model actor: {detail}")

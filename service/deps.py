@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from core.s3 import s3_client
 from core.settings import Settings
 from core.store import JobStore
+from core.store.batch import BatchStore
 from service.dispatch import Dispatcher
 from service.launcher import Launcher
 from service.metrics import Metrics
@@ -25,6 +26,10 @@ async def get_app_settings(request: Request) -> Settings:
 
 async def get_store(request: Request) -> JobStore:
     return cast(JobStore, request.app.state.store)
+
+
+async def get_batch_store(request: Request) -> BatchStore:
+    return cast(BatchStore, request.app.state.batches)
 
 
 async def get_launcher(request: Request) -> Launcher:
@@ -48,6 +53,7 @@ async def get_metrics(request: Request) -> Metrics:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
+BatchStoreDep = Annotated[BatchStore, Depends(get_batch_store)]
 LauncherDep = Annotated[Launcher, Depends(get_launcher)]
 HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -13,6 +13,8 @@ import threading
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.batch_spec import BATCH_ID_PREFIX
+
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
@@ -60,7 +62,9 @@ class Launcher(Protocol):
 
 
 def driver_entrypoint(job_id: str) -> str:
-    return f"python -m jobs.driver {job_id}"
+    # A batch prediction run (`bp-…`) has its own driver; one launcher submits both kinds of work.
+    module = "jobs.batch.driver" if job_id.startswith(f"{BATCH_ID_PREFIX}-") else "jobs.driver"
+    return f"python -m {module} {job_id}"
 
 
 # A retried job runs again under a new Ray submission id: Ray keeps each submission's record and log, and

@@ -22,6 +22,7 @@ from fastapi_offline import FastAPIOffline
 from core.migrate import require_head
 from core.settings import Settings, get_settings
 from core.store import JobStore
+from core.store.batch import BatchStore
 from core.tenancy import Tenancy
 from service.api_docs import mount_redoc
 from service.auth import get_principal, register_bootstrap_key
@@ -34,7 +35,7 @@ from service.middleware import RequestMiddleware
 from service.notify import Notifier
 from service.rate_limit import RateLimiter, RateLimitMiddleware
 from service.reconciler import Reconciler
-from service.routes import account, console, events, exports, health, jobs, models, predict, revisions
+from service.routes import account, batch, console, events, exports, health, jobs, models, predict, revisions
 from service.tracking.mirror import Mirror
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         # Migrating is a deploy step (core.migrate, run once under a lock), never something N replicas race on.
         await asyncio.to_thread(require_head, store.engine)
         app.state.store = store
+        app.state.batches = BatchStore(store)
         app.state.launcher = launcher or RayLauncher(settings.ray_address)
         # One persistent pool to Serve's proxy, kept alive across predictions (no handshake per call). No cap on
         # connections: Serve's max_queued_requests is the one bound (a 503 with Retry-After); a cap here would
@@ -143,6 +145,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         models.router,
         predict.router,
         exports.router,
+        batch.router,
     ):
         app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401, 429))
     return app

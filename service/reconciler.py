@@ -12,7 +12,9 @@ import logging
 from core.settings import get_settings
 from core.spec import JobStatus
 from core.store import JobRecord, JobStore
+from core.store.batch import BatchStore
 from core.tenancy import Tenancy
+from service.batch_reconcile import BatchReconciler
 from service.dispatch import Dispatcher
 from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
 from service.submission import submit_if_claimed
@@ -28,6 +30,7 @@ class Reconciler:
         self.launcher = launcher
         # Queued jobs not yet handed to Ray are the quota gate's (service.dispatch) to launch, in fair order.
         self.dispatcher = dispatcher or Dispatcher(store, Tenancy(store.engine), launcher, get_settings())
+        self.batches = BatchReconciler(BatchStore(store), launcher)
         self._ray_down = False
 
     def run_once(self) -> None:
@@ -47,6 +50,10 @@ class Reconciler:
             self.dispatcher.run_once()
         except Exception:
             logger.exception("reconcile: launching queued jobs failed")
+        try:
+            self.batches.run_once()
+        except Exception:
+            logger.exception("reconcile: batch prediction runs failed to reconcile")
 
     def _reconcile(self, job: JobRecord) -> bool:
         """Returns False when Ray could not be reached."""

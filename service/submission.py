@@ -1,11 +1,11 @@
-"""Submitting a queued job to Ray exactly once, however many API processes (and reconcilers) race for it."""
+"""Submitting a queued job (or batch run) to Ray exactly once, however many API processes and reconcilers race."""
 
 from __future__ import annotations
 
 import os
 import socket
+from typing import Protocol
 
-from core.store import JobStore
 from service.launcher import Launcher, ray_submission_id
 
 # How long a claim stays with an API process that died between claiming and submitting. Longer than one
@@ -15,7 +15,15 @@ CLAIM_LEASE_S = 60.0
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def submit_if_claimed(store: JobStore, launcher: Launcher, job_id: str, attempt: int = 1) -> bool:
+class Claims(Protocol):
+    """A store whose queued records are claimed before submission: `JobStore` and `BatchStore`."""
+
+    def claim_submission(self, record_id: str, owner: str, lease_s: float, /) -> bool: ...
+
+    def release_claim(self, record_id: str, owner: str, /) -> None: ...
+
+
+def submit_if_claimed(store: Claims, launcher: Launcher, job_id: str, attempt: int = 1) -> bool:
     """Claim the queued job in the store, and only if this process won the claim, submit it.
 
     Returns whether this call submitted. A submission that raises (Ray down) gives the claim back first, so

@@ -13,10 +13,23 @@ from trainyard.errors import (
     Unauthorized,
     Unavailable,
 )
-from trainyard.models import Caller, Event, Job, JobPage, Model, ModelRef, Prediction, Revision
+from trainyard.models import (
+    BatchPrediction,
+    BatchPredictionPage,
+    Caller,
+    Event,
+    Job,
+    JobPage,
+    Model,
+    ModelRef,
+    Prediction,
+    Revision,
+)
 from trainyard.upload import UploadResult
 
 __all__ = [
+    "BatchPrediction",
+    "BatchPredictionPage",
     "Caller",
     "Client",
     "ClientConfig",

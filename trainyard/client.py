@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 import httpx
 from httpx_sse import connect_sse
 
+from trainyard.batch import BatchPredictions
 from trainyard.config import ClientConfig
 from trainyard.errors import (
     JobCancelled,
@@ -28,7 +29,6 @@ from trainyard.errors import (
     NotFound,
     NotSupported,
     TrainyardError,
-    Unavailable,
     from_response,
     unreachable,
 )
@@ -47,6 +47,7 @@ from trainyard.models import (
     Revision,
     bind_all,
 )
+from trainyard.polling import poll_until_ended
 from trainyard.spec import JobOptions
 
 if TYPE_CHECKING:
@@ -64,11 +65,9 @@ MAX_RETRY_AFTER_S = 30.0
 # Answers that mean "nothing was done; send it again after Retry-After seconds": over the key's rate limit,
 # the model server's queue full or still starting.
 _RETRYABLE = (429, 503)
-# How long `wait` keeps polling through API outages (a restart, a rolling deploy) before giving up.
-WAIT_OUTAGE_TOLERANCE_S = 30.0
 
 
-class Client:
+class Client(BatchPredictions):
     def __init__(
         self,
         url: str | None = None,
@@ -283,26 +282,14 @@ class Client:
         from trainyard.progress import NullDisplay, make_display
 
         display = make_display(console) if progress else NullDisplay()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        outage_since: float | None = None
         with display:
-            while True:
-                try:
-                    job = self.get_job(job_id)
-                    outage_since = None
-                except Unavailable:
-                    # The job runs on Ray whatever the API does: ride out a restart of the API.
-                    outage_since = outage_since or time.monotonic()
-                    if time.monotonic() - outage_since > WAIT_OUTAGE_TOLERANCE_S:
-                        raise
-                    time.sleep(poll_interval)
-                    continue
-                display.update(job)
-                if job.terminal:
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id} still {job.status} after {timeout:.0f}s")
-                time.sleep(poll_interval)
+            job = poll_until_ended(
+                lambda: self.get_job(job_id),
+                f"job {job_id}",
+                poll_interval=poll_interval,
+                timeout=timeout,
+                on_update=display.update,
+            )
         if raise_on_failure:
             raise_for_outcome(job)
         return job

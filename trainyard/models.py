@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from PIL.Image import Image
     from rich.console import Console
 
@@ -42,6 +44,18 @@ class BoundClient(Protocol):
         raise_on_failure: bool = True,
         console: Console | None = None,
     ) -> Job: ...
+    def get_batch_prediction(self, batch_id: str) -> BatchPrediction: ...
+    def cancel_batch_prediction(self, batch_id: str) -> BatchPrediction: ...
+    def wait_batch_prediction(
+        self,
+        batch_id: str,
+        *,
+        poll_interval: float = 1.0,
+        timeout: float | None = None,
+        raise_on_failure: bool = True,
+        on_update: Callable[[BatchPrediction], None] | None = None,
+    ) -> BatchPrediction: ...
+    def batch_rows(self, run: BatchPrediction) -> list[dict[str, Any]]: ...
 
 
 class _ApiModel(BaseModel):
@@ -215,6 +229,63 @@ class ExportedModel(BaseModel):
     path: Path
     preprocessing_path: Path
     preprocessing: dict[str, Any] = Field(description="input shape, preprocessing, classes (docs/api.md)")
+
+
+class BatchProgressInfo(_ApiModel):
+    images_done: int = 0
+    images_total: int | None = None
+    fraction: float = 0.0
+
+
+class BatchPrediction(_Bound):
+    """A batch prediction run: one model over every image under an S3 prefix, results written to `output_uri`."""
+
+    id: str
+    status: JobStatus
+    phase: str | None = None
+    model: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    progress: BatchProgressInfo = Field(default_factory=BatchProgressInfo)
+    plan: dict[str, Any] | None = None
+    scores: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    error: JobErrorInfo | None = None
+    cost: dict[str, Any] | None = None
+    attempt: int = 1
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def output_uri(self) -> str:
+        return str(self.params.get("output_uri", ""))
+
+    def refresh(self) -> BatchPrediction:
+        return self.client.get_batch_prediction(self.id)
+
+    def cancel(self) -> BatchPrediction:
+        return self.client.cancel_batch_prediction(self.id)
+
+    def wait(
+        self, *, poll_interval: float = 1.0, timeout: float | None = None, raise_on_failure: bool = True
+    ) -> BatchPrediction:
+        """Poll until the run ends; raises `JobFailed` (or `JobCancelled`) unless it succeeded or told not to."""
+        return self.client.wait_batch_prediction(
+            self.id, poll_interval=poll_interval, timeout=timeout, raise_on_failure=raise_on_failure
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The result rows (a `jsonl` run's), read from `output_uri` with this client's S3 access."""
+        return self.client.batch_rows(self)
+
+
+class BatchPredictionPage(_ApiModel):
+    batch_predictions: list[BatchPrediction]
+    next_cursor: str | None = None
 
 
 class Revision(_ApiModel):

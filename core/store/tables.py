@@ -180,3 +180,42 @@ revisions_table = sa.Table(
     sa.Column("images", sa.Integer, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Batch prediction runs (core.store.batch): one model over every image under an S3 prefix, as a Ray job.
+batch_predictions_table = sa.Table(
+    "batch_predictions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant", sa.String(64), index=True),
+    sa.Column("model_id", sa.String(40), sa.ForeignKey("models.id"), nullable=False, index=True),
+    sa.Column("model_ref", sa.String(200), nullable=False),  # what the request named: id, name, name@alias …
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("phase", sa.String(16)),
+    sa.Column("params", sa.JSON, nullable=False),  # BatchParams, output_uri resolved
+    sa.Column("plan", sa.JSON),  # BatchPlan, set by the first attempt's listing
+    sa.Column("images_done", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("images_total", sa.Integer),
+    sa.Column("scores", sa.JSON),  # BatchScores, for labelled input
+    sa.Column("result", sa.JSON),  # errors, shards, manifest, timing
+    sa.Column("error", sa.JSON),
+    sa.Column("cost", sa.JSON),  # core.cost.JobCost of the model actors
+    sa.Column("attempt", sa.Integer, nullable=False, default=1, server_default="1"),
+    # Which API process claimed the queued run's submission to Ray, and when (a lease, as for jobs).
+    sa.Column("claimed_by", sa.String(128)),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+batch_events_table = sa.Table(
+    "batch_prediction_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("batch_predictions.id"), nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("data", sa.JSON),
+)

@@ -11,11 +11,10 @@ from service.auth import PrincipalDep
 from service.deps import StoreDep
 from service.errors import error_responses
 from service.schemas import FeedEvent, FeedEventList
-from service.sse import tenant_event_stream
+from service.sse import MAX_EVENT_ID, tenant_event_stream
 
 router = APIRouter(prefix="/v1/events", tags=["jobs"])
 
-MAX_EVENT_ID = 2**63 - 1
 PAGE = 500
 
 

@@ -23,15 +23,12 @@ from service.errors import ApiError, artifact_not_found, error_responses, job_no
 from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
 from service.notify import admit_notify_url
 from service.report import render_report
-from service.schemas import EventList, EventPublic, JobList, JobPublic
-from service.sse import job_event_stream
+from service.schemas import EventList, JobList, JobPublic
+from service.sse import EVENTS_RESPONSES, After, LastEventId, Stream, events_answer
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-# Event ids are the store's 64-bit integer keys; a larger `after` is a 422, not a database overflow (500).
-MAX_EVENT_ID = 2**63 - 1
 
 IdempotencyKey = Annotated[
     str | None,
@@ -238,29 +235,24 @@ def _requeue(job_id: str, store: JobStore, launcher: Launcher, principal: Princi
     "/{job_id}/events",
     summary="The job's event log; with ?stream=true a Server-Sent-Events stream until the job ends",
     response_model=EventList,
-    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(404)},
+    responses={**EVENTS_RESPONSES, **error_responses(404)},
 )
 def job_events(
     job_id: str,
     request: Request,
     store: StoreDep,
     principal: PrincipalDep,
-    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="only events with a larger id")] = 0,
-    stream: Annotated[bool, Query(description="keep the connection open and push events as they happen")] = False,
-    last_event_id: Annotated[
-        int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_EVENT_ID, include_in_schema=False)
-    ] = None,
+    after: After = 0,
+    stream: Stream = False,
+    last_event_id: LastEventId = None,
 ) -> EventList | StreamingResponse:
     _get_job(store, job_id, principal)
-    if stream:
-        # An EventSource that reconnects says where it stopped in Last-Event-ID.
-        start = max(after, last_event_id or 0)
-        return StreamingResponse(
-            job_event_stream(store, job_id, start, request.is_disconnected),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    return EventList(events=[EventPublic.build(e) for e in store.events(job_id, after)])
+
+    def status() -> JobStatus | None:
+        job = store.get_job(job_id)
+        return job.status if job else None
+
+    return events_answer(status, lambda last: store.events(job_id, last), request, after, stream, last_event_id)
 
 
 _CONTENT_TYPES = {

@@ -1,14 +1,17 @@
 """docs/api.md documents exactly the routes the app serves: every path and method in the live OpenAPI schema
-has a `### METHOD /path` section, and every such section names a route the schema has. Its table of job
-parameters names every field of `JobParams` with the default the API applies."""
+has a `### METHOD /path` section, and every such section names a route the schema has. Its tables of job and
+batch prediction parameters name every field of `JobParams` and `BatchParams` with the default the API applies."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
+from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from core.batch_spec import BatchParams
 from core.settings import Settings
 from core.spec import JobParams
 from service.main import create_app
@@ -39,10 +42,20 @@ def _documented(value: object) -> str:
     return str(value)
 
 
-def test_every_job_parameter_is_documented_with_its_default() -> None:
-    rows = dict(_PARAM_ROW.findall(DOC.read_text()))
-    for name, field in JobParams.model_fields.items():
-        assert name in rows, f"docs/api.md's job parameter table lacks `{name}`"
+def _parameter_table(heading: str) -> dict[str, str]:
+    """field -> documented default, from the table in the section `### {heading}` (up to the next section)."""
+    text = DOC.read_text()
+    section = text.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0]
+    return dict(_PARAM_ROW.findall(section))
+
+
+@pytest.mark.parametrize(
+    ("heading", "model"), [("POST /v1/jobs", JobParams), ("POST /v1/models/{ref}/batch-predictions", BatchParams)]
+)
+def test_every_parameter_is_documented_with_its_default(heading: str, model: type[BaseModel]) -> None:
+    rows = _parameter_table(heading)
+    for name, field in model.model_fields.items():
+        assert name in rows, f"docs/api.md's table under {heading} lacks `{name}`"
         if field.default is PydanticUndefined:
             expected = "required" if field.default_factory is None else rows[name]  # a model: described in words
         else:

@@ -20,6 +20,7 @@ from test_models_api import IMAGE, FakeServe
 from core.artifact import artifact_meta
 from core.exports import ExportFormat
 from core.store import ModelRecord
+from core.store.batch import BatchStore
 from core.tenancy import Tenancy
 from jobs.export import describe
 from service.launcher import RayJobState
@@ -72,10 +73,18 @@ ROUTES: dict[tuple[str, str], list[Call]] = {
     ("POST", "/v1/jobs/{job_id}/revisions"): [Call("item", body={"marks": [{"path": "a.png", "action": "exclude"}]})],
     ("GET", "/v1/jobs/{job_id}/revisions"): [Call("item")],
     ("GET", "/v1/events"): [Call("collection"), Call("collection", params={"after": "0"})],
+    ("POST", "/v1/models/{ref}/batch-predictions"): [Call("item", body={"input_uri": "s3://bucket/b-images"})],
+    ("GET", "/v1/batch-predictions"): [Call("collection"), Call("collection", params={"status": "failed"})],
+    ("GET", "/v1/batch-predictions/{batch_id}"): [Call("item")],
+    ("GET", "/v1/batch-predictions/{batch_id}/events"): [Call("item"), Call("item", params={"stream": "true"})],
+    ("POST", "/v1/batch-predictions/{batch_id}/cancel"): [Call("item")],
+    ("POST", "/v1/batch-predictions/{batch_id}/retry"): [Call("item")],
     ("DELETE", "/v1/models/{model_id}"): [Call("item")],
     ("GET", "/v1/models/{model_id}/export"): [Call("item")],
     ("GET", "/v1/models/{model_id}/export/preprocessing"): [Call("item")],
 }
+# What another tenant gets for an item route: 404 exactly like an id that does not exist (never 403).
+NOT_FOUND = ("job_not_found", "model_not_found", "batch_prediction_not_found")
 
 
 @dataclass
@@ -84,6 +93,7 @@ class World:
     app: FastAPI
     serve: FakeServe
     job_id: str
+    batch_id: str  # team-a's batch prediction run (failed, so its event stream ends)
     a: httpx.Client  # team-a's live key
     revoked: httpx.Client  # a revoked key of team-a
     b: httpx.Client  # team-b's key
@@ -131,6 +141,11 @@ def world(s3: Any, make_api: ApiFactory) -> Iterator[World]:
         )
         api.store.fail(job_id, "test", "ended so that its event stream ends")
         launcher.states[job_id] = RayJobState.failed  # its driver has ended too: the owner may retry it
+        run = a.post(f"/v1/models/{A_MODEL}/batch-predictions", json={"input_uri": "s3://bucket/a-private-images"})
+        assert run.status_code == 202, run.text
+        batch_id = run.json()["id"]
+        assert BatchStore(api.store).fail(batch_id, "test", "ended so that its event stream ends")
+        launcher.states[batch_id] = RayJobState.failed
         revoked_key = api.new_key("team-a")
         tenancy = Tenancy(api.store.engine)
         [record] = [k for k in tenancy.list_keys("team-a") if k == tenancy.authenticate(revoked_key)]
@@ -140,6 +155,7 @@ def world(s3: Any, make_api: ApiFactory) -> Iterator[World]:
             app=apps[0],
             serve=fake_serve,
             job_id=job_id,
+            batch_id=batch_id,
             a=a,
             revoked=api.client(revoked_key),
             b=api.tenant_client("team-b"),
@@ -172,7 +188,9 @@ def _v1_routes(app: FastAPI) -> list[tuple[str, str]]:
 
 def _request(client: httpx.Client, world: World, method: str, path: str, call: Call) -> httpx.Response:
     name = A_MODEL_NAME if "/aliases/" in path else "lr_sweep.png"  # a model's name, or an artifact's
-    url = path.format(job_id=world.job_id, model_id=A_MODEL, name=name, alias="production")
+    url = path.format(
+        job_id=world.job_id, model_id=A_MODEL, name=name, alias="production", ref=A_MODEL, batch_id=world.batch_id
+    )
     return client.request(
         method, url, params=call.params, json=call.body, content=call.content, headers=call.headers, timeout=30
     )
@@ -203,10 +221,11 @@ def test_another_tenant_sees_nothing_on_any_route(world: World) -> None:
             if call.kind == "item":
                 # 404, exactly like an id that does not exist (never 403: ids cannot be probed).
                 assert response.status_code == 404, (method, path, response.status_code, response.text)
-                assert response.json()["error"]["code"] in ("job_not_found", "model_not_found"), (method, path)
+                assert response.json()["error"]["code"] in NOT_FOUND, (method, path)
             else:
                 assert response.status_code in (200, 202), (method, path, response.text)
-                assert world.job_id not in response.text and A_MODEL not in response.text, (method, path)
+                for mine in (world.job_id, A_MODEL, world.batch_id):
+                    assert mine not in response.text, (method, path)
     assert world.serve.calls == []  # team-b's prediction never reached the model server
     # team-b's cancel did nothing to team-a's job.
     assert world.api.store.events(world.job_id)[-1].kind == "failed"
@@ -225,7 +244,7 @@ def test_the_owner_reaches_every_route(world: World) -> None:
                 continue
             assert response.status_code in (200, 202), (method, path, response.status_code, response.text)
             if call.kind == "collection" and path != "/v1/models":  # the model listing holds models only
-                assert world.job_id in response.text, (method, path)
+                assert (world.batch_id if "batch" in path else world.job_id) in response.text, (method, path)
     assert {c["model_id"] for c in world.serve.calls} == {A_MODEL}  # predict and predict:batch
 
 

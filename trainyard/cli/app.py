@@ -10,11 +10,11 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from trainyard.cli import job_options, stack
+from trainyard.cli import batch, job_options, models, stack
 from trainyard.cli.exit_codes import HELP, ExitCode, exit_code_for
 from trainyard.cli.export import export_command
-from trainyard.cli.output import State, print_json, print_json_line, report_error
-from trainyard.cli.tables import print_jobs, print_models
+from trainyard.cli.output import JsonFlag, State, print_json, print_json_line, report_error, state_of
+from trainyard.cli.tables import print_jobs
 from trainyard.client import raise_for_outcome
 from trainyard.errors import TrainyardError
 from trainyard.models import Job, JobStatus
@@ -49,7 +49,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout, nothing else")]
 JobArg = Annotated[str, typer.Argument(metavar="JOB", help="a job id, as `trainyard list` shows")]
 
 
@@ -60,12 +59,6 @@ def root(
     api_key: Annotated[str | None, typer.Option(help="API key, sent as a bearer token (env TRAINYARD_API_KEY)")] = None,
 ) -> None:
     ctx.obj = State(url=url, api_key=api_key)
-
-
-def _state(ctx: typer.Context, as_json: bool) -> State:
-    state: State = ctx.ensure_object(State)
-    state.json = as_json
-    return state
 
 
 def _show_job(state: State, job: Job) -> None:
@@ -168,7 +161,7 @@ def submit(
     as_json: JsonFlag = False,
 ) -> None:
     """Submit a training job on an S3 dataset or a local folder; options left out take the API's defaults."""
-    state = _state(ctx, as_json)
+    state = state_of(ctx, as_json)
     options = job_options.given_options(
         name=name,
         arch=arch,
@@ -205,14 +198,14 @@ def submit(
 @app.command("wait")
 def wait_command(ctx: typer.Context, job_id: JobArg, as_json: JsonFlag = False) -> None:
     """Follow a job until it ends (live on a terminal, one line per change otherwise); exit 1 if it fails."""
-    state = _state(ctx, as_json)
+    state = state_of(ctx, as_json)
     _wait(state, state.client().get_job(job_id))
 
 
 @app.command()
 def status(ctx: typer.Context, job_id: JobArg, as_json: JsonFlag = False) -> None:
     """Show one job: status, phase, progress, metrics, model."""
-    state = _state(ctx, as_json)
+    state = state_of(ctx, as_json)
     _show_job(state, state.client().get_job(job_id))
 
 
@@ -224,7 +217,7 @@ def list_command(
     as_json: JsonFlag = False,
 ) -> None:
     """List jobs, newest first."""
-    state = _state(ctx, as_json)
+    state = state_of(ctx, as_json)
     page = state.client().list_jobs(status, limit=limit)
     if state.json:
         print_json(page)
@@ -235,7 +228,7 @@ def list_command(
 @app.command()
 def cancel(ctx: typer.Context, job_id: JobArg, as_json: JsonFlag = False) -> None:
     """Cancel a job (idempotent)."""
-    state = _state(ctx, as_json)
+    state = state_of(ctx, as_json)
     _show_job(state, state.client().cancel_job(job_id))
 
 
@@ -247,7 +240,7 @@ def retry(
     as_json: JsonFlag = False,
 ) -> None:
     """Run a failed or cancelled job again from its last checkpoint."""
-    state = _state(ctx, as_json)
+    state = state_of(ctx, as_json)
     job = state.client().retry_job(job_id)
     if wait:
         _wait(state, job)
@@ -268,7 +261,7 @@ def revise(
     as_json: JsonFlag = False,
 ) -> None:
     """Clean a finished job's data: relabel or exclude images; a new dataset revision (and a retrain on it)."""
-    state = _state(ctx, as_json)
+    state = state_of(ctx, as_json)
     pairs = [item.partition("=") for item in relabel or []]
     if any(not sep or not path or not label for path, sep, label in pairs):
         raise typer.BadParameter("takes PATH=LABEL, e.g. --relabel valid/cat/3.jpg=dog", param_hint="--relabel")
@@ -298,7 +291,7 @@ def events(
     ] = False,
 ) -> None:
     """Print a job's event log."""
-    state = _state(ctx, as_json)
+    state = state_of(ctx, as_json)
     client = state.client()
     if not follow:
         found = client.events(job_id)
@@ -319,37 +312,6 @@ def events(
 
 
 @app.command()
-def predict(
-    ctx: typer.Context,
-    model_id: Annotated[str, typer.Argument(metavar="MODEL", help="a model id, as `trainyard models` shows")],
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", exists=True, dir_okay=False, readable=True)],
-    top_k: Annotated[int | None, typer.Option(min=1, max=100, help="how many labels per image")] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Classify images with a deployed model."""
-    state = _state(ctx, as_json)
-    client = state.client()
-    answers = [{"image": str(path), "predictions": client.predict(model_id, path, top_k=top_k)} for path in images]
-    if state.json:
-        print_json({"model_id": model_id, "results": answers})
-        return
-    for answer in answers:
-        ranked = ", ".join(f"{p.label} {p.probability:.1%}" for p in answer["predictions"])  # type: ignore[attr-defined]
-        state.say(f"{answer['image']}: {ranked}")
-
-
-@app.command()
-def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """List deployed model versions, newest first: id, name@version, aliases, accuracy (--json: everything)."""
-    state = _state(ctx, as_json)
-    found = state.client().list_models()
-    if state.json:
-        print_json({"models": found})
-        return
-    print_models(state.console, found)
-
-
-@app.command()
 def report(
     ctx: typer.Context,
     job_id: JobArg,
@@ -358,7 +320,7 @@ def report(
     as_json: JsonFlag = False,
 ) -> None:
     """Print the URL of a job's report page (LR sweep, training curves, confusion matrix, most-wrong images)."""
-    state = _state(ctx, as_json)
+    state = state_of(ctx, as_json)
     client = state.client()
     job = client.get_job(job_id)  # a clear "no such job" before anything else
     url = client.report_url(job.id)
@@ -380,6 +342,10 @@ def report(
 
 
 app.command("export")(export_command)
+app.command("predict")(models.predict)
+app.command("models")(models.list_models)
+app.command("batch-predict")(batch.batch_predict)
+app.add_typer(batch.app, name="batch-predictions")
 app.add_typer(stack.app, name="stack")
 stack.add_shortcuts(app)
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from pydantic import BaseModel
 from rich.console import Console
 
 from trainyard.client import Client
 from trainyard.errors import TrainyardError
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout, nothing else")]
 
 
 @dataclass
@@ -77,3 +80,10 @@ def report_error(error: TrainyardError, as_json: bool) -> None:
             if hasattr(error, extra):
                 body[extra] = getattr(error, extra)
         print_json({"error": body})
+
+
+def state_of(ctx: typer.Context, as_json: bool) -> State:
+    """The command's State (made by the root callback), with its --json flag set."""
+    state: State = ctx.ensure_object(State)
+    state.json = as_json
+    return state
