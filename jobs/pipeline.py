@@ -291,6 +291,7 @@ class Pipeline:
                     cpus=bundle["CPU"],
                     gpus=bundle.get("GPU", 0.0),
                     seconds=round(max(0.0, finished_at - r["started_at"]), 3),
+                    started_at=r["started_at"],
                 )
                 for r in ranks
                 if "node_id" in r

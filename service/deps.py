@@ -13,6 +13,7 @@ from core.store import JobStore
 from service.dispatch import Dispatcher
 from service.launcher import Launcher
 from service.metrics import Metrics
+from service.serve_restore import ServeRestorer
 
 # The getters that only read app.state are async: FastAPI runs a sync dependency in its thread pool, and
 # under load (50 clients) each of those thread hops waited its turn for the GIL; a status read made three.
@@ -58,3 +59,10 @@ async def get_dispatcher(request: Request) -> Dispatcher:
 
 
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+
+
+async def get_serve_restorer(request: Request) -> ServeRestorer:
+    return cast(ServeRestorer, request.app.state.serve_restorer)
+
+
+ServeRestorerDep = Annotated[ServeRestorer, Depends(get_serve_restorer)]

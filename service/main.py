@@ -2,7 +2,8 @@
 
 The lifespan opens the job store (refusing to start unless `python -m core.migrate` brought it to this
 release's schema), the launcher and one HTTP client for the model server, and runs the
-reconciler in the background: once at start-up, then every `reconcile_interval_s`. Start-up never waits for
+reconciler in the background: once at start-up, then every `reconcile_interval_s` (it also brings Serve back for
+the listed models and settles ended jobs' scale-up overhead). Start-up never waits for
 Ray, so the API takes jobs (they stay queued) while the cluster is still coming up.
 """
 
@@ -24,13 +25,16 @@ from core.store import JobStore
 from core.tenancy import Tenancy
 from service.auth import get_principal, register_bootstrap_key
 from service.body_limit import BodyLimitMiddleware
+from service.cost_settlement import CostSettler
 from service.dispatch import Dispatcher
 from service.errors import error_responses, install_error_handlers
 from service.launcher import Launcher, RayLauncher
 from service.metrics import Metrics
 from service.middleware import RequestMiddleware
+from service.ray_cluster import ClusterView, RayDashboard
 from service.reconciler import Reconciler
 from service.routes import health, jobs, models, predict
+from service.serve_restore import ServeRestorer
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +48,11 @@ async def _reconcile_forever(reconciler: Reconciler, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
-def create_app(settings: Settings | None = None, launcher: Launcher | None = None) -> FastAPI:
-    """The API over `settings` (default: the environment); `launcher` defaults to Ray at `settings.ray_address`."""
+def create_app(
+    settings: Settings | None = None, launcher: Launcher | None = None, cluster: ClusterView | None = None
+) -> FastAPI:
+    """The API over `settings` (default: the environment); `launcher` and `cluster` default to Ray's dashboard at
+    `settings.ray_address`."""
     settings = settings or get_settings()
     if not logging.getLogger().handlers:
         # Under plain `uvicorn` only uvicorn's own loggers have handlers; ours would print nothing below WARNING.
@@ -73,7 +80,10 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
                 "turn auth on anywhere but a single-user machine"
             )
         app.state.dispatcher = Dispatcher(store, app.state.tenancy, app.state.launcher, settings)
-        reconciler = Reconciler(store, app.state.launcher, app.state.dispatcher)
+        view = cluster or RayDashboard(settings.ray_address)
+        app.state.serve_restorer = ServeRestorer(store, view, app.state.launcher)
+        passes = (app.state.serve_restorer, CostSettler(store, view, settings))
+        reconciler = Reconciler(store, app.state.launcher, app.state.dispatcher, passes)
         task = asyncio.create_task(_reconcile_forever(reconciler, settings.reconcile_interval_s), name="reconciler")
         # Everything made so far (modules, the app, its routes) lives as long as the process: out of the
         # collector's sight, a full collection scans only what requests make, and its pause stays out of the p99

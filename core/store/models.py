@@ -118,6 +118,12 @@ class ModelRegistry(StoreBase):
             rows = conn.execute(query.order_by(models_table.c.created_at.desc())).all()
         return [self._model(r._mapping) for r in rows]
 
+    def has_models(self) -> bool:
+        """Whether any tenant has a model listed (what the Serve application must serve)."""
+        query = sa.select(models_table.c.id).where(models_table.c.deleted_at.is_(None)).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     def model_aliases(self) -> dict[str, list[str]]:
         """model id -> the aliases pointing at it (sorted), for every model that has one."""
         query = sa.select(model_aliases_table.c.model_id, model_aliases_table.c.alias).order_by(
