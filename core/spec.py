@@ -218,6 +218,15 @@ class JobParams(BaseModel):
         "split when the dataset has none",
     )
 
+    max_cost_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="stop training before an epoch that would take the job's estimated cost past this (USD, at the "
+        "cluster's node rates); the best checkpoint so far is published and deployed, and the job fails with "
+        "cost_cap_reached naming the figures. null: no cap",
+    )
+
     # A field validator (not a model validator) so the error names the field to fix.
     @field_validator("num_workers")
     @classmethod

@@ -33,6 +33,7 @@ class Tenant(BaseModel):
     max_concurrent_jobs: int | None = None
     max_gpu_workers: int | None = None
     dataset_prefixes: list[str] | None = Field(default=None, description="s3://bucket/prefix this tenant may use")
+    monthly_budget_usd: float | None = Field(default=None, description="what its jobs may spend a month; None: no cap")
 
 
 class ApiKey(BaseModel):
@@ -110,6 +111,19 @@ class Tenancy:
                     dataset_prefixes=tenant.dataset_prefixes,
                 )
             )
+        stored = self.get_tenant(tenant.name)
+        assert stored is not None
+        return stored
+
+    def set_budget(self, name: str, monthly_usd: float | None) -> Tenant:
+        """Set (or, with None, lift) a tenant's monthly budget; its other limits stay as they are."""
+        self.ensure_tenant(name)
+        with self.engine.begin() as conn:
+            conn.execute(
+                tenants_table.update().where(tenants_table.c.name == name).values(monthly_budget_usd=monthly_usd)
+            )
+        tenant = self.get_tenant(name)
+        assert tenant is not None
         return tenant
 
     # --- keys ---------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ the validation set through the model once more.
 Unfreezing has to pay: when a head-only model exists, a short trial (the first `trial_images` training
 images of the first unfrozen epoch, or the whole epoch when it is shorter) must lower the validation loss
 below the head-only model's, or training stops there and the job keeps the head-only model. After that,
-early stopping ends training once the validation loss has not improved for `patience` epochs.
+early stopping ends training once the validation loss has not improved for `patience` epochs, and the job's
+`max_cost_usd`, when set, before an epoch that would pass it (`jobs.cost_cap`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from core.backbones import BACKBONES, Classifier, build_classifier, channels_las
 from core.images import normalize
 from core.s3 import s3_client
 from core.settings import get_settings
+from jobs.cost_cap import CapWatch, CostCap
 from jobs.data import ImageItems
 from jobs.dataset import Item
 from jobs.dataset_cache import fetch_dataset
@@ -86,6 +88,7 @@ class TrainLoopConfig(BaseModel):
     baseline_valid_loss: float | None = None  # the head-only model's, measured on the cached features
     patience: int | None = None  # None: run every epoch, no trial
     trial_images: int = 512
+    cost_cap: CostCap | None = None
 
 
 class EarlyStopping(BaseModel):
@@ -284,6 +287,11 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
         trial_at = trial_steps(len(train_data), batch_size * world, steps_per_epoch, cfg.trial_images)
 
     loss_fn = nn.CrossEntropyLoss()
+    cap = CapWatch(cfg.cost_cap, started_at, this_node()[1], settings.node_types) if cfg.cost_cap else None
+
+    def all_ranks(usd: float) -> float:
+        return _sum_across_ranks(usd, device=device)[0]
+
     for epoch in range(first_epoch, cfg.epochs + 1):
         started = time.monotonic()
         shard = shard_indices(len(train_data), rank, world, cfg.seed * 1000 + epoch)
@@ -338,6 +346,11 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
                 stop_reason = "unfreezing did not lower the validation loss below the head-only model's"
             elif stopping.bad_epochs >= cfg.patience and epoch < cfg.epochs:
                 stop_reason = f"the validation loss did not improve for {stopping.bad_epochs} epoch(s)"
+        # The same on every rank, so the collective check runs on all or none.
+        hit = cap.check(cfg.epoch_offset + epoch, all_ranks) if cap and not stop_reason and epoch < cfg.epochs else None
+        if hit:
+            stop_reason = f"max_cost_usd: {hit.message()}"
+            metrics["cost_cap"] = hit.model_dump()
         if stop_reason:
             metrics["stop_reason"] = stop_reason
         state = {

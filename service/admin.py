@@ -8,6 +8,7 @@ pod): they talk to the store directly, so the first admin key can be made before
     python -m service.admin keys revoke key-20261126…
     python -m service.admin tenants set team-vision --max-jobs 2 --max-gpu-workers 4 \\
         --dataset-prefix s3://datasets/team-vision
+    python -m service.admin tenants budget team-vision --monthly-usd 500     # --none lifts it
     python -m service.admin tenants list
 """
 
@@ -25,7 +26,7 @@ from core.tenancy import InvalidTenantName, Tenancy, Tenant
 
 app = typer.Typer(name="service.admin", help="Manage Trainyard API keys and tenants.", no_args_is_help=True)
 keys = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-tenants = typer.Typer(help="Per-tenant quotas and dataset allow-lists.", no_args_is_help=True)
+tenants = typer.Typer(help="Per-tenant quotas, budgets and dataset allow-lists.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 app.add_typer(tenants, name="tenants")
 
@@ -97,6 +98,25 @@ def set_tenant(
                 dataset_prefixes=dataset_prefix,
             )
         )
+    except InvalidTenantName as e:
+        _fail(str(e))
+        return
+    typer.echo(tenant.model_dump_json())
+
+
+@tenants.command("budget")
+def set_budget(
+    name: Annotated[str, typer.Argument(metavar="TENANT")],
+    monthly_usd: Annotated[
+        float | None, typer.Option("--monthly-usd", min=0, help="USD its jobs may spend per calendar month (UTC)")
+    ] = None,
+    none: Annotated[bool, typer.Option("--none", help="lift the tenant's budget")] = False,
+) -> None:
+    """Set what a tenant's jobs may spend a month (scale-up overhead included): past it, new jobs answer 402."""
+    if (monthly_usd is None) == (not none):
+        _fail("give --monthly-usd USD, or --none to lift the budget")
+    try:
+        tenant = _tenancy().set_budget(name, None if none else monthly_usd)
     except InvalidTenantName as e:
         _fail(str(e))
         return

@@ -48,6 +48,7 @@ class ApiError(Exception):
         field: str | None = None,
         *,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -55,6 +56,7 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers
+        self.extra = extra or {}  # more members of the body's `error` object (e.g. a 402's `budget` figures)
 
 
 class ErrorDetail(BaseModel):
@@ -68,6 +70,10 @@ class ErrorInfo(BaseModel):
     message: str = Field(description="what was wrong and how to fix it")
     field: str | None = Field(description="the request field at fault (a body field, query parameter or header)")
     details: list[ErrorDetail] | None = Field(default=None, description="422 only: every problem found")
+    budget: dict[str, Any] | None = Field(
+        default=None,
+        description="402 only: tenant, spent_usd, budget_usd, period_start and period_end of the refused tenant",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -81,6 +87,7 @@ class ErrorBody(BaseModel):
 _ERROR_MEANINGS = {
     400: "the request cannot be accepted as sent (an unreadable body, a quota it can never fit); see the message",
     401: "no API key, or an unknown or revoked one: send `Authorization: Bearer <key>`",
+    402: "the tenant has spent its monthly budget; `budget` holds the figures",
     403: "the key may not use this dataset or weights location (outside the allow-list)",
     404: "no such job, model or artifact",
     409: "a conflict with an earlier request (an Idempotency-Key reused with another body)",
@@ -232,7 +239,7 @@ def validation_response(request: Request, errors: Sequence[Any]) -> JSONResponse
 
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.field, headers=exc.headers)
+    return error_response(exc.status_code, exc.code, exc.message, exc.field, headers=exc.headers, **exc.extra)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -35,6 +35,7 @@ from service.ray_cluster import ClusterView, RayDashboard
 from service.reconciler import Reconciler
 from service.routes import health, jobs, models, predict
 from service.serve_restore import ServeRestorer
+from service.spending_metrics import SpendingCollector
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = Metrics(lambda: getattr(app.state, "store", None))
+    app.state.metrics.registry.register(
+        SpendingCollector(lambda: getattr(app.state, "store", None), lambda: getattr(app.state, "serve_restorer", None))
+    )
     install_error_handlers(app)
     # Added first, so it runs inside RequestMiddleware: its 413s get a request id and are counted.
     app.add_middleware(

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from core.spec import JobStatus
 from core.store.base import StoreBase, _now
-from core.store.records import ModelRecord
+from core.store.records import JobError, ModelRecord
 from core.store.tables import jobs_table, model_aliases_table, models_table
 
 _T = TypeVar("_T")
@@ -74,6 +74,23 @@ class ModelRegistry(StoreBase):
             return ok
 
         return self._numbered(succeed)
+
+    def end_with_model(self, job_id: str, model: ModelRecord, error: JobError | None = None) -> bool:
+        """`succeed_with_model`; with `error`, the job fails yet lists the model it kept, in one transaction (a job
+        stopped at its cost cap deploys its best checkpoint so far)."""
+        if error is None:
+            return self.succeed_with_model(job_id, model)
+
+        def fail(conn: Connection) -> bool:
+            values: dict[str, Any] = {"status": JobStatus.failed.value, "model_id": model.id, "finished_at": _now()}
+            values |= {"phase": error.phase.value if error.phase else None, "error": error.model_dump(mode="json")}
+            ok = self._transition(conn, job_id, values)
+            if ok:
+                self._insert_model(conn, model)
+                self._event(conn, job_id, "failed", error.message, error.model_dump(mode="json"))
+            return ok
+
+        return self._numbered(fail)
 
     def get_model(self, model_id: str) -> ModelRecord | None:
         return self._live_model(sa.select(models_table).where(models_table.c.id == model_id))
