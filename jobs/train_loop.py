@@ -350,7 +350,7 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
         hit = cap.check(cfg.epoch_offset + epoch, all_ranks) if cap and not stop_reason and epoch < cfg.epochs else None
         if hit:
             stop_reason = f"max_cost_usd: {hit.message()}"
-            metrics["cost_cap"] = hit.model_dump()
+            metrics["cost_cap"] = hit.model_dump_json()  # a string: reported metrics may be flattened
         if stop_reason:
             metrics["stop_reason"] = stop_reason
         state = {

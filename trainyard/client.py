@@ -112,6 +112,7 @@ class Client:
         seed: int | None = None,
         lr_sweep: dict[str, Any] | None = None,
         tta: bool | None = None,
+        max_cost_usd: float | None = None,
         idempotency_key: str | None = None,
         progress: bool = False,
         console: Console | None = None,
@@ -141,6 +142,7 @@ class Client:
             "seed": seed,
             "lr_sweep": lr_sweep,
             "tta": tta,
+            "max_cost_usd": max_cost_usd,
         }
         body = {"dataset_uri": dataset_uri, **{k: v for k, v in given.items() if v is not None}}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

@@ -293,7 +293,7 @@ def fine_tune(
     if not candidates:
         raise StageError("no_checkpoint", "training finished without saving a checkpoint")
     hit = (result.metrics or {}).get("cost_cap")
-    return FineTuned(best=pick_best(candidates), cost_cap=CostCapHit.model_validate(hit) if hit else None)
+    return FineTuned(best=pick_best(candidates), cost_cap=CostCapHit.model_validate_json(hit) if hit else None)
 
 
 def pick_best(candidates: list[BestCheckpoint]) -> BestCheckpoint:

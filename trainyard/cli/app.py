@@ -126,6 +126,9 @@ def submit(
         float | None, typer.Option(help="carve this fraction of train/ as validation when there is no valid/")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    max_cost_usd: Annotated[
+        float | None, typer.Option(help="stop training before the job's estimated cost passes this (USD)")
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="repeat a submit safely: same key, same job")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends; exit 1 if it fails")] = False,
     as_json: JsonFlag = False,
@@ -146,6 +149,7 @@ def submit(
         deploy=False if no_deploy else None,
         valid_pct=valid_pct,
         seed=seed,
+        max_cost_usd=max_cost_usd,
         idempotency_key=idempotency_key,
         progress=True,
         console=state.console,
