@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(default=8, ge=1, le=20)
     # Checkpoints, model artifacts and reports go under <artifact_uri>/jobs/<job id>/.
     artifact_uri: str = "s3://trainyard-artifacts"
+    # The bucket the CLI and SDK upload local datasets to (the same variable they read); dataset revisions
+    # (relabel/exclude marks on a job's images) are written beside the uploads, under revisions/<tenant>/.
+    upload_bucket: str = "trainyard-uploads"
     # Ray dashboard address: the Ray Jobs API the launcher submits to.
     ray_address: str = "http://127.0.0.1:8265"
     # Ray Serve's HTTP proxy, where the API forwards predictions.

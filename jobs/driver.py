@@ -23,13 +23,16 @@ from types import FrameType, ModuleType
 from typing import TYPE_CHECKING
 
 from core.cost import JobCost, WorkUsage
+from core.dataset_listing import DATASET_LISTING, ListedImage, listing_csv
 from core.s3 import S3_UNREACHABLE, s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, phase_progress
 from core.store import JobStore
+from jobs.dataset import ValidatedDataset
 from jobs.dataset_cache import DatasetLimits, fetch_dataset
 from jobs.errors import JobCancelled, StageError
 from jobs.failures import storage_unavailable
+from jobs.paths import artifact_location
 from jobs.run_context import RunContext
 from jobs.stages.validate import validate_dataset
 
@@ -140,6 +143,7 @@ class Driver:
                 f"{dataset.summary.layout} layout; {splits}",
                 {"layout": dataset.summary.layout},
             )
+            self._record_listing(dataset)
             if len(dataset.train) < p.num_workers:
                 raise StageError(
                     "too_few_images",
@@ -150,6 +154,21 @@ class Driver:
             self._connect_ray()
             pipeline.check_before_work()
         return pipeline
+
+    def _record_listing(self, dataset: ValidatedDataset) -> None:
+        """The images this job trains and validates on, as an artifact: what a dataset revision starts from."""
+        classes = dataset.summary.classes
+        splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
+        images = [
+            ListedImage(path=item.path, label=classes[item.label], split=split)
+            for split, items in splits.items()
+            for item in items
+        ]
+        location = artifact_location(self.settings, self.job_id)
+        key = f"{location.prefix}{DATASET_LISTING}"
+        self.s3.put_object(Bucket=location.bucket, Key=key, Body=listing_csv(images), ContentType="text/csv")
+        self.artifacts[DATASET_LISTING] = f"s3://{location.bucket}/{key}"
+        self.store.set_result(self.job_id, "artifacts", self.artifacts)
 
 
 def _import_later_modules() -> None:

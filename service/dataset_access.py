@@ -7,6 +7,8 @@ Prefixes match on whole path segments: `s3://data/team-a` allows `s3://data/team
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from core.spec import JobParams, S3Location
 from core.tenancy import Tenant
 from service.errors import ApiError
@@ -17,13 +19,18 @@ def _under(uri: str, allowed: str) -> bool:
     return target.bucket == root.bucket and target.prefix.startswith(root.prefix)
 
 
-def check_dataset_access(params: JobParams, global_prefixes: list[str], tenant: Tenant | None) -> None:
-    """Raise a 403 naming the field when a URI the job would read is outside an allow-list that applies."""
+def check_dataset_access(
+    params: JobParams, global_prefixes: list[str], tenant: Tenant | None, own: Sequence[str] = ()
+) -> None:
+    """Raise a 403 naming the field when a URI the job would read is outside an allow-list that applies.
+
+    `own`: prefixes that are the caller's own data (its dataset revisions), allowed whatever the lists say.
+    """
     lists = [("the service's (TRAINYARD_DATASET_PREFIXES)", global_prefixes)]
     if tenant is not None and tenant.dataset_prefixes is not None:
         lists.append((f"tenant {tenant.name}'s", tenant.dataset_prefixes))
     for field, uri in (("dataset_uri", params.dataset_uri), ("weights_uri", params.weights_uri)):
-        if uri is None:
+        if uri is None or any(_under(uri, mine) for mine in own):
             continue
         for whose, prefixes in lists:
             if whose.startswith("the service") and not prefixes:

@@ -18,11 +18,13 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from core.migrate import require_head
 from core.settings import Settings, get_settings
 from core.store import JobStore
 from core.tenancy import Tenancy
+from service.api_docs import mount_redoc
 from service.auth import get_principal, register_bootstrap_key
 from service.body_limit import BodyLimitMiddleware
 from service.cost_settlement import CostSettler
@@ -33,7 +35,7 @@ from service.metrics import Metrics
 from service.middleware import RequestMiddleware
 from service.ray_cluster import ClusterView, RayDashboard
 from service.reconciler import Reconciler
-from service.routes import health, jobs, models, predict
+from service.routes import console, events, health, jobs, models, predict, revisions
 from service.serve_restore import ServeRestorer
 from service.spending_metrics import SpendingCollector
 
@@ -103,11 +105,15 @@ def create_app(
             await asyncio.to_thread(app.state.dispatcher.close)
             store.engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's files served by this app (pinned in the fastapi-offline
+    # package), not from a CDN: the pages work on an air-gapped cluster. No validator badge: it calls out.
+    app = FastAPIOffline(
+        redoc_url=None,  # service.api_docs serves it
         title="Trainyard",
         version="1",
         summary="Turn a folder of labelled images in S3 into a deployed classifier.",
         lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.metrics = Metrics(lambda: getattr(app.state, "store", None))
@@ -124,7 +130,9 @@ def create_app(
     )
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
+    mount_redoc(app)
+    console.mount(app)
     # Every /v1 route needs a key; which records a key may see is each route's check (service.auth).
-    for router in (jobs.router, models.router, predict.router):
+    for router in (jobs.router, revisions.router, events.router, models.router, predict.router):
         app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401))
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.cost import JobCost
+from core.revisions import Mark, RevisionRecord
 from core.spec import JobParams, JobStatus, JobWaiting, Phase
 from core.store import EventRecord, JobError, JobRecord, ModelRecord
 from service.errors import ErrorInfo
@@ -186,6 +187,21 @@ class EventList(BaseModel):
     events: list[EventPublic]
 
 
+class FeedEvent(EventPublic):
+    """An event of any of the caller's jobs, as GET /v1/events lists and streams them."""
+
+    job_id: str
+
+    @classmethod
+    def build(cls, event: EventRecord) -> FeedEvent:
+        return cls.model_validate(event.model_dump())
+
+
+class FeedEventList(BaseModel):
+    events: list[FeedEvent]
+    last_event_id: int = Field(description="the newest event id seen; pass it as ?after= to continue")
+
+
 class Prediction(BaseModel):
     label: str
     probability: float
@@ -232,3 +248,73 @@ class NotReady(BaseModel):
 
     error: ErrorInfo
     checks: dict[str, str]
+
+
+# --- dataset revisions (service.revisions) ---
+
+MAX_MARKS = 1000
+
+
+class RevisionRequest(BaseModel):
+    """Body of POST /v1/jobs/{id}/revisions."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "marks": [
+                        {"path": "valid/cat/cat_012.jpg", "action": "relabel", "label": "dog"},
+                        {"path": "train/dog/dog_003.jpg", "action": "exclude"},
+                    ],
+                    "retrain": True,
+                }
+            ]
+        },
+    )
+
+    marks: list[Mark] = Field(min_length=1, max_length=MAX_MARKS, description="one mark per image, each path once")
+    retrain: bool = Field(
+        default=False, description="also submit a job on the revision with the marked job's parameters"
+    )
+
+
+class RevisionChanges(BaseModel):
+    relabelled: int
+    excluded: int
+    fine: int
+
+    @classmethod
+    def of(cls, marks: list[Mark]) -> RevisionChanges:
+        return cls(
+            relabelled=sum(m.action == "relabel" for m in marks),
+            excluded=sum(m.action == "exclude" for m in marks),
+            fine=sum(m.action == "fine" for m in marks),
+        )
+
+
+class RevisionPublic(BaseModel):
+    id: str
+    job_id: str = Field(description="the job whose images were marked")
+    base_dataset_uri: str = Field(description="that job's dataset, never modified")
+    dataset_uri: str = Field(description="the revised dataset (labels.csv + copies of the images it lists)")
+    marks: list[Mark]
+    changes: RevisionChanges
+    images: int
+    created_at: datetime
+    retrain_job_id: str | None = Field(default=None, description="the job submitted on it, when `retrain` was asked")
+
+    @classmethod
+    def build(cls, record: RevisionRecord, retrain_job_id: str | None = None) -> RevisionPublic:
+        return cls(
+            **record.model_dump(exclude={"tenant"}),
+            changes=RevisionChanges.of(record.marks),
+            retrain_job_id=retrain_job_id,
+        )
+
+
+class RevisionList(BaseModel):
+    revisions: list[RevisionPublic] = Field(description="revisions made from this job's images, newest first")
+    trained_on: RevisionPublic | None = Field(
+        description="the revision this job's dataset_uri is, if any: its job_id is the job it revises"
+    )

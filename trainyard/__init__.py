@@ -12,7 +12,7 @@ from trainyard.errors import (
     Unauthorized,
     Unavailable,
 )
-from trainyard.models import Event, Job, JobPage, Model, ModelRef, Prediction
+from trainyard.models import Event, Job, JobPage, Model, ModelRef, Prediction, Revision
 from trainyard.upload import UploadResult
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "NotFound",
     "NotSupported",
     "Prediction",
+    "Revision",
     "TrainyardError",
     "Unauthorized",
     "Unavailable",

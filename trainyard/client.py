@@ -30,7 +30,7 @@ from trainyard.errors import (
     from_response,
     unreachable,
 )
-from trainyard.models import Event, ImageInput, Job, JobPage, JobStatus, Model, Prediction, _Bound
+from trainyard.models import Event, ImageInput, Job, JobPage, JobStatus, Model, Prediction, Revision, _Bound
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -157,11 +157,15 @@ class Client:
     def get_job(self, job_id: str) -> Job:
         return self._job(self._request("GET", f"/v1/jobs/{job_id}"))
 
-    def list_jobs(self, status: JobStatus | None = None, *, limit: int = 50, cursor: str | None = None) -> JobPage:
-        """One page, newest first; pass `next_cursor` back as `cursor` for the next."""
+    def list_jobs(
+        self, status: JobStatus | None = None, *, limit: int = 50, cursor: str | None = None, name: str | None = None
+    ) -> JobPage:
+        """One page, newest first; pass `next_cursor` back as `cursor` for the next. `name`: names containing it."""
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
+        if name:
+            params["name"] = name
         if cursor:
             params["cursor"] = cursor
         page = JobPage.model_validate(self._request("GET", "/v1/jobs", params=params).json())
@@ -191,6 +195,33 @@ class Client:
             if (e.status == 404 and e.code != "job_not_found") or e.status == 405:
                 raise _retry_unsupported(self.url, e.status) from None
             raise
+
+    def revise(
+        self,
+        job_id: str,
+        *,
+        relabel: dict[str, str] | None = None,
+        exclude: list[str] | None = None,
+        fine: list[str] | None = None,
+        retrain: bool = False,
+    ) -> Revision:
+        """Mark images of a finished job (path -> new label, paths to exclude or keep): a new dataset revision.
+
+        With `retrain`, a job with the same parameters is submitted on it (`retrain_job_id`).
+        """
+        marks = [{"path": p, "action": "relabel", "label": label} for p, label in (relabel or {}).items()]
+        marks += [{"path": p, "action": "exclude"} for p in exclude or []]
+        marks += [{"path": p, "action": "fine"} for p in fine or []]
+        body = {"marks": marks, "retrain": retrain}
+        return Revision.model_validate(self._request("POST", f"/v1/jobs/{job_id}/revisions", json=body).json())
+
+    def revisions(self, job_id: str) -> tuple[list[Revision], Revision | None]:
+        """(revisions made from the job's images, the revision the job itself trained on or None)."""
+        found = self._request("GET", f"/v1/jobs/{job_id}/revisions").json()
+        trained_on = found["trained_on"]
+        return [Revision.model_validate(r) for r in found["revisions"]], (
+            Revision.model_validate(trained_on) if trained_on else None
+        )
 
     def events(self, job_id: str, *, after: int = 0) -> list[Event]:
         response = self._request("GET", f"/v1/jobs/{job_id}/events", params={"after": after})

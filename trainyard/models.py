@@ -178,3 +178,17 @@ class Event(_ApiModel):
     kind: str
     message: str
     data: dict[str, Any] | None = None
+
+
+class Revision(_ApiModel):
+    """A dataset revision: a job's images with relabel/exclude marks applied (POST /v1/jobs/{id}/revisions)."""
+
+    id: str
+    job_id: str
+    base_dataset_uri: str
+    dataset_uri: str
+    marks: list[dict[str, Any]] = Field(default_factory=list)
+    changes: dict[str, int] = Field(default_factory=dict)
+    images: int
+    created_at: datetime
+    retrain_job_id: str | None = None

@@ -32,6 +32,7 @@ from core.store.tables import (
     metadata,
     model_aliases_table,
     models_table,
+    revisions_table,
     tenants_table,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "models_table",
     "new_id",
     "request_hash",
+    "revisions_table",
     "spent_usd",
     "tenants_table",
 ]

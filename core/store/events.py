@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from core.store.base import StoreBase, _utc
 from core.store.records import EventRecord, LoggedEvent
-from core.store.tables import epochs_table, events_table
+from core.store.tables import epochs_table, events_table, jobs_table
 
 
 class EventLog(StoreBase):
@@ -67,6 +67,24 @@ class EventLog(StoreBase):
             EventRecord(id=r.id, at=_utc(r.at), kind=r.kind, message=r.message, data=r.data)  # type: ignore[arg-type]
             for r in rows
         ]
+
+    def events_of_tenant(self, after: int, tenant: str | None, limit: int = 500) -> list[LoggedEvent]:
+        """Events with id > `after` of one tenant's jobs (None: every tenant's), in id order, at most `limit`."""
+        query = sa.select(events_table).where(events_table.c.id > after).order_by(events_table.c.id).limit(limit)
+        if tenant is not None:
+            query = query.join(jobs_table, jobs_table.c.id == events_table.c.job_id).where(
+                jobs_table.c.tenant == tenant
+            )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            LoggedEvent(id=r.id, job_id=r.job_id, at=_utc(r.at), kind=r.kind, message=r.message, data=r.data)  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    def last_event_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(events_table.c.id))).scalar() or 0)
 
     def events_of_all_jobs(self, after: int, kinds: Sequence[str]) -> list[LoggedEvent]:
         """Events of every job with id > `after` and one of `kinds`, in id order."""

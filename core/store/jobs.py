@@ -74,15 +74,23 @@ class Jobs(StoreBase):
         return None if row is None else self._job(row._mapping)
 
     def list_jobs(
-        self, status: JobStatus | None = None, limit: int = 50, before: str | None = None, tenant: str | None = None
+        self,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        tenant: str | None = None,
+        name: str | None = None,
     ) -> list[JobRecord]:
         """Newest first. `before` is a job id (the cursor): only jobs created before it are returned.
 
-        `tenant`: only that tenant's jobs; None lists every tenant's (an admin's view).
+        `tenant`: only that tenant's jobs; None lists every tenant's (an admin's view). `name`: only jobs whose
+        name contains it, ignoring case.
         """
         query = sa.select(jobs_table).order_by(jobs_table.c.created_at.desc(), jobs_table.c.id.desc())
         if tenant is not None:
             query = query.where(jobs_table.c.tenant == tenant)
+        if name:
+            query = query.where(jobs_table.c.name.icontains(name, autoescape=True))
         if status is not None:
             query = query.where(jobs_table.c.status == status.value)
         if before is not None:

@@ -116,3 +116,18 @@ model_aliases_table = sa.Table(
     sa.Column("model_id", sa.String(40), sa.ForeignKey("models.id"), nullable=False, index=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# A dataset revision: a job's images with a person's relabel/exclude marks applied, written as a new dataset
+# (core.revisions); `dataset_uri` is what a retrain trains on.
+revisions_table = sa.Table(
+    "dataset_revisions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant", sa.String(64), index=True),
+    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("base_dataset_uri", sa.Text, nullable=False),
+    sa.Column("dataset_uri", sa.Text, nullable=False, index=True),
+    sa.Column("marks", sa.JSON, nullable=False),
+    sa.Column("images", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -23,6 +23,7 @@ from service.dispatch import Dispatcher, limits_for
 from service.errors import ApiError, artifact_not_found, error_responses, job_not_found
 from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
 from service.report import render_report
+from service.revisions import revisions_root
 from service.schemas import EventList, EventPublic, JobList, JobPublic
 from service.sse import job_event_stream
 
@@ -56,7 +57,7 @@ def _get_job(store: JobStore, job_id: str, principal: Principal) -> JobRecord:
     return job
 
 
-async def _launch(dispatcher: Dispatcher, store: JobStore, job: JobRecord, principal: Principal) -> JobRecord:
+async def launch(dispatcher: Dispatcher, store: JobStore, job: JobRecord, principal: Principal) -> JobRecord:
     """Hand the queued job to the quota gate; returns it as it stands (waiting for its turn, or launched)."""
     # The job is already safe in the store; whatever happens here, the reconciler launches it later.
     try:
@@ -67,7 +68,7 @@ async def _launch(dispatcher: Dispatcher, store: JobStore, job: JobRecord, princ
     return job
 
 
-def _store_new_job(
+def store_new_job(
     params: JobParams,
     idempotency_key: str | None,
     store: JobStore,
@@ -77,7 +78,8 @@ def _store_new_job(
 ) -> tuple[JobRecord, bool]:
     """Check the job against its tenant's access and quota, then store it; (job, False) for a replay."""
     tenant = tenancy.get_tenant(principal.tenant)
-    check_dataset_access(params, settings.dataset_prefixes, tenant)
+    # A tenant's own dataset revisions are its data, wherever the allow-lists point.
+    check_dataset_access(params, settings.dataset_prefixes, tenant, own=[revisions_root(settings, principal.tenant)])
     check_budget(store, tenant)
     gpu_limit = limits_for(settings, tenancy)(principal.tenant).max_gpu_workers
     if params.use_gpu and params.num_workers > gpu_limit:
@@ -117,11 +119,11 @@ async def create_job(
 ) -> JobPublic:
     # Async, unlike the other routes: a POST waits for its turn at the quota gate (one at a time) without
     # holding a thread of the pool that the status reads run in.
-    job, created = await asyncio.to_thread(_store_new_job, params, idempotency_key, store, settings, tenancy, principal)
+    job, created = await asyncio.to_thread(store_new_job, params, idempotency_key, store, settings, tenancy, principal)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if created:
         metrics.jobs_submitted.inc()
-        job = await _launch(dispatcher, store, job, principal)
+        job = await launch(dispatcher, store, job, principal)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     return await asyncio.to_thread(_public, job, store, settings)
@@ -133,6 +135,9 @@ def list_jobs(
     settings: SettingsDep,
     principal: PrincipalDep,
     status: Annotated[JobStatus | None, Query(description="only jobs with this status")] = None,
+    name: Annotated[
+        str | None, Query(min_length=1, max_length=128, description="only jobs whose name contains this (any case)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64, description="next_cursor from the previous page")] = None,
 ) -> JobList:
@@ -144,7 +149,7 @@ def list_jobs(
             f"cursor: unknown cursor {cursor!r}; pass the next_cursor of the previous page, or omit it for the first",
             "cursor",
         )
-    jobs = store.list_jobs(status, limit, before=cursor, tenant=principal.scope)
+    jobs = store.list_jobs(status, limit, before=cursor, tenant=principal.scope, name=name)
     # A full page may be followed by more; an empty next page is the price of not counting.
     next_cursor = jobs[-1].id if len(jobs) == limit else None
     # One query for the whole page's epochs, not one per job: it made a page of 20 five times a status read.
@@ -195,7 +200,7 @@ async def retry_job(
 ) -> JobPublic:
     # Async like create_job: it too waits for its turn at the quota gate.
     retried = await asyncio.to_thread(_requeue, job_id, store, launcher, principal)
-    job = await _launch(dispatcher, store, retried, principal)
+    job = await launch(dispatcher, store, retried, principal)
     return await asyncio.to_thread(_public, job, store, settings)
 
 
@@ -263,6 +268,7 @@ def job_events(
 _CONTENT_TYPES = {
     ".png": "image/png",
     ".json": "application/json",
+    ".csv": "text/csv",
     ".html": "text/html",
     ".pt": "application/octet-stream",
 }

@@ -224,6 +224,39 @@ def retry(
 
 
 @app.command()
+def revise(
+    ctx: typer.Context,
+    job_id: JobArg,
+    relabel: Annotated[
+        list[str] | None, typer.Option("--relabel", help="PATH=LABEL: give an image of the job another class")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="PATH: leave an image out")] = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="submit a job on the revision, same parameters")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="with --retrain: follow that job until it ends")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Clean a finished job's data: relabel or exclude images; a new dataset revision (and a retrain on it)."""
+    state = _state(ctx, as_json)
+    pairs = [item.partition("=") for item in relabel or []]
+    if any(not sep or not path or not label for path, sep, label in pairs):
+        raise typer.BadParameter("takes PATH=LABEL, e.g. --relabel valid/cat/3.jpg=dog", param_hint="--relabel")
+    revision = state.client().revise(
+        job_id, relabel={path: label for path, _, label in pairs}, exclude=exclude or [], retrain=retrain
+    )
+    if state.json and not wait:
+        print_json(revision)
+        return
+    changes = revision.changes
+    relabelled, excluded = changes.get("relabelled", 0), changes.get("excluded", 0)
+    state.say(f"revision   {revision.id}: {relabelled} relabelled, {excluded} excluded")
+    state.say(f"dataset    {revision.dataset_uri} ({revision.images} images)")
+    if revision.retrain_job_id:
+        state.say(f"retrain    {revision.retrain_job_id}")
+        if wait:
+            _wait(state, state.client().get_job(revision.retrain_job_id))
+
+
+@app.command()
 def events(
     ctx: typer.Context,
     job_id: JobArg,
