@@ -4,7 +4,9 @@ The job's work before training (feature extraction) is priced by the driver; tra
 each Ray Train rank knows its node's type and so its rate (`core.cost.work_rate`), and at the end of every epoch
 the ranks add up what they have held so far (an all-reduce, so every rank takes the same decision). Training stops
 before an epoch that would take the job past its cap, estimating the next epoch at the cost of the last one, and
-keeps the checkpoint of the epoch it stopped after: the cap is never passed by more than the first epoch's cost.
+keeps the checkpoint of the epoch it stopped after. The check runs at epoch ends, where a checkpoint exists, so a
+job can pass its cap by Ray Train's start-up and its first epoch (a cap smaller than those stops it after that
+epoch), and by the error of taking the last epoch as the next one's estimate.
 """
 
 from __future__ import annotations
