@@ -2,6 +2,12 @@ r"""Unfrozen-training recipes side by side on one dataset, in one process (no Ra
 
     PYTHONPATH=$PWD .venv/bin/python -m benchmarks.recipe ../shared/datasets/dogs-vs-cats \
         --variants base,frozen_bn,progressive
+    PYTHONPATH=$PWD .venv/bin/python -m benchmarks.recipe ../shared/datasets/flowers-5 \
+        --arch efficientnet_lite2 --variants one,cycles3 --tta
+
+`cycles3` runs up to 3 epochs, each its own one-cycle at half the previous one's peak LR: what the job's
+`max_epochs` continuation does; the rows say where the validation loss stopped falling. With `--tta`, each
+variant's last model is also scored with the serving mirror (2 views) and the evaluation's 4 views.
 
 Features from the frozen body, the LR range test on them and one head-only epoch, as Trainyard does; then each
 variant continues from that same head-only model with the job's one-cycle schedule and discriminative LRs over
@@ -34,27 +40,31 @@ from core.backbones import (
     local_pretrained_weights,
 )
 from core.images import normalize
+from core.spec import NATIVE_SIZES
 from jobs.data import ImageItems
-from jobs.stages.fine_tune import BODY_LR_MULT, UNFROZEN_LR_FACTOR
 from jobs.stages.lr_sweep import lr_range_test
 from jobs.stages.validate import validate_dataset
+from jobs.tta import tta_probabilities
+from jobs.unfrozen_config import BODY_LR_MULT, UNFROZEN_LR_FACTOR
 
 RESULTS = Path(__file__).parent / "results"
-ARCH = "efficientnet_lite0"
 
 
 @dataclass(frozen=True)
 class Variant:
     frozen_bn: bool
-    sizes: tuple[int, ...]  # training image size per unfrozen epoch
+    sizes: tuple[float, ...]  # training image size per unfrozen epoch, as a fraction of the native size
+    cycle_per_epoch: bool = False  # each epoch its own one-cycle, at half the previous peak
 
 
 VARIANTS = {
     # Neither frozen batch-norm statistics nor progressive resizing.
-    "base": Variant(frozen_bn=False, sizes=(224, 224, 224)),
-    "frozen_bn": Variant(frozen_bn=True, sizes=(224, 224, 224)),
-    "progressive": Variant(frozen_bn=True, sizes=(160, 224)),
-    "progressive3": Variant(frozen_bn=True, sizes=(160, 192, 224)),  # today's default for 3 epochs at 224
+    "base": Variant(frozen_bn=False, sizes=(1, 1, 1)),
+    "frozen_bn": Variant(frozen_bn=True, sizes=(1, 1, 1)),
+    "one": Variant(frozen_bn=True, sizes=(1,)),  # the job's default: one unfrozen epoch
+    "progressive": Variant(frozen_bn=True, sizes=(0.75, 1)),
+    "progressive3": Variant(frozen_bn=True, sizes=(0.75, 0.875, 1)),  # the default for 3 epochs
+    "cycles3": Variant(frozen_bn=True, sizes=(1, 1, 1), cycle_per_epoch=True),
 }
 
 
@@ -66,29 +76,36 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", default="efficientnet_lite0", choices=tuple(NATIVE_SIZES))
+    parser.add_argument("--tta", action="store_true", help="score each variant's last model with TTA too")
     args = parser.parse_args()
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    load_at_start = os.getloadavg()
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(args.seed)
 
     data = validate_dataset(args.dataset, str(args.dataset), 1.0)
     classes = data.summary.classes
-    norm = BACKBONES[ARCH].normalization
+    arch, native = args.arch, NATIVE_SIZES[args.arch]
+    norm = BACKBONES[arch].normalization
 
     def items(split: list[Any], size: int, train: bool) -> ImageItems:
         return ImageItems(args.dataset, [i.path for i in split], [i.label for i in split], size, train, 1 << 30)
 
-    valid = items(data.valid, 224, False)
-    model = channels_last(build_classifier(ARCH, len(classes), local_pretrained_weights(ARCH)))
+    valid = items(data.valid, native, False)
+    model = channels_last(build_classifier(arch, len(classes), local_pretrained_weights(arch)))
     model.eval()
+    started = time.monotonic()
     with torch.inference_mode():
-        train_batches = [(model.body(normalize(i, norm)), y) for i, y in DataLoader(items(data.train, 224, False), 64)]
+        train_eval = DataLoader(items(data.train, native, False), 64)
+        train_batches = [(model.body(normalize(i, norm)), y) for i, y in train_eval]
         valid_batches = [(model.body(normalize(i, norm)), y) for i, y in DataLoader(valid, 64)]
     x, y = torch.cat([b[0] for b in train_batches]), torch.cat([b[1] for b in train_batches])
     vx, vy = torch.cat([b[0] for b in valid_batches]), torch.cat([b[1] for b in valid_batches])
+    features_rate = round((len(data.train) + len(data.valid)) / (time.monotonic() - started), 2)
     lr = lr_range_test(x.numpy(), y.numpy(), len(classes), args.batch_size, seed=args.seed).suggested_lr
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -114,7 +131,8 @@ def main() -> None:
         torch.manual_seed(args.seed)
         model.load_state_dict(start)
         head_lr = lr * UNFROZEN_LR_FACTOR
-        train = items(data.train, variant.sizes[-1], True)
+        sizes = [round(native * f / 16) * 16 if f < 1 else native for f in variant.sizes]
+        train = items(data.train, native, True)
         loader = DataLoader(train, batch_size=args.batch_size, shuffle=True)
         optimizer = torch.optim.AdamW(
             [
@@ -123,15 +141,17 @@ def main() -> None:
             ],
             weight_decay=0.01,
         )
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=[head_lr / BODY_LR_MULT, head_lr],
-            total_steps=len(variant.sizes) * len(loader),
-            pct_start=0.3,
-            div_factor=5,
-        )
+
+        def cycle(optimizer: torch.optim.Optimizer, peak: float, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+            return torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=[peak / BODY_LR_MULT, peak], total_steps=steps, pct_start=0.3, div_factor=5
+            )
+
+        schedule = cycle(optimizer, head_lr, (1 if variant.cycle_per_epoch else len(sizes)) * len(loader))
         rows[name] = []
-        for epoch, size in enumerate(variant.sizes, start=1):
+        for epoch, size in enumerate(sizes, start=1):
+            if variant.cycle_per_epoch and epoch > 1:
+                schedule = cycle(optimizer, head_lr * 0.5 ** (epoch - 1), len(loader))
             model.train()
             if variant.frozen_bn:
                 freeze_batchnorm_statistics(model.body)
@@ -150,10 +170,13 @@ def main() -> None:
                 "valid_loss": round(float(nn.functional.cross_entropy(logits, vy)), 4),
                 "correct": int((logits.argmax(1) == vy).sum()),
             }
+            if args.tta and epoch in (1, len(sizes)):  # the default's model (one epoch) and the longest run's
+                row["tta"] = _tta(model, args.dataset, data.valid, arch, native)
             rows[name].append(row)
             print(name, row, flush=True)
 
-    print(f"\n**{args.dataset.name}**: LR {lr:.3g}; head-only {head_only['valid_loss']} / {head_only['correct']}")
+    print(f"\n**{args.dataset.name}** ({arch}, {native} px, features {features_rate} img/s): LR {lr:.3g}; ", end="")
+    print(f"head-only {head_only['valid_loss']} / {head_only['correct']}")
     print(f"of {len(vy)}\n\n| variant | epoch: size px, validation loss, correct, train img/s |\n|---|---|")
     for name, epochs in rows.items():
         cells = "; ".join(
@@ -162,9 +185,23 @@ def main() -> None:
         )
         print(f"| {name} | {cells} |")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"recipe-{args.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"dataset": args.dataset.name, "lr": lr, "head_only": head_only, "variants": rows}))
+    out = RESULTS / f"recipe-{args.dataset.name}-{arch}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    body = {"dataset": args.dataset.name, "arch": arch, "image_size": native, "lr": lr, "head_only": head_only}
+    body |= {"features_images_per_second": features_rate, "load_average_at_start": load_at_start, "variants": rows}
+    out.write_text(json.dumps(body))
     print(f"\nwritten {out}")
+
+
+def _tta(model: nn.Module, root: Path, valid: list[Any], arch: str, size: int) -> dict[str, Any]:
+    """Correct validation images with serving's mirror TTA (2 views) and the evaluation's 4 views."""
+    started = time.monotonic()
+    probs = tta_probabilities(model, root, valid, arch, size, per_view=True)
+    labels = torch.tensor([i.label for i in valid])
+    return {
+        "mirror_correct": int((probs[:, :2].mean(1).argmax(1) == labels).sum()),
+        "four_views_correct": int((probs.mean(1).argmax(1) == labels).sum()),
+        "four_views_seconds": round(time.monotonic() - started, 1),
+    }
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ class Run(BaseModel):
     valid_correct: int
     valid_images: int
     lr: float | None
+    serving_p50_ms: float | None = None  # one image at a time (Trainyard: through the API's predict endpoint)
+    serving_images_per_second: float | None = None  # 8 clients at once (fastai: get_preds over the validation set)
     extra: dict[str, Any] = {}
 
     @property
@@ -103,6 +105,13 @@ def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
 
     with local_stack(args) as stack:
         stack.export_env()
+        if args.job:  # a job this benchmark ran before: read it again (and time its model's predictions)
+            with Client(url=stack.config.api_url) as client:
+                raw = client.get_job(args.job).model_dump(mode="json")
+                events = [e.model_dump(mode="json") for e in client.events(args.job)]
+                wall = _since(raw["created_at"], events[-1]["at"])
+                serving = serve_timing(stack, raw["model"]["id"], dataset) if raw.get("model") else {}
+            return _trainyard_run(raw, events, wall, serving, args)
         upload_folder(s3_client(), dataset, BENCH_BUCKET, dataset.name)
         if not args.warm:
             forget_caches()
@@ -111,29 +120,48 @@ def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
             job = client.submit(
                 f"s3://{BENCH_BUCKET}/{dataset.name}",
                 name=f"bench-{dataset.name}",
+                arch=args.arch,
                 epochs=args.epochs,
                 image_size=args.image_size,
                 batch_size=args.batch_size,
                 progressive_resizing=args.progressive_resizing,
                 seed=args.seed,
                 lr_sweep={"method": args.lr_sweep},
+                max_epochs=args.max_epochs,
+                tta=args.tta or None,
             )
             done = client.wait(job.id, timeout=args.timeout)
             wall = time.monotonic() - started
             raw = done.model_dump(mode="json")
             events = [e.model_dump(mode="json") for e in client.events(job.id)]
+            serving = serve_timing(stack, raw["model"]["id"], dataset) if raw.get("model") else {}
+    return _trainyard_run(raw, events, wall, serving, args)
+
+
+def _system(params: dict[str, Any]) -> str:
+    extension = f" max_epochs {params['max_epochs']}" if params.get("max_epochs") else ""
+    return f"trainyard {params['arch']}{extension}"
+
+
+def _trainyard_run(
+    raw: dict[str, Any], events: list[dict[str, Any]], wall: float, serving: dict[str, float], args: argparse.Namespace
+) -> Run:
     evaluation = raw["evaluation"]
     unfrozen = [e for e in raw["metrics"] if e["stage"] == "unfrozen" and e.get("images_per_second")]
     return Run(
-        system="trainyard (REST API)",
+        system=_system(raw["params"]),
         total_seconds=round(wall, 1),
         phases=phase_seconds(raw["created_at"], events),
         train_images_per_second=_mean([e["images_per_second"] for e in unfrozen]),
         valid_correct=round(evaluation["accuracy"] * evaluation["images"]),
         valid_images=evaluation["images"],
         lr=raw["lr_sweep"]["chosen_lr"],
+        serving_p50_ms=serving.get("p50_ms"),
+        serving_images_per_second=serving.get("images_per_second"),
         extra={
             "job_id": raw["id"],
+            "params": raw["params"],
+            "tta": evaluation.get("tta"),
             "lr_sweep": {k: v for k, v in raw["lr_sweep"].items() if k not in ("lrs", "losses")},
             "epochs": [{k: e.get(k) for k in EPOCH_FIELDS} for e in raw["metrics"]],
             "best": raw["best"],
@@ -155,6 +183,29 @@ EPOCH_FIELDS = (
     "valid_loss",
     "accuracy",
 )
+
+
+def serve_timing(stack: LocalStack, model_id: str, dataset: Path, requests: int = 40) -> dict[str, float]:
+    """Predictions through the API: p50 of one at a time, then images/s with 8 clients at once."""
+    import statistics
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [p.read_bytes() for p in sorted((dataset / "valid").rglob("*.jpg"))[:requests]]
+    url = f"/v1/models/{model_id}/predict"
+    with stack.api_client(timeout=120) as api:
+        # With its type: a body without one is held to the API's JSON limit (64 KiB), and photos are larger.
+        headers = {"Content-Type": "image/jpeg"}
+        api.post(url, content=images[0], headers=headers).raise_for_status()  # the replica loads the model
+        latencies = []
+        for image in images[: requests // 2]:
+            started = time.perf_counter()
+            api.post(url, content=image, headers=headers).raise_for_status()
+            latencies.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda body: api.post(url, content=body, headers=headers).raise_for_status(), images))
+        rate = len(images) / (time.perf_counter() - started)
+    return {"p50_ms": round(statistics.median(latencies) * 1000, 1), "images_per_second": round(rate, 1)}
 
 
 def _since(start: str, at: str) -> float:
@@ -216,7 +267,7 @@ def run_plain(dataset: Path, args: argparse.Namespace) -> Run:
     from jobs.data import ImageItems
     from jobs.stages.lr_sweep import lr_range_test
     from jobs.stages.validate import validate_dataset
-    from jobs.train_loop import epoch_image_sizes
+    from jobs.unfrozen_config import epoch_image_sizes
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(args.seed)
@@ -234,7 +285,7 @@ def run_plain(dataset: Path, args: argparse.Namespace) -> Run:
     classes = data.summary.classes
     model = channels_last(build_classifier(ARCH, len(classes), local_pretrained_weights(ARCH)))
     norm = BACKBONES[ARCH].normalization
-    size, batch = args.image_size, args.batch_size
+    size, batch = args.image_size or 224, args.batch_size
 
     def items(split: list[Any], train: bool) -> ImageItems:
         return ImageItems(dataset, [i.path for i in split], [i.label for i in split], size, train)
@@ -342,12 +393,13 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
 
     started = time.monotonic()
     norm = BACKBONES[ARCH].normalization
+    size = args.image_size or 224
     dls = ImageDataLoaders.from_folder(
         dataset,
         train="train",
         valid="valid",
-        item_tfms=Resize(args.image_size),
-        batch_tfms=[*aug_transforms(size=args.image_size), Normalize.from_stats(list(norm.mean), list(norm.std))],
+        item_tfms=Resize(size),
+        batch_tfms=[*aug_transforms(size=size), Normalize.from_stats(list(norm.mean), list(norm.std))],
         bs=args.batch_size,
         seed=args.seed,
         # Decode in-process, as the plain loop and Trainyard's workers do: on 2 cores, worker processes only
@@ -375,6 +427,14 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
     fine_tune_seconds = time.monotonic() - t0
     final_accuracy = float(learn.recorder.values[-1][2])
     valid_images = len(dls.valid_ds)
+    latencies = []
+    for path in list(dls.valid_ds.items)[:20]:
+        t0 = time.perf_counter()
+        learn.predict(path)
+        latencies.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    learn.get_preds(dl=dls.valid)
+    preds_rate = valid_images / (time.perf_counter() - t0)
     # The first timed epoch is fine_tune's frozen one; the rest are unfrozen.
     unfrozen = list(zip(timer.train_images[1:], timer.train_seconds[1:], strict=True))
     return Run(
@@ -390,6 +450,8 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
         valid_correct=round(final_accuracy * valid_images),
         valid_images=valid_images,
         lr=lr,
+        serving_p50_ms=round(sorted(latencies)[len(latencies) // 2] * 1000, 1),
+        serving_images_per_second=round(preds_rate, 1),
         extra={"epochs": [list(map(float, v)) for v in learn.recorder.values]},
     )
 
@@ -425,22 +487,31 @@ def table(dataset: str, runs: list[Run], load: dict[str, str]) -> str:
         f"**{dataset}** — {datetime.now():%Y-%m-%d %H:%M}, load average (1/5/15 min) at start {load['start']}, "
         f"at end {load['end']}",
         "",
-        "| system | total s | phases (s) | train img/s | validation accuracy | LR |",
-        "|---|---:|---|---:|---:|---:|",
+        "| system | total s | phases (s) | train img/s | validation accuracy | LR | serving p50 ms | serving img/s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         phases = ", ".join(f"{k} {v:g}" for k, v in r.phases.items())
         rate = f"{r.train_images_per_second:.1f}" if r.train_images_per_second else "—"
         lr = f"{r.lr:.3g}" if r.lr else "—"
         accuracy = f"{r.valid_correct}/{r.valid_images} ({r.accuracy:.1%})"
-        lines.append(f"| {r.system} | {r.total_seconds:.0f} | {phases} | {rate} | {accuracy} | {lr} |")
+        serving = f"{r.serving_p50_ms or '—'} | {r.serving_images_per_second or '—'}"
+        lines.append(f"| {r.system} | {r.total_seconds:.0f} | {phases} | {rate} | {accuracy} | {lr} | {serving} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path, help="a folder with train/<class>/ and valid/<class>/")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=None, help="default: each backbone's native size")
+    parser.add_argument(
+        "--arch",
+        default="efficientnet_lite0",
+        help="Trainyard's backbone (efficientnet_lite0/1/2 or auto); the plain loop and fastai use Lite0",
+    )
+    parser.add_argument("--max-epochs", type=int, default=None, help="Trainyard's max_epochs (default: the job's)")
+    parser.add_argument("--tta", action="store_true", help="Trainyard's tta: true (scored beside the plain accuracy)")
+    parser.add_argument("--job", help="read this earlier Trainyard job again instead of submitting one")
     parser.add_argument(
         "--epochs",
         type=int,
@@ -475,7 +546,11 @@ def main() -> None:
         return
 
     passed = [
-        f"--image-size={args.image_size}",
+        *([f"--image-size={args.image_size}"] if args.image_size else []),
+        f"--arch={args.arch}",
+        *([f"--max-epochs={args.max_epochs}"] if args.max_epochs else []),
+        *(["--tta"] if args.tta else []),
+        *([f"--job={args.job}"] if args.job else []),
         f"--epochs={args.epochs}",
         f"--fastai-epochs={args.fastai_epochs}",
         f"--progressive-resizing={args.progressive_resizing}",

@@ -28,10 +28,11 @@ from core.images import normalize
 from infra.local.sample_data import make_shapes
 from jobs.data import ImageItems
 from jobs.features import compute_features
-from jobs.stages.fine_tune import BODY_LR_MULT, UNFROZEN_LR_FACTOR, train_head
+from jobs.head import train_head
 from jobs.stages.lr_sweep import lr_range_test
 from jobs.stages.validate import validate_dataset
-from jobs.train_loop import shard_indices, worker_batch_size
+from jobs.unfrozen import shard_indices, worker_batch_size
+from jobs.unfrozen_config import BODY_LR_MULT, UNFROZEN_LR_FACTOR
 
 ARCH = "efficientnet_lite0"
 SETTINGS = [  # (world, dropout seed, dropout on, batch norm frozen)

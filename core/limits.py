@@ -27,6 +27,11 @@ def is_multipart(content_type: str) -> bool:
     return media_type(content_type) == "multipart/form-data"
 
 
+def is_json(content_type: str) -> bool:
+    kind = media_type(content_type)
+    return kind == "application/json" or kind.endswith("+json")
+
+
 def is_upload(content_type: str) -> bool:
     """A body that may carry images (and so may be as large as they are), as opposed to JSON."""
     return media_type(content_type).startswith(_UPLOAD_TYPES)

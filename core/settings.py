@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.spec import S3Uri
+
 
 class NodeType(BaseModel):
     """One kind of Ray node, shaped like an entry of Ray's `available_node_types` plus its hourly price."""
@@ -75,8 +77,11 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(default=8, ge=1, le=20)
     # Checkpoints, model artifacts and reports go under <artifact_uri>/jobs/<job id>/.
     artifact_uri: str = "s3://trainyard-artifacts"
-    # The bucket the CLI and SDK upload local datasets to (the same variable they read); dataset revisions
-    # (relabel/exclude marks on a job's images) are written beside the uploads, under revisions/<tenant>/.
+    # Uploaded datasets (`trainyard submit ./folder`) go under <upload_uri>/<tenant>/: each tenant's keys may
+    # train on their own folder there and on no other tenant's (service.dataset_access).
+    upload_uri: S3Uri = "s3://trainyard-uploads/uploads"
+    # Dataset revisions (relabel/exclude marks on a job's images) are written to this bucket, under
+    # revisions/<tenant>/, a tenant's own data as its uploads are.
     upload_bucket: str = "trainyard-uploads"
     # Ray dashboard address: the Ray Jobs API the launcher submits to.
     ray_address: str = "http://127.0.0.1:8265"
@@ -147,10 +152,19 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=4, ge=1)
     # GPU workers held at once (num_workers of a use_gpu job); 8 = one 8-GPU node's worth of money per tenant.
     max_gpu_workers: int = Field(default=8, ge=0)
-    # The s3://bucket/prefix datasets may come from (JSON list), for every tenant; a tenant's own list is
-    # checked as well. Empty: any bucket the service's credentials can read (the local default; set it on
-    # shared deployments so users cannot point the service's credentials at other buckets).
-    dataset_prefixes: list[str] = Field(default_factory=list)
+    # Requests per second each tenant key may send to one API process, and the burst it may send at once
+    # (service.rate_limit; a tenant's own values override these; 0: unlimited; admin keys are never limited).
+    # 50/s is far above what the SDK and CLI send (a wait polls once a second, a predict loop on one CPU replica
+    # runs at ~35 images/s) and far below what one process can answer, so one tenant's loop cannot starve others.
+    rate_limit_per_s: float = Field(default=50.0, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    # Requests of one limited key worked on at once by one API process; the rest of a burst waits its turn, so
+    # other keys never queue behind a whole burst. 4 predictions in flight at ~50 ms each still exceed 50/s.
+    rate_limit_in_flight: int = Field(default=4, ge=1)
+    # The s3://bucket/prefix every tenant's keys may train on, besides their own uploads and their tenant's
+    # own list (JSON list). Empty by default: a tenant's key reads only what is its own; admin keys read any
+    # location (service.dataset_access).
+    dataset_prefixes: list[S3Uri] = Field(default_factory=list)
     # Per-job dataset limits, enforced while fetching and validating: a typo'd prefix (a whole bucket) or an
     # absurd image fails early with a message instead of filling the disk or the memory.
     max_dataset_objects: int = Field(default=200_000, ge=1)

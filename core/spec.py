@@ -7,12 +7,22 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Bucket names as S3 allows them (3–63 chars, lowercase letters, digits, dots, hyphens).
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 
-Arch = Literal["efficientnet_lite0", "resnet18", "resnet34", "resnet50"]
+Arch = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet34", "resnet50"]
+# The resolution each backbone's ImageNet weights were trained at, a job's image_size unless it names one:
+# EfficientNet-Lite's from `efficientnet_lite_pytorch.utils.efficientnet_params` (224, 240, 260 px).
+NATIVE_SIZES: dict[str, int] = {
+    "efficientnet_lite0": 224,
+    "efficientnet_lite1": 240,
+    "efficientnet_lite2": 260,
+    "resnet18": 224,
+    "resnet34": 224,
+    "resnet50": 224,
+}
 
 
 class JobStatus(StrEnum):
@@ -99,6 +109,11 @@ S3Uri = Annotated[str, AfterValidator(_check_s3_uri)]
 
 
 LrSuggestion = Literal["valley", "steep", "minimum", "slide"]
+# Unfrozen epochs a GPU job may run while each lowers the validation loss (max_epochs' default there). On CPU each
+# epoch of a few hundred images costs about a minute: on flowers-5 a second one lifted EfficientNet-Lite2 from
+# 172 to 179 of 200 but would take a job past a third of fastai's time, so CPU jobs run exactly `epochs` unless
+# they ask (benchmarks/README.md).
+GPU_MAX_EPOCHS = 3
 
 
 class RangeTestSweep(BaseModel):
@@ -160,7 +175,11 @@ class JobParams(BaseModel):
         examples=["s3://my-bucket/pets"],
     )
     name: str | None = Field(default=None, min_length=1, max_length=128)
-    arch: Arch = Field(default="efficientnet_lite0", description="ImageNet-pretrained backbone")
+    arch: Arch | Literal["auto"] = Field(
+        default="efficientnet_lite0",
+        description="ImageNet-pretrained backbone; auto: the largest EfficientNet-Lite whose training fits the "
+        "time budget for this dataset's size, chosen after validation (event `backbone_chosen` says why)",
+    )
     weights_uri: S3Uri | None = Field(
         default=None, description="s3:// URI of the backbone's state dict (torchvision archs offline)"
     )
@@ -168,6 +187,15 @@ class JobParams(BaseModel):
     # validation loss 0.044 and 198/200, against 0.047 and 199/200 for two (160 then 224 px) in 60% of the unfrozen
     # time, and fastai's fine_tune(3) 190-195/200 (benchmarks/README.md, "Recipe"). Ask for more on harder data.
     epochs: int = Field(default=1, ge=1, le=100, description="epochs with the whole network unfrozen")
+    max_epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="unfrozen training goes on past `epochs`, one epoch (its own one-cycle at half the previous "
+        "peak LR) at a time, while each lowers the validation loss by more than 0.01, up to this many unfrozen "
+        f"epochs in all (event `unfrozen_extended`); null: {GPU_MAX_EPOCHS} with use_gpu, where an epoch of a "
+        "small set takes seconds, else exactly `epochs`. Needs `patience`",
+    )
     freeze_epochs: int = Field(default=1, ge=0, le=100, description="head-only epochs on cached features")
     lr: float | None = Field(default=None, gt=0, le=10, description="null: pick it by an LR range test")
     lr_sweep: LrSweep = Field(
@@ -188,7 +216,13 @@ class JobParams(BaseModel):
         "splits it evenly across the num_workers workers (batch_size // num_workers each), so the number of steps "
         "and the schedule do not depend on the number of workers",
     )
-    image_size: int = Field(default=224, ge=32, le=1024, description="training and serving resolution (px)")
+    image_size: int | None = Field(
+        default=None,
+        ge=32,
+        le=1024,
+        description="training and serving resolution (px); null: the backbone's native size (224 for "
+        "efficientnet_lite0 and the ResNets, 240 for efficientnet_lite1, 260 for efficientnet_lite2)",
+    )
     progressive_resizing: float | None = Field(
         default=0.75,
         gt=0,
@@ -226,6 +260,30 @@ class JobParams(BaseModel):
         "cluster's node rates); the best checkpoint so far is published and deployed, and the job fails with "
         "cost_cap_reached naming the figures. null: no cap",
     )
+
+    @field_validator("max_epochs")
+    @classmethod
+    def _at_least_epochs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        epochs = info.data.get("epochs")
+        if value is not None and epochs is not None and value < epochs:
+            raise ValueError(f"must be at least epochs ({epochs}), got {value}; or null to run exactly epochs")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> JobParams:
+        """A concrete backbone without an image_size gets its native one; `auto` gets it once the backbone is
+        chosen (jobs/backbone_choice.py). A GPU job goes on while unfrozen epochs pay (max_epochs)."""
+        if self.image_size is None and self.arch != "auto":
+            self.image_size = NATIVE_SIZES[self.arch]
+        if self.max_epochs is None and self.use_gpu:
+            self.max_epochs = max(self.epochs, GPU_MAX_EPOCHS)
+        return self
+
+    @property
+    def size(self) -> int:
+        """The image size to train and serve at: resolved by now for any backbone but `auto`, which the driver
+        replaces with a concrete one before training."""
+        return self.image_size or NATIVE_SIZES.get(self.arch, NATIVE_SIZES["efficientnet_lite0"])
 
     # A field validator (not a model validator) so the error names the field to fix.
     @field_validator("num_workers")

@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -33,6 +34,9 @@ class Tenant(BaseModel):
     max_concurrent_jobs: int | None = None
     max_gpu_workers: int | None = None
     dataset_prefixes: list[str] | None = Field(default=None, description="s3://bucket/prefix this tenant may use")
+    # Requests per second each of its keys may send, and how many at once beyond that rate (0: unlimited).
+    rate_limit_per_s: float | None = Field(default=None, ge=0)
+    rate_limit_burst: int | None = Field(default=None, ge=1)
     monthly_budget_usd: float | None = Field(default=None, description="what its jobs may spend a month; None: no cap")
 
 
@@ -66,7 +70,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _api_key(row: sa.Row[tuple[object, ...]]) -> ApiKey:
-    data = dict(row._mapping)
+    data = {c.name: row._mapping[c] for c in api_keys_table.c}
     data.pop("key_hash")  # never leaves this module
     data["created_at"], data["revoked_at"] = _utc(data["created_at"]), _utc(data["revoked_at"])
     return ApiKey.model_validate(data)
@@ -99,32 +103,33 @@ class Tenancy:
         return [Tenant.model_validate(dict(r._mapping)) for r in rows]
 
     def set_limits(self, tenant: Tenant) -> Tenant:
-        """Store a tenant's own limits (None fields fall back to the settings' defaults)."""
-        self.ensure_tenant(tenant.name)
-        with self.engine.begin() as conn:
-            conn.execute(
-                tenants_table.update()
-                .where(tenants_table.c.name == tenant.name)
-                .values(
-                    max_concurrent_jobs=tenant.max_concurrent_jobs,
-                    max_gpu_workers=tenant.max_gpu_workers,
-                    dataset_prefixes=tenant.dataset_prefixes,
-                )
-            )
-        stored = self.get_tenant(tenant.name)
-        assert stored is not None
-        return stored
+        """Store all of a tenant's own limits (None fields fall back to the settings' defaults)."""
+        return self.update_tenant(tenant.name, **tenant.model_dump(exclude={"name"}))
 
-    def set_budget(self, name: str, monthly_usd: float | None) -> Tenant:
-        """Set (or, with None, lift) a tenant's monthly budget; its other limits stay as they are."""
-        self.ensure_tenant(name)
-        with self.engine.begin() as conn:
-            conn.execute(
-                tenants_table.update().where(tenants_table.c.name == name).values(monthly_budget_usd=monthly_usd)
-            )
-        tenant = self.get_tenant(name)
-        assert tenant is not None
-        return tenant
+    def update_tenant(self, name: str, **changes: Any) -> Tenant:
+        """Change only the given limits of tenant `name` (created if new); None returns one to the default."""
+        unknown = set(changes) - (set(Tenant.model_fields) - {"name"})
+        if unknown:
+            raise ValueError(f"not a tenant limit: {', '.join(sorted(unknown))}")
+        merged = Tenant.model_validate({**self.ensure_tenant(name).model_dump(), **changes})
+        if changes:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    tenants_table.update()
+                    .where(tenants_table.c.name == name)
+                    .values(**merged.model_dump(include=set(changes)))
+                )
+        return merged
+
+    def allow_prefixes(self, name: str, prefixes: list[str]) -> Tenant:
+        """Add s3:// prefixes to tenant `name`'s own allow-list (kept in order, each once)."""
+        current = self.ensure_tenant(name).dataset_prefixes or []
+        return self.update_tenant(name, dataset_prefixes=list(dict.fromkeys([*current, *prefixes])))
+
+    def disallow_prefixes(self, name: str, prefixes: list[str]) -> Tenant:
+        """Remove s3:// prefixes from tenant `name`'s own allow-list (an empty list is stored as none)."""
+        kept = [p for p in self.ensure_tenant(name).dataset_prefixes or [] if p not in prefixes]
+        return self.update_tenant(name, dataset_prefixes=kept or None)
 
     # --- keys ---------------------------------------------------------------------------------------
 
@@ -165,13 +170,22 @@ class Tenancy:
 
     def authenticate(self, key: str) -> ApiKey | None:
         """The live (not revoked) key record for `key`, or None."""
+        found = self.authenticate_with_tenant(key)
+        return None if found is None else found[0]
+
+    def authenticate_with_tenant(self, key: str) -> tuple[ApiKey, Tenant] | None:
+        """The live (not revoked) key record for `key` and its tenant, in one query; None if there is none."""
+        query = (
+            sa.select(api_keys_table, tenants_table)
+            .join(tenants_table, tenants_table.c.name == api_keys_table.c.tenant)
+            .where(api_keys_table.c.key_hash == hash_key(key), api_keys_table.c.revoked_at.is_(None))
+        )
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(api_keys_table).where(
-                    api_keys_table.c.key_hash == hash_key(key), api_keys_table.c.revoked_at.is_(None)
-                )
-            ).first()
-        return None if row is None else _api_key(row)
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        tenant = Tenant.model_validate({c.name: row._mapping[c] for c in tenants_table.c})
+        return _api_key(row), tenant
 
     def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
         query = sa.select(api_keys_table).order_by(api_keys_table.c.created_at, api_keys_table.c.id)

@@ -1,7 +1,8 @@
 """A job's spending limit (`max_cost_usd`) as its training enforces it.
 
 The job's work before training (feature extraction) is priced by the driver; training is priced where it runs:
-each Ray Train rank knows its node's type and so its rate (`core.cost.work_rate`), and at the end of every epoch
+each Ray Train rank knows its node's type and so its rate (`core.cost.work_rate`, looked up by `jobs.train_loop`:
+this module is pydantic only, as the training loop's config that carries it), and at the end of every epoch
 the ranks add up what they have held so far (an all-reduce, so every rank takes the same decision). Training stops
 before an epoch that would take the job past its cap, estimating the next epoch at the cost of the last one, and
 keeps the checkpoint of the epoch it stopped after. The check runs at epoch ends, where a checkpoint exists, so a
@@ -15,9 +16,6 @@ import time
 from collections.abc import Callable
 
 from pydantic import BaseModel
-
-from core.cost import work_rate
-from core.settings import NodeType
 
 
 class CostCap(BaseModel):
@@ -54,10 +52,10 @@ def reached_before_training(cap: CostCap, epoch: int) -> CostCapHit | None:
 class CapWatch:
     """One rank's view: its own rate, and what all ranks have spent at each epoch's end."""
 
-    def __init__(self, cap: CostCap, started_at: float, node_type: str | None, node_types: dict[str, NodeType]):
+    def __init__(self, cap: CostCap, started_at: float, usd_per_hour: float) -> None:
         self.cap = cap
         self.started_at = started_at
-        self.usd_per_second = work_rate(node_type, cap.worker_cpus, cap.worker_gpus, node_types) / 3600
+        self.usd_per_second = usd_per_hour / 3600
         self._spent_at_last_epoch = 0.0
 
     def check(self, epoch: int, sum_across_ranks: Callable[[float], float]) -> CostCapHit | None:
@@ -71,3 +69,16 @@ class CapWatch:
         return CostCapHit(
             spent_usd=round(spent, 6), max_usd=self.cap.max_usd, next_epoch_usd=round(last_epoch, 6), epoch=epoch
         )
+
+
+def epoch_check(watch: CapWatch) -> Callable[[int, Callable[[float], float]], tuple[str, dict[str, str]] | None]:
+    """The cap as `jobs.unfrozen.run_unfrozen`'s `epoch_check`: why to stop and what to report, or None."""
+
+    def check(epoch: int, sum_across_ranks: Callable[[float], float]) -> tuple[str, dict[str, str]] | None:
+        hit = watch.check(epoch, sum_across_ranks)
+        if hit is None:
+            return None
+        # A JSON string: Ray Train may flatten nested reported metrics; `jobs.stages.fine_tune` reads it back.
+        return f"max_cost_usd: {hit.message()}", {"cost_cap": hit.model_dump_json()}
+
+    return check

@@ -28,6 +28,7 @@ from core.s3 import S3_UNREACHABLE, s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, phase_progress
 from core.store import JobStore
+from jobs.backbone_choice import choose_backbone, describe
 from jobs.dataset import ValidatedDataset
 from jobs.dataset_cache import DatasetLimits, fetch_dataset
 from jobs.errors import JobCancelled, StageError
@@ -144,6 +145,9 @@ class Driver:
                 {"layout": dataset.summary.layout},
             )
             self._record_listing(dataset)
+            if p.arch == "auto":
+                self.params, choice = choose_backbone(p, len(dataset.train))
+                self.store.add_event(self.job_id, "backbone_chosen", describe(choice), choice)
             if len(dataset.train) < p.num_workers:
                 raise StageError(
                     "too_few_images",

@@ -18,7 +18,6 @@ from typing import Literal
 from pydantic import BaseModel
 
 from jobs.errors import StageError
-from jobs.paths import safe_relative_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 VALID_FOLDERS = ("valid", "val", "validation")  # taken in this order; two at once is an error
@@ -145,6 +144,10 @@ def _flat_layout(root: Path, uri: str) -> FoundLayout:
 
 
 def _labels_csv_layout(root: Path, uri: str) -> FoundLayout:
+    # Here, not at the top: jobs.paths reads the settings (pydantic-settings), which the torch-only training code
+    # that reads validated items (benchmarks/gpu_check.py on a GPU machine) does without.
+    from jobs.paths import safe_relative_path
+
     where = f"{uri.rstrip('/')}/{LABELS_CSV}"
     try:
         text = (root / LABELS_CSV).read_text(encoding="utf-8-sig")  # -sig: spreadsheets often write a BOM

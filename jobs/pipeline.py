@@ -95,7 +95,7 @@ class Pipeline:
         """The backbone features from the S3 cache, or computed (`_run_work`) and cached for the next job."""
         p = self.params
         weights = resolve_weights(p.arch, p.weights_uri, self.s3, self.settings.resolved_cache_dir)
-        key = feature_key(etags_digest, p.arch, weights, p.image_size, dataset.train, dataset.valid)
+        key = feature_key(etags_digest, p.arch, weights, p.size, dataset.train, dataset.valid)
         location = cache_location(self.settings.artifact_uri, key)
         started = time.monotonic()
         cached = load_features(self.s3, location)
@@ -194,7 +194,7 @@ class Pipeline:
             if evaluation.test is not None:
                 metrics |= {"test_accuracy": evaluation.test.accuracy, "test_loss": evaluation.test.loss}
             artifact_uri = publish_model(
-                self.s3, self.settings, self.job_id, model, p.arch, dataset.summary.classes, p.image_size, metrics
+                self.s3, self.settings, self.job_id, model, p.arch, dataset.summary.classes, p.size, metrics
             )
             self.artifacts[ARTIFACT_NAME] = artifact_uri
             self.store.set_result(self.job_id, "artifacts", self.artifacts)
@@ -331,7 +331,7 @@ def _features_task(params: JobParams, dataset: ValidatedDataset, device: str) ->
     # The task may run on another node: dataset and weights come from this node's cache.
     root = fetch_dataset(s3, params.dataset_uri, settings.resolved_cache_dir).root
     weights = resolve_weights(params.arch, params.weights_uri, s3, settings.resolved_cache_dir)
-    return compute_features(root, dataset.train, dataset.valid, params.arch, weights, params.image_size, device)
+    return compute_features(root, dataset.train, dataset.valid, params.arch, weights, params.size, device)
 
 
 def _evaluate_task(params: JobParams, dataset: ValidatedDataset, best: BestCheckpoint) -> Evaluation:
@@ -348,7 +348,7 @@ def _evaluate_task(params: JobParams, dataset: ValidatedDataset, best: BestCheck
         dataset.valid,
         dataset.summary.classes,
         params.arch,
-        params.image_size,
+        params.size,
         test=dataset.test,
         tta=params.tta,
     )

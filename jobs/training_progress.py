@@ -97,6 +97,16 @@ class TrainingProgress(UserCallback):
             )
         self.store.set_progress(self.job_id, phase_progress(Phase.training, lead["epoch"] / self.total_epochs))
         self.store.add_event(self.job_id, "epoch", f"epoch {lead['epoch']} accuracy {lead['accuracy']:.4f}", row)
+        if extend := lead.get("extend"):
+            self.store.add_event(
+                self.job_id,
+                "unfrozen_extended",
+                f"epoch {lead['epoch']} lowered the validation loss {extend['previous_valid_loss']} -> "
+                f"{extend['valid_loss']} (by more than {extend['min_delta']}): unfrozen epoch "
+                f"{extend['unfrozen_epoch']} of at most {extend['max_epochs']} (max_epochs) follows, at "
+                f"{extend['lr_scale']:g}x the peak LR",
+                extend,
+            )
         if lead.get("stop_reason"):
             self.store.add_event(
                 self.job_id, "early_stop", f"unfrozen training stopped: {lead['stop_reason']}", {"epoch": lead["epoch"]}

@@ -44,12 +44,15 @@ class _ViewItems(Dataset[torch.Tensor]):
 
 
 @torch.inference_mode()
-def tta_probabilities(model: Classifier, root: Path, items: list[Item], arch: str, image_size: int) -> torch.Tensor:
-    """(images, classes): each image's class probabilities averaged over its views."""
+def tta_probabilities(
+    model: Classifier, root: Path, items: list[Item], arch: str, image_size: int, per_view: bool = False
+) -> torch.Tensor:
+    """(images, classes): each image's class probabilities averaged over its views; (images, views, classes)
+    with `per_view` (the first two views are what serving's `tta=true` averages: the image and its mirror)."""
     norm = BACKBONES[arch].normalization
     batches = []
     for views in DataLoader(_ViewItems(root, items, image_size), batch_size=16):
         n, v = views.shape[:2]
         probs = model(normalize(views.flatten(0, 1), norm)).softmax(1)
-        batches.append(probs.view(n, v, -1).mean(1))
+        batches.append(probs.view(n, v, -1) if per_view else probs.view(n, v, -1).mean(1))
     return torch.cat(batches)

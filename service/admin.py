@@ -6,15 +6,19 @@ pod): they talk to the store directly, so the first admin key can be made before
     python -m service.admin keys create --tenant team-vision      # prints the key once: store it now
     python -m service.admin keys list [--tenant team-vision]
     python -m service.admin keys revoke key-20261126…
-    python -m service.admin tenants set team-vision --max-jobs 2 --max-gpu-workers 4 \\
-        --dataset-prefix s3://datasets/team-vision
-    python -m service.admin tenants budget team-vision --monthly-usd 500     # --none lifts it
+    python -m service.admin tenants set team-vision --max-jobs 2 --max-gpu-workers 4   # only what is given
+    python -m service.admin tenants set team-vision --rate-limit 20 --burst 40          # per key, per API process
+    python -m service.admin tenants allow team-b s3://trainyard-uploads/uploads/team-a/shared-set
+    python -m service.admin tenants disallow team-b s3://trainyard-uploads/uploads/team-a/shared-set
+    python -m service.admin tenants reset team-vision                                  # back to the settings
+    python -m service.admin tenants budget team-vision --monthly-usd 500                # --none lifts it
     python -m service.admin tenants list
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -26,7 +30,7 @@ from core.tenancy import InvalidTenantName, Tenancy, Tenant
 
 app = typer.Typer(name="service.admin", help="Manage Trainyard API keys and tenants.", no_args_is_help=True)
 keys = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-tenants = typer.Typer(help="Per-tenant quotas, budgets and dataset allow-lists.", no_args_is_help=True)
+tenants = typer.Typer(help="Per-tenant quotas, rate limits, budgets and dataset allow-lists.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 app.add_typer(tenants, name="tenants")
 
@@ -74,39 +78,75 @@ def revoke_key(key_id: Annotated[str, typer.Argument(metavar="ID", help="a key i
     typer.echo(f"revoked {key_id}")
 
 
-@tenants.command("set")
-def set_tenant(
-    name: Annotated[str, typer.Argument(metavar="TENANT")],
-    max_jobs: Annotated[int | None, typer.Option(min=1, help="concurrent jobs (default: the setting)")] = None,
-    max_gpu_workers: Annotated[int | None, typer.Option(min=0, help="GPU workers held at once")] = None,
-    dataset_prefix: Annotated[
-        list[str] | None, typer.Option(help="s3://bucket/prefix the tenant may train on (repeat for several)")
-    ] = None,
-) -> None:
-    """Set a tenant's own limits; an option left out falls back to the service-wide setting."""
-    for uri in dataset_prefix or []:
+def _check_prefixes(option: str, uris: list[str]) -> None:
+    for uri in uris:
         try:
             S3Location.parse(uri)
         except ValueError as e:
-            _fail(f"--dataset-prefix {uri!r}: {e}")
+            _fail(f"{option} {uri!r}: {e}")
+
+
+def _show(change: Callable[[Tenancy], Tenant]) -> None:
     try:
-        tenant = _tenancy().set_limits(
-            Tenant(
-                name=name,
-                max_concurrent_jobs=max_jobs,
-                max_gpu_workers=max_gpu_workers,
-                dataset_prefixes=dataset_prefix,
-            )
-        )
+        tenant = change(_tenancy())
     except InvalidTenantName as e:
         _fail(str(e))
         return
     typer.echo(tenant.model_dump_json())
 
 
+TenantArg = Annotated[str, typer.Argument(metavar="TENANT")]
+PrefixesArg = Annotated[list[str], typer.Argument(metavar="S3_PREFIX...", help="s3://bucket/prefix")]
+
+
+@tenants.command("set")
+def set_tenant(
+    name: TenantArg,
+    max_jobs: Annotated[int | None, typer.Option(min=1, help="concurrent jobs (default: the setting)")] = None,
+    max_gpu_workers: Annotated[int | None, typer.Option(min=0, help="GPU workers held at once")] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(min=0, help="requests/s each of its keys may send to one API process (0: none)")
+    ] = None,
+    burst: Annotated[int | None, typer.Option(min=1, help="requests a key may send at once beyond the rate")] = None,
+    dataset_prefix: Annotated[
+        list[str] | None,
+        typer.Option(help="s3://bucket/prefix the tenant may train on (repeat for several; replaces its list)"),
+    ] = None,
+) -> None:
+    """Change the limits given; the others keep their value (`reset` returns all to the service-wide settings)."""
+    _check_prefixes("--dataset-prefix", dataset_prefix or [])
+    given = {
+        "max_concurrent_jobs": max_jobs,
+        "max_gpu_workers": max_gpu_workers,
+        "rate_limit_per_s": rate_limit,
+        "rate_limit_burst": burst,
+        "dataset_prefixes": dataset_prefix,
+    }
+    _show(lambda t: t.update_tenant(name, **{k: v for k, v in given.items() if v is not None}))
+
+
+@tenants.command("allow")
+def allow(name: TenantArg, prefixes: PrefixesArg) -> None:
+    """Let the tenant's keys train on these locations too (e.g. another tenant's upload folder, shared)."""
+    _check_prefixes("S3_PREFIX", prefixes)
+    _show(lambda t: t.allow_prefixes(name, prefixes))
+
+
+@tenants.command("disallow")
+def disallow(name: TenantArg, prefixes: PrefixesArg) -> None:
+    """Take locations off the tenant's own allow-list (its next job naming them answers 403)."""
+    _show(lambda t: t.disallow_prefixes(name, prefixes))
+
+
+@tenants.command("reset")
+def reset(name: TenantArg) -> None:
+    """Return every limit of the tenant to the service-wide settings, and empty its own allow-list."""
+    _show(lambda t: t.set_limits(Tenant(name=name)))
+
+
 @tenants.command("budget")
 def set_budget(
-    name: Annotated[str, typer.Argument(metavar="TENANT")],
+    name: TenantArg,
     monthly_usd: Annotated[
         float | None, typer.Option("--monthly-usd", min=0, help="USD its jobs may spend per calendar month (UTC)")
     ] = None,
@@ -115,12 +155,7 @@ def set_budget(
     """Set what a tenant's jobs may spend a month (scale-up overhead included): past it, new jobs answer 402."""
     if (monthly_usd is None) == (not none):
         _fail("give --monthly-usd USD, or --none to lift the budget")
-    try:
-        tenant = _tenancy().set_budget(name, None if none else monthly_usd)
-    except InvalidTenantName as e:
-        _fail(str(e))
-        return
-    typer.echo(tenant.model_dump_json())
+    _show(lambda t: t.update_tenant(name, monthly_budget_usd=None if none else monthly_usd))
 
 
 @tenants.command("list")

@@ -16,8 +16,9 @@ from fastapi import Depends, Request
 from pydantic import BaseModel
 
 from core.settings import Settings
-from core.tenancy import Tenancy
+from core.tenancy import Tenancy, hash_key
 from service.errors import ApiError
+from service.rate_limit import RateLimiter, limit_for, was_metered
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +75,18 @@ def get_principal(request: Request) -> Principal:
             f"the Authorization header must read `Bearer <key>` (got a {scheme or 'blank'!r} scheme); "
             + _HOW_TO_GET_A_KEY,
         )
-    found = cast(Tenancy, request.app.state.tenancy).authenticate(key)
+    found = cast(Tenancy, request.app.state.tenancy).authenticate_with_tenant(key)
     if found is None:
         # Unknown and revoked keys answer alike: the difference is nothing a caller needs to learn.
         raise _unauthorized(
             "invalid_api_key",
             f"the API key in the Authorization header is unknown or revoked; use a current key: {_HOW_TO_GET_A_KEY}",
         )
-    return Principal(tenant=found.tenant, admin=found.admin, key_id=found.id)
+    record, tenant = found
+    if not record.admin:
+        limiter = cast(RateLimiter, request.app.state.limiter)
+        limiter.admit(hash_key(key), limit_for(settings, tenant), metered=was_metered(request.scope))
+    return Principal(tenant=record.tenant, admin=record.admin, key_id=record.id)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,19 +1,28 @@
 """A cap on every request body, enforced before a route (or FastAPI's JSON parsing) buffers it.
 
-Uploads (images: raw `image/*`, `application/octet-stream`, multipart forms) may be as large as
-`max_image_bytes` plus multipart framing (times `max_batch_images` for `predict:batch`); `service.upload`
-then applies the exact limit. Every other body
-(JSON) is capped at `max_request_bytes`: a job's parameters are a few hundred bytes, and without a cap
-FastAPI would read a body of any size into memory before validating it.
+Uploads (images: raw `image/*`, `application/octet-stream`, multipart forms, and any body but JSON sent to a
+predict route, which reads images whatever their declared type) may be as large as `max_image_bytes` plus
+multipart framing (times `max_batch_images` for `predict:batch`); `service.upload` then applies the exact
+limit. Every other body (JSON) is capped at `max_request_bytes`: a job's parameters are a few hundred bytes,
+and without a cap FastAPI would read a body of any size into memory before validating it.
 """
 
 from __future__ import annotations
 
+import re
+
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.limits import is_upload, upload_limit
+from core.limits import is_json, is_upload, upload_limit
 from service.errors import error_response
+
+# The routes that take an image body: /v1/models/{ref}/predict and …/predict:batch.
+_IMAGE_ROUTE = re.compile(r"^/v1/models/[^/]+/predict(:batch)?$")
+
+
+def _carries_images(content_type: str, path: str) -> bool:
+    return not is_json(content_type) if _IMAGE_ROUTE.match(path) else is_upload(content_type)
 
 
 class BodyLimitMiddleware:
@@ -29,7 +38,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        upload = is_upload(headers.get("content-type", ""))
+        upload = _carries_images(headers.get("content-type", ""), str(scope.get("path", "")))
         batch = upload and str(scope.get("path", "")).endswith(":batch")
         limit = self.max_batch_upload_bytes if batch else self.max_upload_bytes if upload else self.max_request_bytes
         what = "an upload" if upload else "a JSON request body"

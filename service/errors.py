@@ -56,7 +56,7 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers
-        self.extra = extra or {}  # more members of the body's `error` object (e.g. a 402's `budget` figures)
+        self.extra = extra or {}  # more members of the body's `error` object (a 429's `limit`, a 402's `budget`)
 
 
 class ErrorDetail(BaseModel):
@@ -70,6 +70,9 @@ class ErrorInfo(BaseModel):
     message: str = Field(description="what was wrong and how to fix it")
     field: str | None = Field(description="the request field at fault (a body field, query parameter or header)")
     details: list[ErrorDetail] | None = Field(default=None, description="422 only: every problem found")
+    limit: dict[str, Any] | None = Field(
+        default=None, description="429 only: the rate limit the key went over (per_second, burst, scope)"
+    )
     budget: dict[str, Any] | None = Field(
         default=None,
         description="402 only: tenant, spent_usd, budget_usd, period_start and period_end of the refused tenant",
@@ -95,6 +98,7 @@ _ERROR_MEANINGS = {
     413: "the request body is larger than the limit named in the message",
     415: "the request body's content type is not accepted here",
     422: "a parameter, header or body field is invalid; `field` names it and `details` lists every problem",
+    429: "this API key sent more requests than its rate limit allows; retry after the seconds in Retry-After",
     502: "the model server failed",
     503: "a dependency (the artifact store, the model server) is unavailable; retry shortly",
 }

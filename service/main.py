@@ -33,9 +33,10 @@ from service.errors import error_responses, install_error_handlers
 from service.launcher import Launcher, RayLauncher
 from service.metrics import Metrics
 from service.middleware import RequestMiddleware
+from service.rate_limit import RateLimiter, RateLimitMiddleware
 from service.ray_cluster import ClusterView, RayDashboard
 from service.reconciler import Reconciler
-from service.routes import console, events, health, jobs, models, predict, revisions
+from service.routes import account, console, events, health, jobs, models, predict, revisions
 from service.serve_restore import ServeRestorer
 from service.spending_metrics import SpendingCollector
 
@@ -128,11 +129,14 @@ def create_app(
         max_image_bytes=settings.max_image_bytes,
         max_batch_images=settings.max_batch_images,
     )
+    # Inside RequestMiddleware too (its 429s are counted), but before the body is read or anything authenticated.
+    app.state.limiter = RateLimiter()
+    app.add_middleware(RateLimitMiddleware, limiter=app.state.limiter, in_flight=settings.rate_limit_in_flight)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     mount_redoc(app)
     console.mount(app)
     # Every /v1 route needs a key; which records a key may see is each route's check (service.auth).
-    for router in (jobs.router, revisions.router, events.router, models.router, predict.router):
-        app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401))
+    for router in (account.router, jobs.router, revisions.router, events.router, models.router, predict.router):
+        app.include_router(router, dependencies=[Depends(get_principal)], responses=error_responses(401, 429))
     return app

@@ -10,6 +10,8 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable
+from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Match
@@ -34,11 +36,20 @@ def _route_template(scope: Scope) -> str:
     # The template, not the path: one time series per route, however many job ids there are.
     route = scope.get("route")
     if route is None:
-        # FastAPI records only its own API routes in the scope; /docs and /openapi.json are plain routes.
-        app = scope.get("app")
-        route = next((r for r in getattr(app, "routes", ()) if r.matches(scope)[0] is Match.FULL), None)
+        # FastAPI records only its own API routes in the scope, and only once routed: /docs and /openapi.json are
+        # plain routes, and a request answered before routing (a 429) has none yet.
+        route = _matching(getattr(scope.get("app"), "routes", ()), scope)
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+def _matching(routes: Iterable[Any], scope: Scope) -> Any:
+    for route in routes:
+        nested = getattr(route, "original_router", None)  # FastAPI includes routers lazily
+        found = _matching(nested.routes, scope) if nested is not None else None
+        if found is not None or (nested is None and route.matches(scope)[0] is Match.FULL):
+            return found or route
+    return None
 
 
 class RequestMiddleware:

@@ -87,7 +87,7 @@ def render_report(job: JobRecord, epochs: list[dict[str, Any]], public_url: str,
         model = ModelLines(
             id=job.model_id,
             predict_url=url,
-            curl=f'curl -s -X POST "{url}?top_k=3" --data-binary @image.jpg',
+            curl=f'curl -s -H "Authorization: Bearer $TRAINYARD_API_KEY" "{url}?top_k=3" --data-binary @image.jpg',
             cli=f"trainyard predict {job.model_id} image.jpg",
         )
     return _templates.get_template("report.html").render(

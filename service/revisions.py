@@ -32,9 +32,14 @@ logger = logging.getLogger(__name__)
 COPY_THREADS = 16
 
 
+def revisions_area(settings: Settings) -> str:
+    """Where every tenant's revisions live: beside the uploads."""
+    return f"s3://{settings.upload_bucket}/revisions/"
+
+
 def revisions_root(settings: Settings, tenant: str) -> str:
-    """Where `tenant`'s revisions live: beside the uploads, one prefix per tenant."""
-    return f"s3://{settings.upload_bucket}/revisions/{tenant}/"
+    """Where `tenant`'s revisions live: one prefix per tenant."""
+    return f"{revisions_area(settings)}{tenant}/"
 
 
 def apply_marks(images: list[ListedImage], marks: list[Mark], classes: list[str]) -> list[ListedImage]:

@@ -1,4 +1,9 @@
-"""Reading uploaded images, size-capped: the raw body or multipart field `file`, or a `predict:batch` form."""
+"""Reading uploaded images, size-capped: the raw body or multipart field `file`, or a `predict:batch` form.
+
+A raw body is an image whatever its Content-Type says, as long as its bytes say so: `curl --data-binary
+@photo.jpg` sends `application/x-www-form-urlencoded` unless told otherwise, and most HTTP clients send
+something generic. Only JSON and multipart keep their meaning: JSON is never an image, multipart is a form.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,25 @@ from fastapi import Request
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from core.limits import is_multipart, type_refusal, upload_limit
+from core.image_types import FORMAT_NAMES, sniff_image_type
+from core.limits import is_json, is_multipart, media_type, type_refusal, upload_limit
 from service.errors import ApiError
 
 EMPTY_HINT = "send the image bytes as the request body or as multipart field 'file'"
+HOW_TO_SEND = (
+    "send the image file's bytes as the body (`curl --data-binary @photo.jpg`) or as multipart field 'file' "
+    "(`curl -F file=@photo.jpg`)"
+)
+
+
+def _not_an_image(data: bytes, content_type: str) -> ApiError:
+    sent = f"Content-Type {media_type(content_type)}" if content_type else "no Content-Type"
+    return ApiError(
+        415,
+        "unsupported_media_type",
+        f"received {len(data)} bytes with {sent}, beginning {data[:12]!r}: not a {FORMAT_NAMES} image; {HOW_TO_SEND}",
+        "body",
+    )
 
 
 def _too_large(size: int | None, limit: int) -> ApiError:
@@ -19,8 +39,8 @@ def _too_large(size: int | None, limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"{got}; the limit is {limit} bytes", "body")
 
 
-def _check_type(content_type: str, batch: bool) -> None:
-    refusal = type_refusal(content_type, batch)
+def _check_form_type(content_type: str) -> None:
+    refusal = type_refusal(content_type, batch=True)
     if refusal is not None:
         raise ApiError(415, "unsupported_media_type", refusal, "content-type")
 
@@ -41,15 +61,21 @@ async def _read_capped(request: Request, cap: int, limit: int, multipart: bool) 
 async def read_images_form(request: Request, limit: int, max_images: int) -> tuple[bytes, str]:
     """A `predict:batch` body, unparsed: (multipart bytes, content type). The model server splits the parts."""
     content_type = request.headers.get("content-type", "")
-    _check_type(content_type, batch=True)
+    _check_form_type(content_type)
     body = await _read_capped(request, upload_limit(limit, max_images), limit, multipart=True)
     return body, content_type
 
 
 async def read_image(request: Request, limit: int) -> tuple[bytes, str]:
-    """Returns (image bytes, content type). Never buffers more than `limit` (plus multipart framing)."""
+    """Returns (image bytes, image content type). Never buffers more than `limit` (plus multipart framing).
+
+    A body (or form part) not declared as `image/*` is recognised by its first bytes, and refused with a 415
+    saying what came and what to send when they are not an image's. One declared `image/*` goes to the model
+    server as it is: bytes that do not decode are the content's fault there (422 `invalid_image`).
+    """
     content_type = request.headers.get("content-type", "")
-    _check_type(content_type, batch=False)
+    if is_json(content_type):
+        raise ApiError(415, "unsupported_media_type", f"a JSON body is not an image; {HOW_TO_SEND}", "content-type")
     multipart = is_multipart(content_type)
     body = await _read_capped(request, upload_limit(limit) if multipart else limit, limit, multipart)
     if multipart:
@@ -60,7 +86,12 @@ async def read_image(request: Request, limit: int) -> tuple[bytes, str]:
         raise ApiError(422, "empty_body", f"the image is empty; {EMPTY_HINT}", "body")
     if len(data) > limit:
         raise _too_large(len(data), limit)
-    return data, content_type or "application/octet-stream"
+    if not media_type(content_type).startswith("image/"):
+        sniffed = sniff_image_type(data)
+        if sniffed is None:
+            raise _not_an_image(data, content_type)
+        content_type = sniffed
+    return data, content_type
 
 
 async def _file_field(headers: Headers, body: bytes) -> tuple[bytes, str]:

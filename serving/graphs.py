@@ -51,7 +51,7 @@ class Graphs:
 
     def graph_of(self, model: torch.nn.Module, size: int, channels_last: bool) -> torch.nn.Module:
         """`model` as a graph at `size` px, or `model` itself when it cannot be traced or too many shapes were."""
-        example = torch.zeros(1, 3, size, size)
+        example = torch.zeros(1, 3, size, size, device=next(model.parameters()).device)
         if channels_last:
             example = example.contiguous(memory_format=torch.channels_last)
         key = shape_key(model, size, channels_last)

@@ -8,14 +8,16 @@ from trainyard.errors import (
     JobFailed,
     NotFound,
     NotSupported,
+    RateLimited,
     TrainyardError,
     Unauthorized,
     Unavailable,
 )
-from trainyard.models import Event, Job, JobPage, Model, ModelRef, Prediction, Revision
+from trainyard.models import Caller, Event, Job, JobPage, Model, ModelRef, Prediction, Revision
 from trainyard.upload import UploadResult
 
 __all__ = [
+    "Caller",
     "Client",
     "ClientConfig",
     "Event",
@@ -29,6 +31,7 @@ __all__ = [
     "NotFound",
     "NotSupported",
     "Prediction",
+    "RateLimited",
     "Revision",
     "TrainyardError",
     "Unauthorized",

@@ -11,11 +11,12 @@ print(job.model.predict("cat.jpg", top_k=3))
 from __future__ import annotations
 
 import io
+import logging
 import mimetypes
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import httpx
 from httpx_sse import connect_sse
@@ -24,22 +25,42 @@ from trainyard.config import ClientConfig
 from trainyard.errors import (
     JobCancelled,
     JobFailed,
+    NotFound,
     NotSupported,
     TrainyardError,
     Unavailable,
     from_response,
     unreachable,
 )
-from trainyard.models import Event, ImageInput, Job, JobPage, JobStatus, Model, Prediction, Revision, _Bound
+from trainyard.models import (
+    Caller,
+    Event,
+    ImageInput,
+    Job,
+    JobPage,
+    JobStatus,
+    Model,
+    Prediction,
+    Revision,
+    bind_all,
+)
+from trainyard.spec import JobOptions
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from trainyard.upload import UploadResult
 
-_B = TypeVar("_B", bound=_Bound)
+logger = logging.getLogger(__name__)
+
+_M = TypeVar("_M")
 
 DEFAULT_TIMEOUT_S = 30.0
+# The longest Retry-After the client waits out by itself; an API asking for more gets its error raised at once.
+MAX_RETRY_AFTER_S = 30.0
+# Answers that mean "nothing was done; send it again after Retry-After seconds": over the key's rate limit,
+# the model server's queue full or still starting.
+_RETRYABLE = (429, 503)
 # How long `wait` keeps polling through API outages (a restart, a rolling deploy) before giving up.
 WAIT_OUTAGE_TOLERANCE_S = 30.0
 
@@ -51,9 +72,11 @@ class Client:
         api_key: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
+        max_retries: int | None = None,
         config: ClientConfig | None = None,
     ) -> None:
-        self.config = config or ClientConfig.resolve(url=url, api_key=api_key)
+        """`max_retries`: how often a 429 or 503 with Retry-After is waited out and sent again (default 4)."""
+        self.config = config or ClientConfig.resolve(url=url, api_key=api_key, max_retries=max_retries)
         headers = {"User-Agent": "trainyard-sdk"}
         if self.config.api_key is not None:
             # Sent whenever a key is configured; the API ignores it until authentication lands.
@@ -76,17 +99,25 @@ class Client:
     # --- HTTP ------------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as e:
-            raise unreachable(self.url, e) from None
+        """One API call; a 429 or 503 with Retry-After is sent again after that wait, `max_retries` times."""
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as e:
+                raise unreachable(self.url, e) from None
+            wait = _retry_after(response)
+            if wait is None or attempt == self.config.max_retries:
+                break
+            logger.info("%s %s answered %s; retrying in %.0f s", method, path, response.status_code, wait)
+            time.sleep(wait)
         if response.is_error:
             raise from_response(response)
         return response
 
-    def _bound(self, model: _B) -> _B:
-        model._bind(self)
-        return model
+    def _bound(self, value: _M) -> _M:
+        """`value` with every job and model in it bound to this client (see `bind_all`)."""
+        bind_all(value, self)
+        return value
 
     def _job(self, response: httpx.Response) -> Job:
         return self._bound(Job.model_validate(response.json()))
@@ -97,62 +128,43 @@ class Client:
         self,
         dataset: str | Path,
         *,
-        name: str | None = None,
-        arch: str | None = None,
-        epochs: int | None = None,
-        freeze_epochs: int | None = None,
-        lr: float | None = None,
-        batch_size: int | None = None,
-        image_size: int | None = None,
-        progressive_resizing: float | None = None,
-        num_workers: int | None = None,
-        use_gpu: bool | None = None,
-        deploy: bool | None = None,
-        valid_pct: float | None = None,
-        seed: int | None = None,
-        lr_sweep: dict[str, Any] | None = None,
-        tta: bool | None = None,
-        max_cost_usd: float | None = None,
         idempotency_key: str | None = None,
         progress: bool = False,
         console: Console | None = None,
+        **params: Unpack[JobOptions],
     ) -> Job:
         """Submit a training job on `dataset`: an ``s3://`` URI, or a local folder (uploaded first).
 
-        Parameters left at None take the API's defaults (docs/api.md); `lr=None` runs the LR range test, or
-        the sweep `lr_sweep` names (e.g. ``{"method": "trials", "trials": 8}``); `progressive_resizing=1.0`
-        trains every unfrozen epoch at full size.
+        `params` are the job's parameters (`JobOptions`, docs/api.md): one left out takes the API's default,
+        None sends null (``patience=None``: no early stopping; ``lr=None``: the LR sweep `lr_sweep` names, e.g.
+        ``{"method": "trials", "trials": 8}``; ``progressive_resizing=None``: every epoch at full size).
         """
         dataset_uri = dataset if isinstance(dataset, str) and dataset.startswith("s3://") else None
         if dataset_uri is None:
             dataset_uri = self.upload(Path(dataset), progress=progress, console=console).uri
-        given = {
-            "name": name,
-            "arch": arch,
-            "epochs": epochs,
-            "freeze_epochs": freeze_epochs,
-            "lr": lr,
-            "batch_size": batch_size,
-            "image_size": image_size,
-            "progressive_resizing": progressive_resizing,
-            "num_workers": num_workers,
-            "use_gpu": use_gpu,
-            "deploy": deploy,
-            "valid_pct": valid_pct,
-            "seed": seed,
-            "lr_sweep": lr_sweep,
-            "tta": tta,
-            "max_cost_usd": max_cost_usd,
-        }
-        body = {"dataset_uri": dataset_uri, **{k: v for k, v in given.items() if v is not None}}
+        body = {"dataset_uri": dataset_uri, **params}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._job(self._request("POST", "/v1/jobs", json=body, headers=headers))
 
     def upload(self, folder: Path, *, progress: bool = False, console: Console | None = None) -> UploadResult:
-        """Upload a local dataset folder to ``s3://<upload bucket>/uploads/<name>-<hash>/``; unchanged: no-op."""
-        from trainyard.upload import upload_folder
+        """Upload a local dataset folder to ``<your upload_uri>/<name>-<hash>/``; unchanged: no-op."""
+        from trainyard.upload import dataset_files, upload_folder
 
-        return upload_folder(folder, self.config, progress=progress, console=console)
+        files = dataset_files(folder)  # a missing or empty folder is refused before any request
+        return upload_folder(folder, self.config, self._upload_root(), files=files, progress=progress, console=console)
+
+    def _upload_root(self) -> str:
+        try:
+            return self.me().upload_uri
+        except NotFound as e:
+            if e.code != "not_found":  # a route the API has, answering 404 for another reason
+                raise
+            # An API without GET /v1/me keeps every upload in one shared folder.
+            return f"s3://{self.config.upload_bucket}/uploads/"
+
+    def me(self) -> Caller:
+        """Who this client's key is: tenant, admin or not, where uploads go, which prefixes it may train on."""
+        return Caller.model_validate(self._request("GET", "/v1/me").json())
 
     def get_job(self, job_id: str) -> Job:
         return self._job(self._request("GET", f"/v1/jobs/{job_id}"))
@@ -168,10 +180,7 @@ class Client:
             params["name"] = name
         if cursor:
             params["cursor"] = cursor
-        page = JobPage.model_validate(self._request("GET", "/v1/jobs", params=params).json())
-        for job in page.jobs:
-            job._bind(self)
-        return page
+        return self._bound(JobPage.model_validate(self._request("GET", "/v1/jobs", params=params).json()))
 
     def iter_jobs(self, status: JobStatus | None = None) -> Iterator[Job]:
         """Every job, newest first, page by page."""
@@ -328,6 +337,17 @@ class Client:
 
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/healthz").json())
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait before sending again, for an answer that asks for it within MAX_RETRY_AFTER_S; else None."""
+    if response.status_code not in _RETRYABLE:
+        return None
+    try:
+        wait = float(response.headers.get("retry-after", ""))
+    except ValueError:  # absent, or an HTTP date (which the API never sends)
+        return None
+    return wait if 0 <= wait <= MAX_RETRY_AFTER_S else None
 
 
 def raise_for_outcome(job: Job) -> None:

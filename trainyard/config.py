@@ -5,10 +5,11 @@
    ``TRAINYARD_UPLOAD_BUCKET``;
 3. a TOML file: ``$TRAINYARD_CONFIG``, else ``~/.config/trainyard/config.toml``, with the same keys in lower
    case and without the prefix (``url = "https://…"``, ``api_key = "…"``);
-4. the local stack, when ``<stack home>/stack.json`` exists (``$TRAINYARD_HOME``, else ``./.trainyard``):
+4. the local stack, when ``<stack home>/stack.json`` exists (``$TRAINYARD_HOME``, else ``./.trainyard`` if a
+   stack lives there, else the home the last ``trainyard up`` recorded in the user's config folder):
    its API and S3 URLs, its admin API key (``<stack home>/api-key``), and its local S3 key when boto3's
    usual chain finds no credentials;
-5. defaults: the local stack's default API URL, and the upload bucket ``trainyard-uploads``.
+5. defaults: the local stack's default API URL. (Where uploads go is the API's answer, ``GET /v1/me``.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -28,7 +29,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from infra.local.config import LOCAL_S3_KEY, StackConfig, stack_home
+from infra.local.config import LOCAL_S3_KEY, StackConfig, stack_home, user_config_dir
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_UPLOAD_BUCKET = "trainyard-uploads"
@@ -36,7 +37,7 @@ DEFAULT_UPLOAD_BUCKET = "trainyard-uploads"
 
 def config_file() -> Path:
     explicit = os.environ.get("TRAINYARD_CONFIG")
-    return Path(explicit) if explicit else Path.home() / ".config" / "trainyard" / "config.toml"
+    return Path(explicit) if explicit else user_config_dir() / "config.toml"
 
 
 class _LocalStackSource(PydanticBaseSettingsSource):
@@ -72,7 +73,11 @@ class ClientConfig(BaseSettings):
     api_key: SecretStr | None = None
     # None: AWS itself; the local stack's S3-compatible server otherwise.
     s3_endpoint_url: str | None = None
+    # Where uploads go only with an API too old to say (GET /v1/me); the API decides otherwise.
     upload_bucket: str = DEFAULT_UPLOAD_BUCKET
+    # How many times a request answered 429 or 503 with Retry-After is sent again, after the wait the API asks
+    # for (each wait at most MAX_RETRY_AFTER_S, see trainyard.client); 0: never.
+    max_retries: int = Field(default=4, ge=0, le=20)
     # The local stack's S3 key (both id and secret); used only when boto3 finds no credentials of its own.
     local_s3_key: SecretStr | None = None
 

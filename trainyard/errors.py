@@ -33,6 +33,10 @@ class InvalidRequest(TrainyardError):
     """400/409/413/415/422: the request itself is wrong; `field` names what to fix."""
 
 
+class RateLimited(InvalidRequest):
+    """429: this key sent more requests than its rate limit; the client waited and retried as far as it may."""
+
+
 class Unauthorized(TrainyardError):
     """401/403: no API key, or one that may not do this."""
 
@@ -68,6 +72,8 @@ class JobCancelled(JobFailed):
 
 
 def _error_class(status: int) -> type[TrainyardError]:
+    if status == 429:
+        return RateLimited
     if status in (401, 403):
         return Unauthorized
     if status in (404, 410):

@@ -60,6 +60,34 @@ class _Bound(_ApiModel):
         return self._client
 
 
+def bind_all(value: Any, client: BoundClient) -> None:
+    """Bind every `_Bound` object in `value` (a model, a list of them, nested fields) to `client`.
+
+    A job carries its `model`, a page carries its jobs: whatever the SDK returns, each object in it can call
+    the API through the client that fetched it.
+    """
+    if isinstance(value, list | tuple):
+        for item in value:
+            bind_all(item, client)
+        return
+    if not isinstance(value, BaseModel):
+        return
+    if isinstance(value, _Bound):
+        value._bind(client)
+    for name in type(value).model_fields:
+        bind_all(getattr(value, name), client)
+
+
+class Caller(_ApiModel):
+    """The client's key as the API sees it (`GET /v1/me`)."""
+
+    tenant: str
+    admin: bool
+    key_id: str | None = None
+    upload_uri: str
+    dataset_prefixes: list[str] = Field(default_factory=list)
+
+
 class JobErrorInfo(_ApiModel):
     code: str
     message: str

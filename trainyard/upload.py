@@ -1,6 +1,7 @@
 """Uploading a local dataset folder to S3, so `submit ./folder` works like `submit s3://…`.
 
-The destination is ``s3://<upload bucket>/uploads/<folder name>-<fingerprint>/``. The fingerprint hashes each
+The destination is ``<upload uri>/<folder name>-<fingerprint>/``, where the API says its tenant's uploads go
+(``GET /v1/me``: ``s3://trainyard-uploads/uploads/<tenant>/`` by default). The fingerprint hashes each
 file's relative path, size and modification time (nanoseconds) rather than its bytes: it costs one `stat`
 per file instead of reading the whole dataset, and any edit, addition or removal changes it. A file merely
 touched gets a new prefix and is uploaded again: wasteful, never wrong. Inside the prefix, files already
@@ -34,7 +35,6 @@ from rich.progress import (
 from trainyard.config import ClientConfig
 from trainyard.errors import InvalidRequest, Unavailable
 
-UPLOAD_ROOT = "uploads"
 # Parallel PUTs: small files are latency-bound on real S3 (a local S3 server is CPU-bound either way).
 UPLOAD_THREADS = 8
 
@@ -74,8 +74,16 @@ def fingerprint(files: list[LocalFile]) -> str:
 
 
 def upload_prefix(folder: Path, files: list[LocalFile]) -> str:
+    """The folder's own name under the tenant's upload location: ``<name>-<fingerprint>/``."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name).strip("-.") or "dataset"
-    return f"{UPLOAD_ROOT}/{name}-{fingerprint(files)}/"
+    return f"{name}-{fingerprint(files)}/"
+
+
+def _split(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix/`` -> (bucket, ``some/prefix/``)."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
 
 
 def s3_client(config: ClientConfig) -> Any:
@@ -102,10 +110,10 @@ def _ensure_bucket(s3: Any, bucket: str, *, may_create: bool) -> None:
             raise
     if not may_create:
         raise InvalidRequest(
-            f"the upload bucket {bucket!r} does not exist; create it, or name another with TRAINYARD_UPLOAD_BUCKET "
-            "(or upload_bucket in the config file)",
+            f"the upload bucket {bucket!r} does not exist; the API's operator creates it, or names another with "
+            "TRAINYARD_UPLOAD_URI on the API",
             code="bucket_not_found",
-            field="upload_bucket",
+            field="upload_uri",
         )
     try:
         s3.create_bucket(Bucket=bucket)
@@ -122,9 +130,8 @@ def _existing_sizes(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
     return sizes
 
 
-def upload_folder(
-    folder: Path, config: ClientConfig, *, progress: bool = False, console: Console | None = None
-) -> UploadResult:
+def dataset_files(folder: Path) -> list[LocalFile]:
+    """The files to upload, or an `InvalidRequest` for a folder that is missing or empty (before any request)."""
     if not folder.is_dir():
         raise InvalidRequest(
             f"{str(folder)!r} is neither an s3:// URI nor a local folder; pass s3://bucket/prefix or a folder path",
@@ -138,7 +145,22 @@ def upload_folder(
             code="empty_dataset",
             field="dataset",
         )
-    bucket, prefix = config.upload_bucket, upload_prefix(folder, files)
+    return files
+
+
+def upload_folder(
+    folder: Path,
+    config: ClientConfig,
+    root_uri: str,
+    *,
+    files: list[LocalFile] | None = None,
+    progress: bool = False,
+    console: Console | None = None,
+) -> UploadResult:
+    """Upload `folder` (its `files`, listed if not given) under `root_uri`, the tenant's upload location."""
+    files = dataset_files(folder) if files is None else files
+    bucket, root = _split(root_uri)
+    prefix = root + upload_prefix(folder, files)
     uri = f"s3://{bucket}/{prefix}"
     s3 = s3_client(config)
     try:

@@ -16,9 +16,43 @@ LOOPBACK = "127.0.0.1"
 LOCAL_S3_KEY = "S3RVER"
 
 
+# In the user's config folder: the home of the stack `trainyard up` last started, one absolute path.
+RECORD_NAME = "stack-home"
+
+
+def user_config_dir() -> Path:
+    """The folder of the user's client config: $TRAINYARD_CONFIG's, else ~/.config/trainyard."""
+    explicit = os.environ.get("TRAINYARD_CONFIG")
+    return Path(explicit).parent if explicit else Path.home() / ".config" / "trainyard"
+
+
+def recorded_stack_home() -> Path | None:
+    """The stack home `trainyard up` recorded, if it still holds a stack."""
+    try:
+        home = Path((user_config_dir() / RECORD_NAME).read_text().strip())
+    except OSError:
+        return None
+    return home if home.is_absolute() and (home / "stack.json").is_file() else None
+
+
+def record_stack_home(home: Path) -> None:
+    """Remember `home` as the local stack's, for commands run from other folders."""
+    folder = user_config_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RECORD_NAME).write_text(f"{home.resolve()}\n")
+
+
 def stack_home() -> Path:
-    """The stack's folder: $TRAINYARD_HOME when set and not empty, else ./.trainyard."""
-    return Path(os.environ.get("TRAINYARD_HOME") or Path.cwd() / ".trainyard")
+    """The stack's folder: $TRAINYARD_HOME when set and not empty; else ./.trainyard when a stack lives there;
+    else the one `trainyard up` recorded in the user's config folder (so commands find it from any folder);
+    else ./.trainyard (where a first `up` creates it)."""
+    explicit = os.environ.get("TRAINYARD_HOME")
+    if explicit:
+        return Path(explicit)
+    here = Path.cwd() / ".trainyard"
+    if (here / "stack.json").is_file():
+        return here
+    return recorded_stack_home() or here
 
 
 def free_port() -> int:

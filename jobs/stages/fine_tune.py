@@ -6,25 +6,21 @@
 The best checkpoint by validation accuracy (the head-only model included; `pick_best` settles ties) is what
 the job keeps. The head-only model's metrics come from the cached features (the same eval transform the images
 would get), so it is checkpointed here without another pass over the validation images, and unfrozen training
-starts only to beat it (see `jobs.train_loop`: a short trial, then early stopping).
+starts only to beat it (see `jobs.unfrozen`: a short trial, then early stopping).
 """
 
 from __future__ import annotations
 
 import io
-import math
 import os
 import re
-import time
-from typing import Any
 
 import torch
 from pydantic import BaseModel
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
-from torch import nn
 
-from core.backbones import build_classifier, make_head
+from core.backbones import build_classifier
 from core.runtime_env import TORCH_MALLOC_ENV
 from core.s3 import arrow_filesystem, s3_client
 from core.settings import Settings, get_settings
@@ -35,15 +31,15 @@ from jobs.dataset import ValidatedDataset
 from jobs.errors import StageError
 from jobs.failures import training_failure
 from jobs.features import Features
+from jobs.head import HeadResult, train_head
 from jobs.paths import artifact_location
 from jobs.resources import worker_bundle
-from jobs.train_loop import MIN_DELTA, TrainLoopConfig, epoch_image_sizes, train_loop_per_worker
+from jobs.train_loop import train_loop_per_worker
 from jobs.training_progress import CHECKPOINT_FILE, PREDICTIONS_FILE, TrainingProgress
+from jobs.unfrozen import MIN_DELTA
+from jobs.unfrozen_config import loop_config
 from jobs.weights import resolve_weights
 
-# fastai's fine_tune: the unfrozen cycle runs at half the frozen LR, the body at 1/lr_mult of that.
-UNFROZEN_LR_FACTOR = 0.5
-BODY_LR_MULT = 100.0
 # One restart of the worker group from its last checkpoint after a worker dies (preemption, OOM kill).
 MAX_FAILURES = 1
 # What torch and NCCL say when a node advertises a GPU to Ray but CUDA is not usable there.
@@ -80,12 +76,6 @@ def _gpu_failure_line(exc: BaseException) -> str | None:
     return found
 
 
-class HeadResult(BaseModel):
-    state: bytes
-    epochs: list[dict[str, Any]]
-    valid_logits: bytes = b""  # torch.save'd float tensor [n_valid, classes], from the cached features
-
-
 class BestCheckpoint(BaseModel):
     epoch: int
     stage: str
@@ -102,58 +92,6 @@ class FineTuned(BaseModel):
 
     best: BestCheckpoint
     cost_cap: CostCapHit | None = None
-
-
-def _head_metrics(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    head.eval()
-    with torch.no_grad():
-        logits = head(x)
-        return nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
-
-
-def train_head(features: Features, num_classes: int, lr: float, epochs: int, batch_size: int, seed: int) -> HeadResult:
-    """One-cycle AdamW on the cached features (fastai's frozen stage: pct_start 0.99)."""
-    torch.manual_seed(seed)
-    x, y = torch.from_numpy(features.train_x), torch.from_numpy(features.train_y)
-    vx, vy = torch.from_numpy(features.valid_x), torch.from_numpy(features.valid_y)
-    head = make_head(x.shape[1], num_classes)
-    batch_size = min(batch_size, len(x))
-    steps = math.ceil(len(x) / batch_size)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps, pct_start=0.99)
-    generator = torch.Generator().manual_seed(seed)
-    history = []
-    for epoch in range(1, epochs + 1):
-        started = time.monotonic()
-        head.train()
-        order = torch.randperm(len(x), generator=generator)
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            index = order[start : start + batch_size]
-            loss = nn.functional.cross_entropy(head(x[index]), y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(index)
-        valid_loss, accuracy = _head_metrics(head, vx, vy)
-        history.append(
-            {
-                "epoch": epoch,
-                "stage": "frozen",
-                "train_loss": round(total / len(x), 5),
-                "valid_loss": round(valid_loss, 5),
-                "accuracy": round(accuracy, 5),
-                "seconds": round(time.monotonic() - started, 4),
-            }
-        )
-    buffer = io.BytesIO()
-    torch.save(head.state_dict(), buffer)
-    head.eval()
-    with torch.no_grad():
-        logits = io.BytesIO()
-        torch.save(head(vx).float(), logits)
-    return HeadResult(state=buffer.getvalue(), epochs=history, valid_logits=logits.getvalue())
 
 
 def fine_tune(
@@ -221,27 +159,16 @@ def fine_tune(
     total_epochs = params.freeze_epochs + params.epochs
     store.set_progress(job_id, phase_progress(Phase.training, params.freeze_epochs / total_epochs))
 
-    unfrozen_lr = lr * UNFROZEN_LR_FACTOR
-    config = TrainLoopConfig(
-        job_id=job_id,
-        dataset_uri=params.dataset_uri,
-        classes=classes,
-        train=dataset.train,
-        valid=dataset.valid,
-        arch=params.arch,
-        weights_uri=params.weights_uri,
-        image_size=params.image_size,
-        epoch_sizes=epoch_image_sizes(params.image_size, params.epochs, params.progressive_resizing),
-        batch_size=params.batch_size,
-        epochs=params.epochs,
-        head_lr=unfrozen_lr,
-        body_lr=unfrozen_lr / BODY_LR_MULT,
-        seed=params.seed,
-        head_state=head.state if head else None,
-        epoch_offset=params.freeze_epochs,
+    config = loop_config(
+        job_id,
+        params,
+        classes,
+        dataset.train,
+        dataset.valid,
+        lr,
+        head.state if head else None,
+        head_only.valid_loss if head_only else None,
         batch_delay_s=settings.fault_delays.get("worker_batch", 0.0),
-        baseline_valid_loss=head_only.valid_loss if head_only else None,
-        patience=params.patience,
         cost_cap=cap,
     )
     resources = worker_bundle(params)

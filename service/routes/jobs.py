@@ -17,13 +17,12 @@ from core.store import IdempotencyConflict, JobRecord, JobStore
 from core.tenancy import Tenancy
 from service.auth import Principal, PrincipalDep, TenancyDep
 from service.budget import check_budget
-from service.dataset_access import check_dataset_access
+from service.dataset_access import check_job_access
 from service.deps import DispatcherDep, LauncherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.dispatch import Dispatcher, limits_for
 from service.errors import ApiError, artifact_not_found, error_responses, job_not_found
 from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
 from service.report import render_report
-from service.revisions import revisions_root
 from service.schemas import EventList, EventPublic, JobList, JobPublic
 from service.sse import job_event_stream
 
@@ -77,10 +76,9 @@ def store_new_job(
     principal: Principal,
 ) -> tuple[JobRecord, bool]:
     """Check the job against its tenant's access and quota, then store it; (job, False) for a replay."""
-    tenant = tenancy.get_tenant(principal.tenant)
-    # A tenant's own dataset revisions are its data, wherever the allow-lists point.
-    check_dataset_access(params, settings.dataset_prefixes, tenant, own=[revisions_root(settings, principal.tenant)])
-    check_budget(store, tenant)
+    # A tenant's uploads and dataset revisions are its own data; see service.dataset_access.
+    check_job_access(params, principal, settings, tenancy)
+    check_budget(store, tenancy.get_tenant(principal.tenant))
     gpu_limit = limits_for(settings, tenancy)(principal.tenant).max_gpu_workers
     if params.use_gpu and params.num_workers > gpu_limit:
         raise ApiError(

@@ -101,7 +101,7 @@ def runs(cli_env: dict[str, str], folders: dict[str, Path]) -> dict[str, Any]:
 def test_submit_a_local_folder_uploads_shows_progress_and_exits_0(runs: dict[str, Any]) -> None:
     code, out, err = runs["good"]
     assert code == 0, out + err
-    assert "42 of 42 files" in out and "to upload to s3://trainyard-uploads/uploads/shapes-" in out
+    assert "42 of 42 files" in out and "to upload to s3://trainyard-uploads/uploads/admin/shapes-" in out
     assert "uploaded 42 files" in out
     assert "running training" in out and "epoch 2/2" in out  # one line per change, not a live display
     assert "status      succeeded" in out and "predict     http://127.0.0.1:" in out
@@ -131,7 +131,7 @@ def test_a_second_submit_of_the_same_folder_uploads_nothing(
     assert again.returncode == 0, again.stderr
     job = json.loads(again.stdout)
     assert "0 of 42 files (0.0 MB) to upload" in again.stderr and "42 already there" in again.stderr
-    assert job["params"]["dataset_uri"].startswith("s3://trainyard-uploads/uploads/shapes-")
+    assert job["params"]["dataset_uri"].startswith("s3://trainyard-uploads/uploads/admin/shapes-")
     cancelled = trainyard(cli_env, "cancel", job["id"], "--json")  # free the cluster for the rest
     assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["status"] == "cancelled"
 

@@ -13,23 +13,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import torch
 from PIL import Image
 
-from core.backbones import build_classifier
-from core.settings import get_settings
-from core.spec import JobParams
 from core.store import JobStore, ModelRecord
 from infra.local.stack import LOOPBACK, LocalStack
-from jobs.stages.publish import publish_model
 from serving.app import MAX_MODELS_PER_REPLICA
-from serving.registry import ModelPointer, write_pointer
+from tests.utils import models
 from trainyard.config import ClientConfig
 
 pytestmark = pytest.mark.e2e
@@ -84,31 +78,7 @@ def store(served: LocalStack) -> Iterator[JobStore]:
 
 
 def publish_version(stack: LocalStack, store: JobStore, name: str, classes: list[str], answer: str) -> ModelRecord:
-    """A job of `name` that deployed a model always answering `answer`: artifact, pointer and store row."""
-    settings = get_settings()
-    job, _ = store.create_job(JobParams(dataset_uri="s3://e2e/none", name=name, image_size=32), tenant="admin")
-    model = build_classifier("efficientnet_lite0", len(classes), weights=None).eval()
-    linear = model.head[1]
-    assert isinstance(linear, torch.nn.Linear)
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.bias.fill_(-10.0)
-        linear.bias[classes.index(answer)] = 10.0
-    s3 = stack.s3_client()
-    uri = publish_model(s3, settings, job.id, model, "efficientnet_lite0", classes, 32, {"accuracy": 0.5})
-    model_id = job.id.replace("job-", "mdl-", 1)
-    write_pointer(s3, settings, ModelPointer(model_id=model_id, artifact_uri=uri))
-    record = ModelRecord(
-        id=model_id,
-        job_id=job.id,
-        artifact_uri=uri,
-        arch="efficientnet_lite0",
-        classes=classes,
-        metrics={"accuracy": 0.5},
-        created_at=datetime.now(UTC),
-        name=name,
-    )
-    return store.add_model(record)
+    return models.publish_version(stack.s3_client(), store, name, classes, answer)
 
 
 def top_label(api: httpx.Client, ref: str) -> str:

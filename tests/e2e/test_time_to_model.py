@@ -21,7 +21,7 @@ from PIL import Image
 
 from infra.local.sample_data import make_shapes, upload_folder
 from infra.local.stack import LocalStack
-from jobs.train_loop import MIN_DELTA
+from jobs.unfrozen import MIN_DELTA
 
 # Three jobs, two of them through Ray Train: a few minutes on an idle 2-core machine, far more on a busy one.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]

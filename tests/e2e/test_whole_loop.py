@@ -211,8 +211,11 @@ def test_prediction_on_held_out_images(finished: dict[str, Any], api: httpx.Clie
 def test_prediction_errors_are_4xx_json(finished: dict[str, Any], api: httpx.Client) -> None:
     model_id = finished["job"]["model"]["id"]
     garbage = api.post(f"/v1/models/{model_id}/predict", content=b"definitely not an image")
-    assert 400 <= garbage.status_code < 500
-    assert garbage.json()["error"]["code"] == "invalid_image"
+    assert garbage.status_code == 415 and garbage.json()["error"]["code"] == "unsupported_media_type"
+    broken = api.post(
+        f"/v1/models/{model_id}/predict", content=b"\x89PNG broken", headers={"content-type": "image/png"}
+    )
+    assert broken.status_code == 422 and broken.json()["error"]["code"] == "invalid_image"
     unknown = api.post("/v1/models/mdl-nope/predict", content=b"x")
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "model_not_found"

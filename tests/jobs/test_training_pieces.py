@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from core.backbones import build_classifier, local_pretrained_weights
 from core.spec import JobParams
 from jobs.features import Features
+from jobs.head import train_head
 from jobs.stages.fine_tune import (
     CONTROLLER_POLL_ENV,
     CONTROLLER_POLL_S,
@@ -18,17 +19,16 @@ from jobs.stages.fine_tune import (
     BestCheckpoint,
     _gpu_failure_line,
     pick_best,
-    train_head,
 )
-from jobs.train_loop import (
+from jobs.unfrozen import (
     MIN_DELTA,
     EarlyStopping,
-    epoch_image_sizes,
     shard_indices,
     train_mode,
     trial_steps,
     worker_batch_size,
 )
+from jobs.unfrozen_config import epoch_image_sizes
 
 
 def test_shards_are_disjoint_equal_and_change_every_epoch() -> None:

@@ -151,6 +151,8 @@ def make_settings(home: Path, closed_port: int, **overrides: Any) -> Settings:
         "serve_url": f"http://127.0.0.1:{closed_port}",
         "reconcile_interval_s": 60.0,
         "max_image_bytes": 10 * 1024 * 1024,
+        # The tests' stand-in dataset bucket, open to every tenant's keys (see service.dataset_access).
+        "dataset_prefixes": ["s3://bucket"],
     }
     return Settings(**{**values, **overrides})
 

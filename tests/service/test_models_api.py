@@ -159,7 +159,9 @@ def test_model_server_client_errors_are_relayed(served_api: Api, fake_serve: Fak
     fake_serve.body = json.dumps(
         {"error": {"code": "invalid_image", "message": "not a JPEG, PNG or WebP image", "field": "body"}}
     ).encode()
-    response = served_api.http.post(f"/v1/models/{MODEL_ID}/predict", content=b"plain text")
+    response = served_api.http.post(
+        f"/v1/models/{MODEL_ID}/predict", content=b"plain text", headers={"content-type": "image/png"}
+    )
     assert response.status_code == 415
     assert response.content == fake_serve.body
 
@@ -279,7 +281,7 @@ def test_a_type_that_is_not_an_image_is_415(served_api: Api, fake_serve: FakeSer
     batch = served_api.http.post(
         f"/v1/models/{MODEL_ID}/predict:batch", content=IMAGE, headers={"content-type": "image/png"}
     )
-    for response, hint in ((single, "send an image/* type"), (batch, "send multipart/form-data")):
+    for response, hint in ((single, "a JSON body is not an image"), (batch, "send multipart/form-data")):
         assert response.status_code == 415
         error = error_of(response)
         assert (error["code"], error["field"]) == ("unsupported_media_type", "content-type")

@@ -124,7 +124,8 @@ def test_finished_job_inlines_plots_and_thumbnails_and_gives_copy_paste_lines(s3
     assert sum(src.startswith("data:image/jpeg;base64,") for src in sources) == 2  # most wrong + least certain
     assert "93%" in html and "51%" in html and "val/cat/1.jpg" in html
     predict = f"{api.settings.public_url}/v1/models/{model_id}/predict"
-    assert f'curl -s -X POST "{predict}?top_k=3" --data-binary @image.jpg' in html.replace("&#34;", '"')
+    header = '-H "Authorization: Bearer $TRAINYARD_API_KEY"'  # pasted as is, it sends the key users export
+    assert f'curl -s {header} "{predict}?top_k=3" --data-binary @image.jpg' in html.replace("&#34;", '"')
     assert f"trainyard predict {model_id} image.jpg" in html
     assert "test accuracy" in html and "50.0%" in html
 

@@ -31,7 +31,7 @@ A_MODEL_NAME = "team-a-model"  # the model's name (versions and aliases resolve 
 class Call:
     """How to call a route for the isolation checks; `kind` says what another tenant must see."""
 
-    kind: Literal["item", "collection", "create"]
+    kind: Literal["item", "collection", "create", "self"]
     params: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] | None = None
     content: bytes | None = None
@@ -51,6 +51,7 @@ PREDICT_BATCH = Call(
     headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
 )
 ROUTES: dict[tuple[str, str], list[Call]] = {
+    ("GET", "/v1/me"): [Call("self")],  # the caller's own tenant, uploads and allow-lists only
     ("POST", "/v1/jobs"): [Call("create", body={"dataset_uri": "s3://bucket/b-data"})],
     ("GET", "/v1/jobs"): [Call("collection"), Call("collection", params={"status": "failed"})],
     ("GET", "/v1/jobs/{job_id}"): [Call("item")],

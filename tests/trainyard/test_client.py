@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 from core.spec import JobParams
 from core.store import ModelRecord
 from service.launcher import RayJobState
+from tests.utils.models import deployed_job
 from trainyard import Client, InvalidRequest, JobFailed, NotFound, Unauthorized, Unavailable
 from trainyard.client import _image_body
 from trainyard.errors import from_response
@@ -155,3 +157,48 @@ def test_each_status_maps_to_its_exception_with_the_apis_fields(status: int, exp
     assert type(error) is expected
     assert (error.status, error.code, error.field) == (status, "some_code", "epochs")
     assert error.message.startswith("what went wrong and the fix")
+
+
+def test_every_object_the_sdk_returns_is_bound_to_its_client(live_api: LiveApi) -> None:
+    job_id = deployed_job(live_api.store).job_id
+    client = Client(url=live_api.url, max_retries=0)  # the model server is down: its 503 at once
+    found = [
+        client.get_job(job_id).model,
+        client.get_job(job_id).wait(timeout=5).model,
+        client.list_jobs().jobs[0].model,
+        next(client.iter_jobs()).model,
+        client.list_models()[0],
+        client.get_model("pets"),
+    ]
+    for model in found:
+        assert model is not None and model.client is client
+        # Bound: the call reaches the API (the model server is down here: 503, not "not bound").
+        with pytest.raises(Unavailable):
+            model.predict(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_503_with_retry_after_is_waited_out_within_bounds(client_env: object) -> None:
+    """Against a stand-in API that is briefly overloaded: the wait it asks for is honoured, a long one is not."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from tests.service.service_testkit import serve
+
+    answers: list[tuple[int, dict[str, str]]] = []
+    stand_in = FastAPI()
+
+    @stand_in.get("/healthz")
+    def healthz() -> JSONResponse:
+        status, headers = answers.pop(0) if answers else (200, {})
+        body = {"error": {"code": "overloaded", "message": "busy", "field": None}} if status != 200 else {}
+        return JSONResponse({"status": "ok"} if status == 200 else body, status_code=status, headers=headers)
+
+    with serve(stand_in) as url, Client(url=url) as client:
+        answers[:] = [(503, {"Retry-After": "1"}), (429, {"Retry-After": "0"})]
+        began = time.monotonic()
+        assert client.health() == {"status": "ok"}
+        assert not answers and 1.0 <= time.monotonic() - began < 10
+        for headers in ({"Retry-After": "120"}, {}):  # longer than the client waits by itself, or no wait given
+            answers[:] = [(503, headers)]
+            with pytest.raises(Unavailable):
+                client.health()

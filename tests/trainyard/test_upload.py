@@ -15,6 +15,8 @@ from infra.local.stack import LocalStack
 from trainyard import Client, InvalidRequest
 from trainyard.upload import list_files, upload_folder, upload_prefix
 
+from .conftest import LiveApi
+
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
@@ -26,12 +28,12 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def client(stack: LocalStack, client_env: Path) -> Client:
-    """Configured only by the stack's state file, as a user's shell next to `trainyard up` would be."""
+def client(stack: LocalStack, client_env: Path, live_api: LiveApi) -> Client:
+    """S3 from the stack's state file, as a user's shell next to `trainyard up` would find it; the API's admin key."""
     home = client_env / "stack-home"
     home.mkdir()
     (home / "stack.json").write_text(json.dumps({"home": str(home), "s3_port": stack.config.s3_port}))
-    return Client()
+    return Client(url=live_api.url)
 
 
 @pytest.fixture
@@ -46,7 +48,8 @@ def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
 
 def test_upload_once_then_nothing(client: Client, folder: Path, s3: Any) -> None:
     first = client.upload(folder)
-    assert first.uri.startswith("s3://trainyard-uploads/uploads/my-shapes-") and first.uri.endswith("/")
+    # Under the tenant's own folder (the API's admin key belongs to tenant "admin").
+    assert first.uri.startswith("s3://trainyard-uploads/uploads/admin/my-shapes-") and first.uri.endswith("/")
     assert (first.files, first.uploaded, first.skipped) == (9, 9, 0)
     prefix = first.uri.removeprefix("s3://trainyard-uploads/")
     keys = _keys(s3, "trainyard-uploads", prefix)
@@ -83,7 +86,7 @@ def test_a_missing_folder_is_refused_before_any_request(client: Client, tmp_path
 def test_concurrent_first_uploads_share_the_new_bucket(client: Client, tmp_path: Path) -> None:
     # Two `submit`s at once both find the bucket missing; the one that creates it second must not fail.
     folders = [make_shapes(tmp_path / f"set{i}", train_per_class=1, valid_per_class=0, size=16) for i in range(4)]
-    config = client.config.model_copy(update={"upload_bucket": "fresh-bucket-for-a-race"})
+    root = "s3://fresh-bucket-for-a-race/uploads/admin/"
     with ThreadPoolExecutor(len(folders)) as pool:
-        results = list(pool.map(lambda f: upload_folder(f, config), folders))
+        results = list(pool.map(lambda f: upload_folder(f, client.config, root), folders))
     assert [r.uploaded for r in results] == [3, 3, 3, 3]

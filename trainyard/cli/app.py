@@ -8,16 +8,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from typer.core import TyperGroup
 
-from trainyard.cli import stack
+from trainyard.cli import job_options, stack
 from trainyard.cli.exit_codes import HELP, ExitCode, exit_code_for
 from trainyard.cli.output import State, print_json, print_json_line, report_error
+from trainyard.cli.tables import print_jobs, print_models
 from trainyard.client import raise_for_outcome
 from trainyard.errors import TrainyardError
 from trainyard.models import Job, JobStatus
 from trainyard.progress import describe_epoch, describe_metrics, describe_state
+from trainyard.spec import ARCHS
 
 
 class _Group(TyperGroup):
@@ -112,15 +113,47 @@ def _wait(state: State, job: Job) -> None:
 def submit(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="s3://bucket/prefix, or a local folder (uploaded to S3 first)")],
-    arch: Annotated[str | None, typer.Option(help="backbone: efficientnet_lite0, resnet18, resnet34, resnet50")] = None,
+    name: Annotated[str | None, typer.Option(help="a name to recognise the job by; its model's name")] = None,
+    arch: Annotated[str | None, typer.Option(help=f"backbone: {', '.join(ARCHS)}")] = None,
+    weights_uri: Annotated[str | None, typer.Option(help="s3:// URI of a torchvision backbone's weights")] = None,
     epochs: Annotated[int | None, typer.Option(help="epochs with the whole network unfrozen")] = None,
+    max_epochs: Annotated[
+        int | None, typer.Option(help="go on past --epochs while the validation loss falls, up to this many")
+    ] = None,
     freeze_epochs: Annotated[int | None, typer.Option(help="head-only epochs on cached features")] = None,
-    lr: Annotated[float | None, typer.Option(help="learning rate; default: pick it by an LR range test")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate; default: pick it by the --lr-sweep")] = None,
+    lr_sweep: Annotated[
+        dict[str, Any] | None,
+        typer.Option(
+            parser=job_options.lr_sweep,
+            metavar="SWEEP",
+            help="how a missing --lr is picked: range_test (default), trials, or JSON such as "
+            '\'{"method": "trials", "trials": 8}\'',
+        ),
+    ] = None,
+    tta: Annotated[
+        bool | None, typer.Option("--tta/--no-tta", help="also score validation with test-time augmentation")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="global batch size, split across the training workers")] = None,
     image_size: Annotated[int | None, typer.Option(help="training and serving resolution (px)")] = None,
+    progressive_resizing: Annotated[
+        str | None,
+        job_options.number_or_off_option(
+            float,
+            "FRACTION|off",
+            "the first unfrozen epoch at this fraction of --image-size (default 0.75); off: all at full size",
+        ),
+    ] = None,
     num_workers: Annotated[int | None, typer.Option(help="Ray Train workers (one per GPU)")] = None,
-    gpu: Annotated[bool, typer.Option("--gpu", help="train on GPUs")] = False,
-    name: Annotated[str | None, typer.Option(help="a name to recognise the job by")] = None,
+    patience: Annotated[
+        str | None,
+        job_options.number_or_off_option(
+            int,
+            "EPOCHS|off",
+            "stop after this many epochs without a lower validation loss (default 1); off: run every epoch",
+        ),
+    ] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="train on GPUs (use_gpu)")] = False,
     no_deploy: Annotated[bool, typer.Option("--no-deploy", help="train and publish, but do not deploy")] = False,
     valid_pct: Annotated[
         float | None, typer.Option(help="carve this fraction of train/ as validation when there is no valid/")
@@ -133,26 +166,31 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends; exit 1 if it fails")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Submit a training job on an S3 dataset or a local folder."""
+    """Submit a training job on an S3 dataset or a local folder; options left out take the API's defaults."""
     state = _state(ctx, as_json)
-    job = state.client().submit(
-        dataset,
+    options = job_options.given_options(
+        name=name,
         arch=arch,
+        weights_uri=weights_uri,
         epochs=epochs,
+        max_epochs=max_epochs,
         freeze_epochs=freeze_epochs,
         lr=lr,
+        lr_sweep=lr_sweep,
+        tta=tta,
         batch_size=batch_size,
         image_size=image_size,
+        progressive_resizing=progressive_resizing,
         num_workers=num_workers,
+        patience=patience,
         use_gpu=True if gpu else None,
-        name=name,
         deploy=False if no_deploy else None,
         valid_pct=valid_pct,
         seed=seed,
         max_cost_usd=max_cost_usd,
-        idempotency_key=idempotency_key,
-        progress=True,
-        console=state.console,
+    )
+    job = state.client().submit(
+        dataset, idempotency_key=idempotency_key, progress=True, console=state.console, **options
     )
     if wait:
         state.say(f"submitted job {job.id}")
@@ -190,14 +228,7 @@ def list_command(
     if state.json:
         print_json(page)
         return
-    table = Table("job", "name", "status", "progress", "created", "model", box=None)
-    for job in page.jobs:
-        created = job.created_at.strftime("%Y-%m-%d %H:%M")
-        state_text = describe_state(job) if job.status != "failed" else f"failed in {job.phase or '?'}"
-        table.add_row(
-            job.id, job.name or "", state_text, f"{job.progress:.0%}", created, job.model.id if job.model else ""
-        )
-    state.console.print(table)
+    print_jobs(state.console, page.jobs)
 
 
 @app.command()
@@ -308,24 +339,13 @@ def predict(
 
 @app.command()
 def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """List deployed models, newest first."""
+    """List deployed model versions, newest first: id, name@version, aliases, accuracy (--json: everything)."""
     state = _state(ctx, as_json)
     found = state.client().list_models()
     if state.json:
         print_json({"models": found})
         return
-    table = Table("model", "job", "arch", "classes", "accuracy", "available", box=None)
-    for model in found:
-        accuracy = (model.metrics or {}).get("accuracy")
-        table.add_row(
-            model.id,
-            model.job_id,
-            model.arch,
-            ", ".join(model.classes),
-            f"{accuracy:.1%}" if isinstance(accuracy, float) else "",
-            "yes" if model.available else f"no: {model.unavailable_reason}",
-        )
-    state.console.print(table)
+    print_models(state.console, found)
 
 
 @app.command()

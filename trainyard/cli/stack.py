@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from infra.local.config import stack_home
+from infra.local.config import RECORD_NAME, record_stack_home, recorded_stack_home, stack_home, user_config_dir
 from trainyard.cli.exit_codes import ExitCode
 from trainyard.cli.output import print_json
 
@@ -27,7 +27,12 @@ app = typer.Typer(help="The single-machine stack: S3-compatible server, Ray head
 JsonFlag = Annotated[bool, typer.Option("--json", help="print the stack's state as JSON on stdout, nothing else")]
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", help="the stack's folder (default: $TRAINYARD_HOME, else ./.trainyard)", show_default=False),
+    typer.Option(
+        "--home",
+        help="the stack's folder (default: $TRAINYARD_HOME, else ./.trainyard if a stack is there, else the one the "
+        "last `trainyard up` recorded)",
+        show_default=False,
+    ),
 ]
 PurgeFlag = Annotated[bool, typer.Option("--purge", help="also delete every job, object, cache file and log")]
 YesFlag = Annotated[bool, typer.Option("--yes", help="with --purge: do not ask before deleting")]
@@ -61,9 +66,10 @@ def _stack(command: str, home: Path | None, as_json: bool) -> Iterator[LocalStac
 
 @app.command()
 def up(home: HomeOption = None, as_json: JsonFlag = False) -> None:
-    """Start the stack (idempotent) and print its URLs."""
+    """Start the stack (idempotent), print its URLs, and record its home for commands run from other folders."""
     with _stack("up", home, as_json) as stack:
         stack.up()
+        record_stack_home(stack.config.home)
         print("Trainyard is running:\n" + stack.describe())
 
 
@@ -87,6 +93,9 @@ def _purge(stack: LocalStack, ask: bool) -> None:
             print("Nothing deleted.")
             return
     stack.purge()
+    if recorded_stack_home() is None:  # it was the recorded one: nothing left to find
+        with contextlib.suppress(OSError):
+            (user_config_dir() / RECORD_NAME).unlink()
     print(f"Deleted {what}.")
 
 
