@@ -41,6 +41,7 @@ EVERY_OPTION: dict[str, Any] = {
     "deploy": False,
     "seed": 7,
     "valid_pct": 0.3,
+    "max_cost_usd": 2.5,
 }
 CLI_ARGS = [
     *("--name", "every-option", "--arch", "resnet18", "--weights-uri", "s3://bucket/resnet18.pt"),
@@ -57,7 +58,7 @@ CLI_ARGS = [
         '{"method": "trials", "trials": 4}',
     ),
     *("--tta", "--batch-size", "16", "--image-size", "96", "--progressive-resizing", "off", "--num-workers", "1"),
-    *("--patience", "off", "--gpu", "--no-deploy", "--seed", "7", "--valid-pct", "0.3"),
+    *("--patience", "off", "--gpu", "--no-deploy", "--seed", "7", "--valid-pct", "0.3", "--max-cost-usd", "2.5"),
 ]
 
 
