@@ -274,6 +274,15 @@ class JobParams(BaseModel):
             check_url(value)  # its ValueError names the problem; which addresses it may reach is the API's check
         return value
 
+    max_cost_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="stop training before an epoch that would take the job's estimated cost past this (USD, at the "
+        "cluster's node rates); the best checkpoint so far is published and deployed, and the job fails with "
+        "cost_cap_reached naming the figures. null: no cap",
+    )
+
     @field_validator("max_epochs")
     @classmethod
     def _at_least_epochs(cls, value: int | None, info: ValidationInfo) -> int | None:

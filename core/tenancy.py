@@ -37,6 +37,7 @@ class Tenant(BaseModel):
     # Requests per second each of its keys may send, and how many at once beyond that rate (0: unlimited).
     rate_limit_per_s: float | None = Field(default=None, ge=0)
     rate_limit_burst: int | None = Field(default=None, ge=1)
+    monthly_budget_usd: float | None = Field(default=None, description="what its jobs may spend a month; None: no cap")
 
 
 class ApiKey(BaseModel):

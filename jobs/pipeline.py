@@ -18,7 +18,7 @@ from core.cost import Work, WorkUsage, job_cost
 from core.s3 import s3_client
 from core.settings import get_settings
 from core.spec import JobParams, Phase, TrialsSweep
-from core.store import ModelRecord
+from core.store import COST_CAP_REACHED, JobError, ModelRecord
 from jobs.dataset import ValidatedDataset
 from jobs.dataset_cache import FetchResult, fetch_dataset
 from jobs.errors import JobCancelled
@@ -43,6 +43,7 @@ from jobs.thumbnails import attach_thumbnails
 from jobs.weights import resolve_weights
 
 if TYPE_CHECKING:
+    from jobs.cost_cap import CostCapHit
     from jobs.stages.fine_tune import BestCheckpoint
 
 log = logging.getLogger("trainyard.driver")
@@ -163,9 +164,12 @@ class Pipeline:
                 )
             from jobs.stages.fine_tune import fine_tune
 
-            best = fine_tune(
-                self.job_id, p, dataset, features, lr, self.store, self.settings, resume=resume is not None
-            )
+            spent = job_cost(self.usage, self.settings.node_types, self.settings.rates_as_of).estimated_usd
+            trained = fine_tune(
+                self.job_id, p, dataset, features, lr, self.store, self.settings, resume=resume is not None,
+                spent_usd=spent,
+            )  # fmt: skip
+            best = trained.best
             finished_at = time.time()
             self.store.set_result(self.job_id, "best", best.model_dump())
             self._record_training(best, finished_at)
@@ -199,8 +203,14 @@ class Pipeline:
             meta = artifact_meta(self.job_id, p.arch, dataset.summary.classes, p.size, metrics)
             announce_exports(self.s3, artifact_uri, meta)  # built once the job has succeeded: see below
 
+        capped = _capped_error(trained.cost_cap, best) if trained.cost_cap else None
         if not p.deploy:
-            self.store.succeed(self.job_id, None)
+            if capped is not None:
+                self.store.fail(
+                    self.job_id, capped.code, f"{capped.message}; published as {artifact_uri}", capped.phase
+                )
+            else:
+                self.store.succeed(self.job_id, None)
             export_after_success(self.store, self.s3, artifact_uri, model, meta)
             return
         with self.stage(Phase.deploying):
@@ -219,7 +229,9 @@ class Pipeline:
                 created_at=datetime.now(UTC),
                 name=p.name,  # a named job adds the next version of that name and moves its `latest` alias
             )
-            if not self.store.succeed_with_model(self.job_id, record):
+            if capped is not None:
+                capped.message += f"; deployed as model {model_id}"
+            if not self.store.end_with_model(self.job_id, record, capped):
                 delete_pointer(self.s3, self.settings, model_id)  # cancelled while deploying: serve nothing
                 raise JobCancelled
         export_after_success(self.store, self.s3, artifact_uri, model, meta)
@@ -296,11 +308,22 @@ class Pipeline:
                     cpus=bundle["CPU"],
                     gpus=bundle.get("GPU", 0.0),
                     seconds=round(max(0.0, finished_at - r["started_at"]), 3),
+                    started_at=r["started_at"],
                 )
                 for r in ranks
                 if "node_id" in r
             )
         )
+
+
+def _capped_error(hit: CostCapHit, best: BestCheckpoint) -> JobError:
+    """The job's end when its cost cap stopped training: failed, naming the figures and the model it keeps."""
+    return JobError(
+        code=COST_CAP_REACHED,
+        message=f"stopped at its cost cap after epoch {hit.epoch}: {hit.message()}. The best checkpoint so far "
+        f"(epoch {best.epoch}, {best.metric} {best.value:.4f}) is kept",
+        phase=Phase.training,
+    )
 
 
 def _features_task(params: JobParams, dataset: ValidatedDataset, device: str) -> Features:

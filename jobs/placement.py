@@ -38,14 +38,16 @@ def run_work(work: Work, params: JobParams, fn: Callable[..., T], *args: Any) ->
     group = _local_group(cpus) if not gpus else None
     if group is not None:
         try:
-            placed = time.monotonic()
+            placed_at, placed = time.time(), time.monotonic()
             result, (node_id, node_type) = fn(*args), this_node()
             held = round(time.monotonic() - placed, 3)
         finally:
             remove_placement_group(group)
     else:
-        result, node_id, node_type, held = _remote(cpus, gpus, fn, *args)
-    usage = WorkUsage(work=work, node_id=node_id, node_type=node_type, cpus=cpus, gpus=gpus, seconds=held)
+        result, node_id, node_type, placed_at, held = _remote(cpus, gpus, fn, *args)
+    usage = WorkUsage(
+        work=work, node_id=node_id, node_type=node_type, cpus=cpus, gpus=gpus, seconds=held, started_at=placed_at
+    )
     return result, usage, "driver" if group is not None else "task"
 
 
@@ -67,18 +69,19 @@ def _local_group(cpus: float) -> Any:
     return group
 
 
-def _remote(cpus: float, gpus: float, fn: Callable[..., T], *args: Any) -> tuple[T, str, str | None, float]:
-    """`fn(*args)` as a Ray task on a worker node: its result, node id, node type and seconds held."""
+def _remote(cpus: float, gpus: float, fn: Callable[..., T], *args: Any) -> tuple[T, str, str | None, float, float]:
+    """`fn(*args)` as a Ray task on a worker node: its result, node id, node type, when its group was placed (unix
+    seconds) and the seconds it held the group."""
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     group = placement_group([{"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}])
     try:
         ray.get(group.ready())
-        placed = time.monotonic()
+        placed_at, placed = time.time(), time.monotonic()
         strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
         task = ray.remote(located).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy, max_retries=1)
         result, node_id, node_type = ray.get(task.remote(fn, *args))
-        return result, node_id, node_type, round(time.monotonic() - placed, 3)
+        return result, node_id, node_type, placed_at, round(time.monotonic() - placed, 3)
     finally:
         remove_placement_group(group)

@@ -4,7 +4,8 @@ This module is the Ray side: the worker's rank, device and process group come fr
 backbone's weights from the node's cache (S3), and each report goes to Ray Train's controller. Rank 0 checkpoints
 model, optimizer and schedule every epoch, so a restarted worker group resumes, and saves that epoch's validation
 logits beside it: the job's final evaluation reads them instead of running the validation set through the model
-once more. The steps, schedule, validation and stopping rules are `jobs.unfrozen`'s.
+once more. The steps, schedule, validation and stopping rules are `jobs.unfrozen`'s; the job's `max_cost_usd` is
+checked at each epoch's end at this rank's rate, its node type's (`jobs.cost_cap`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import ray.train.torch
 import torch
 
 from core.backbones import Classifier, build_classifier, channels_last
+from core.cost import work_rate
 from core.s3 import s3_client
 from core.settings import get_settings
+from jobs.cost_cap import CapWatch, epoch_check
 from jobs.dataset_cache import fetch_dataset
 from jobs.training_progress import CHECKPOINT_FILE, PREDICTIONS_FILE
 from jobs.unfrozen import Worker, datasets, run_unfrozen
@@ -95,4 +98,8 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             ray.train.report(metrics)
 
     facts = {"node_id": node_id, "node_type": node_type, "started_at": started_at}
-    run_unfrozen(cfg, worker, ddp_model, module, train_data, valid_data, report, resume, facts)
+    check = None
+    if (cap := cfg.cost_cap) is not None:
+        rate = work_rate(node_type, cap.worker_cpus, cap.worker_gpus, settings.node_types)
+        check = epoch_check(CapWatch(cap, started_at, rate))
+    run_unfrozen(cfg, worker, ddp_model, module, train_data, valid_data, report, resume, facts, check)

@@ -85,6 +85,10 @@ class Worker:
 # What a report does with an epoch's (or the trial's) metrics, the state to checkpoint (None for the trial) and
 # the epoch's validation logits in validation order (None for the trial).
 Report = Callable[[dict[str, Any], dict[str, Any] | None, torch.Tensor | None], None]
+# A stop rule of the caller's (the job's cost cap: `jobs.cost_cap.epoch_check`), asked on every rank at the end of
+# each epoch no other rule ends, with the epoch's number and a sum across ranks: why to stop and what to report, or
+# None.
+EpochCheck = Callable[[int, Callable[[float], float]], tuple[str, dict[str, Any]] | None]
 
 
 def worker_batch_size(batch_size: int, world: int) -> int:
@@ -197,6 +201,7 @@ def run_unfrozen(
     report: Report,
     resume: dict[str, Any] | None = None,
     first_epoch_facts: dict[str, Any] | None = None,
+    epoch_check: EpochCheck | None = None,
 ) -> None:
     """The unfrozen epochs on this worker; `ddp_model` wraps `module` (or is it, with one worker)."""
     rank, world, device = worker.rank, worker.world, worker.device
@@ -299,6 +304,12 @@ def run_unfrozen(
                     f"max_epochs ({cfg.last_epoch}) reached while the validation loss still fell "
                     f"({previous_best:.4f} -> {metrics['valid_loss']:.4f}): raise max_epochs to go on"
                 )
+        # Every rank reaches this with the same stop_reason (from all-reduced losses): the check is collective.
+        if epoch_check is not None and not stop_reason and epoch < cfg.last_epoch:
+            stop = epoch_check(cfg.epoch_offset + epoch, lambda usd: _sum_across_ranks(usd, device=device)[0])
+            if stop is not None:
+                stop_reason, facts = stop
+                metrics |= facts
         if stop_reason:
             metrics["stop_reason"] = stop_reason
         state = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from core.spec import JobParams
+from jobs.cost_cap import CostCap
 from jobs.dataset import Item
 
 # fastai's fine_tune: the unfrozen cycle runs at half the frozen LR, the body at 1/lr_mult of that.
@@ -40,6 +41,7 @@ class TrainLoopConfig(BaseModel):
     baseline_valid_loss: float | None = None  # the head-only model's, measured on the cached features
     patience: int | None = None  # None: run every epoch, no trial, no extension
     trial_images: int = 512
+    cost_cap: CostCap | None = None  # the job's max_cost_usd, when set (`jobs.cost_cap`)
 
     @property
     def last_epoch(self) -> int:
@@ -57,6 +59,7 @@ def loop_config(
     head_state: bytes | None,
     baseline_valid_loss: float | None,
     batch_delay_s: float = 0.0,
+    cost_cap: CostCap | None = None,
 ) -> TrainLoopConfig:
     """The unfrozen run a job's parameters ask for, after the head-only epochs at `lr` (fastai's fine_tune: the
     unfrozen cycle at half that, the body at 1/BODY_LR_MULT of the head)."""
@@ -82,6 +85,7 @@ def loop_config(
         batch_delay_s=batch_delay_s,
         baseline_valid_loss=baseline_valid_loss,
         patience=params.patience,
+        cost_cap=cost_cap,
     )
 
 

@@ -11,6 +11,7 @@ pod): they talk to the store directly, so the first admin key can be made before
     python -m service.admin tenants allow team-b s3://trainyard-uploads/uploads/team-a/shared-set
     python -m service.admin tenants disallow team-b s3://trainyard-uploads/uploads/team-a/shared-set
     python -m service.admin tenants reset team-vision                                  # back to the settings
+    python -m service.admin tenants budget team-vision --monthly-usd 500                # --none lifts it
     python -m service.admin tenants list
     python -m service.admin tenants webhook-secret team-vision [--rotate]   # signs the tenant's webhooks
 """
@@ -31,7 +32,7 @@ from core.webhooks import WebhookSecrets
 
 app = typer.Typer(name="service.admin", help="Manage Trainyard API keys and tenants.", no_args_is_help=True)
 keys = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-tenants = typer.Typer(help="Per-tenant quotas, rate limits and dataset allow-lists.", no_args_is_help=True)
+tenants = typer.Typer(help="Per-tenant quotas, rate limits, budgets and dataset allow-lists.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 app.add_typer(tenants, name="tenants")
 
@@ -157,6 +158,20 @@ def webhook_secret(
         _fail(str(e))
     secrets = WebhookSecrets(JobStore.from_url(get_settings().resolved_database_url).engine)
     typer.echo(secrets.rotate(name) if rotate else secrets.ensure(name))
+
+
+@tenants.command("budget")
+def set_budget(
+    name: TenantArg,
+    monthly_usd: Annotated[
+        float | None, typer.Option("--monthly-usd", min=0, help="USD its jobs may spend per calendar month (UTC)")
+    ] = None,
+    none: Annotated[bool, typer.Option("--none", help="lift the tenant's budget")] = False,
+) -> None:
+    """Set what a tenant's jobs may spend a month (scale-up overhead included): past it, new jobs answer 402."""
+    if (monthly_usd is None) == (not none):
+        _fail("give --monthly-usd USD, or --none to lift the budget")
+    _show(lambda t: t.update_tenant(name, monthly_budget_usd=None if none else monthly_usd))
 
 
 @tenants.command("list")

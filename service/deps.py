@@ -14,6 +14,7 @@ from core.store.batch import BatchStore
 from service.dispatch import Dispatcher
 from service.launcher import Launcher
 from service.metrics import Metrics
+from service.serve_restore import ServeRestorer
 from service.tracking.mirror import Mirror
 
 # The getters that only read app.state are async: FastAPI runs a sync dependency in its thread pool, and
@@ -73,3 +74,10 @@ async def get_tracking(request: Request) -> Mirror | None:
 
 
 TrackingDep = Annotated[Mirror | None, Depends(get_tracking)]
+
+
+async def get_serve_restorer(request: Request) -> ServeRestorer:
+    return cast(ServeRestorer, request.app.state.serve_restorer)
+
+
+ServeRestorerDep = Annotated[ServeRestorer, Depends(get_serve_restorer)]

@@ -56,7 +56,7 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers
-        self.extra = extra or {}  # more members of the error body (e.g. a 429's `limit`)
+        self.extra = extra or {}  # more members of the body's `error` object (a 429's `limit`, a 402's `budget`)
 
 
 class ErrorDetail(BaseModel):
@@ -73,6 +73,10 @@ class ErrorInfo(BaseModel):
     limit: dict[str, Any] | None = Field(
         default=None, description="429 only: the rate limit the key went over (per_second, burst, scope)"
     )
+    budget: dict[str, Any] | None = Field(
+        default=None,
+        description="402 only: tenant, spent_usd, budget_usd, period_start and period_end of the refused tenant",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -86,6 +90,7 @@ class ErrorBody(BaseModel):
 _ERROR_MEANINGS = {
     400: "the request cannot be accepted as sent (an unreadable body, a quota it can never fit); see the message",
     401: "no API key, or an unknown or revoked one: send `Authorization: Bearer <key>`",
+    402: "the tenant has spent its monthly budget; `budget` holds the figures",
     403: "the key may not use this dataset or weights location (outside the allow-list)",
     404: "no such job, model or artifact",
     409: "a conflict with an earlier request (an Idempotency-Key reused with another body)",

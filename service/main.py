@@ -2,7 +2,8 @@
 
 The lifespan opens the job store (refusing to start unless `python -m core.migrate` brought it to this
 release's schema), the launcher and one HTTP client for the model server, and runs the
-reconciler in the background: once at start-up, then every `reconcile_interval_s`. Start-up never waits for
+reconciler in the background: once at start-up, then every `reconcile_interval_s` (it also brings Serve back for
+the listed models and settles ended jobs' scale-up overhead). Start-up never waits for
 Ray, so the API takes jobs (they stay queued) while the cluster is still coming up.
 """
 
@@ -27,6 +28,7 @@ from core.tenancy import Tenancy
 from service.api_docs import mount_redoc
 from service.auth import get_principal, register_bootstrap_key
 from service.body_limit import BodyLimitMiddleware
+from service.cost_settlement import CostSettler
 from service.dispatch import Dispatcher
 from service.errors import error_responses, install_error_handlers
 from service.launcher import Launcher, RayLauncher
@@ -34,8 +36,11 @@ from service.metrics import Metrics
 from service.middleware import RequestMiddleware
 from service.notify import Notifier
 from service.rate_limit import RateLimiter, RateLimitMiddleware
+from service.ray_cluster import ClusterView, RayDashboard
 from service.reconciler import Reconciler
 from service.routes import account, batch, console, events, exports, health, jobs, models, predict, revisions
+from service.serve_restore import ServeRestorer
+from service.spending_metrics import SpendingCollector
 from service.tracking.mirror import Mirror
 
 logger = logging.getLogger(__name__)
@@ -51,8 +56,11 @@ async def _every(work: Callable[[], None], interval_s: float, what: str) -> None
         await asyncio.sleep(interval_s)
 
 
-def create_app(settings: Settings | None = None, launcher: Launcher | None = None) -> FastAPI:
-    """The API over `settings` (default: the environment); `launcher` defaults to Ray at `settings.ray_address`."""
+def create_app(
+    settings: Settings | None = None, launcher: Launcher | None = None, cluster: ClusterView | None = None
+) -> FastAPI:
+    """The API over `settings` (default: the environment); `launcher` and `cluster` default to Ray's dashboard at
+    `settings.ray_address`."""
     settings = settings or get_settings()
     if not logging.getLogger().handlers:
         # Under plain `uvicorn` only uvicorn's own loggers have handlers; ours would print nothing below WARNING.
@@ -81,7 +89,10 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
                 "turn auth on anywhere but a single-user machine"
             )
         app.state.dispatcher = Dispatcher(store, app.state.tenancy, app.state.launcher, settings)
-        reconciler = Reconciler(store, app.state.launcher, app.state.dispatcher)
+        view = cluster or RayDashboard(settings.ray_address)
+        app.state.serve_restorer = ServeRestorer(store, view, app.state.launcher)
+        passes = (app.state.serve_restorer, CostSettler(store, view, settings))
+        reconciler = Reconciler(store, app.state.launcher, app.state.dispatcher, passes)
         reconciling = _every(reconciler.run_once, settings.reconcile_interval_s, "reconcile")
         task = asyncio.create_task(reconciling, name="reconciler")
         app.state.notifier = Notifier(store, settings)
@@ -121,6 +132,9 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     )
     app.state.settings = settings
     app.state.metrics = Metrics(lambda: getattr(app.state, "store", None))
+    app.state.metrics.registry.register(
+        SpendingCollector(lambda: getattr(app.state, "store", None), lambda: getattr(app.state, "serve_restorer", None))
+    )
     install_error_handlers(app)
     # Added first, so it runs inside RequestMiddleware: its 413s get a request id and are counted.
     app.add_middleware(

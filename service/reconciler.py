@@ -8,6 +8,8 @@ store's conditional updates, so a driver that recorded its own outcome first alw
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Protocol
 
 from core.settings import get_settings
 from core.spec import JobStatus
@@ -22,38 +24,57 @@ from service.submission import submit_if_claimed
 logger = logging.getLogger(__name__)
 
 
+class ClusterPass(Protocol):
+    def run_once(self) -> None: ...
+
+
 class Reconciler:
     """Holds what one pass must remember for the next: whether Ray was already reported unreachable."""
 
-    def __init__(self, store: JobStore, launcher: Launcher, dispatcher: Dispatcher | None = None) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        launcher: Launcher,
+        dispatcher: Dispatcher | None = None,
+        cluster_passes: Sequence[ClusterPass] = (),
+    ) -> None:
         self.store = store
         self.launcher = launcher
         # Queued jobs not yet handed to Ray are the quota gate's (service.dispatch) to launch, in fair order.
         self.dispatcher = dispatcher or Dispatcher(store, Tenancy(store.engine), launcher, get_settings())
-        self.batches = BatchReconciler(BatchStore(store), launcher)
+        # What else the cluster must match in the store: batch prediction runs (service.batch_reconcile), the
+        # Serve application for the listed models (service.serve_restore), the scale-up overhead of ended jobs
+        # (service.cost_settlement).
+        self.cluster_passes = [BatchReconciler(BatchStore(store), launcher), *cluster_passes]
         self._ray_down = False
 
     def run_once(self) -> None:
         """One pass over the queued and running jobs. Never raises: a bad job must not stop the others."""
+        if self._jobs_pass():
+            try:
+                self.dispatcher.run_once()
+            except Exception:
+                logger.exception("reconcile: launching queued jobs failed")
+        for cluster_pass in self.cluster_passes:
+            try:
+                cluster_pass.run_once()
+            except Exception:
+                logger.exception("reconcile: %s failed", type(cluster_pass).__name__)
+
+    def _jobs_pass(self) -> bool:
+        """The active jobs against Ray; False when the store or Ray could not be read (nothing to launch now)."""
         try:
             jobs = self.store.active_jobs()
         except Exception:
             logger.exception("reconcile: could not read active jobs from the store")
-            return
+            return False
         for job in jobs:
             try:
                 if not self._reconcile(job):
-                    return  # Ray is unreachable: asking about the other jobs would only repeat that
+                    return False  # Ray is unreachable: asking about the other jobs would only repeat that
             except Exception:
                 logger.exception("reconcile: job %s failed to reconcile", job.id)
-        try:
-            self.dispatcher.run_once()
-        except Exception:
-            logger.exception("reconcile: launching queued jobs failed")
-        try:
-            self.batches.run_once()
-        except Exception:
-            logger.exception("reconcile: batch prediction runs failed to reconcile")
+        return True
 
     def _reconcile(self, job: JobRecord) -> bool:
         """Returns False when Ray could not be reached."""

@@ -235,8 +235,12 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: str
-    checks: dict[str, str]
+    status: str = Field(description="ready, or degraded: the store answers and `degraded` names what does not")
+    checks: dict[str, str] = Field(
+        description="store, ray: ok or unreachable; serve: ok, idle (no model listed), deploying, restoring, "
+        "down, unreachable or unknown"
+    )
+    degraded: list[str] = Field(default_factory=list, description="the checks that are not fine")
 
 
 class NotReady(BaseModel):

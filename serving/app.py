@@ -344,16 +344,25 @@ class ClassifierServer:
 ClassifierDeployment = serve.deployment(ClassifierServer)
 
 
+def replica_actor_options(settings: Settings) -> dict[str, Any]:
+    """What each replica asks Ray for: its CPUs and GPUs, and one unit of `serve_resource` when set, so that
+    replicas run only on the nodes offering it (a serving node group) and never on the head or a training node."""
+    options: dict[str, Any] = {
+        "num_cpus": settings.serve_replica_cpus,
+        "num_gpus": settings.serve_replica_gpus,
+        "runtime_env": {"env_vars": dict(TORCH_MALLOC_ENV)},
+    }
+    if settings.serve_resource:
+        options["resources"] = {settings.serve_resource: 1}
+    return options
+
+
 def build_app(args: AppArgs | dict[str, object] | None = None) -> Application:
     """The typed app builder: works with `serve run serving.app:build_app`, config files and RayService."""
     settings = get_settings()
     args = AppArgs.model_validate(args or {}).with_settings(settings)
     return ClassifierDeployment.options(  # type: ignore[attr-defined]
-        ray_actor_options={
-            "num_cpus": settings.serve_replica_cpus,
-            "num_gpus": settings.serve_replica_gpus,
-            "runtime_env": {"env_vars": dict(TORCH_MALLOC_ENV)},
-        },
+        ray_actor_options=replica_actor_options(settings),
         autoscaling_config={
             "min_replicas": args.min_replicas,
             "max_replicas": args.max_replicas,

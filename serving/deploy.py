@@ -15,6 +15,7 @@ ROUTE_PREFIX = "/classify"
 def ensure_serving(settings: Settings) -> None:
     """Start Serve's proxy on the configured address and the classifier app, unless they already run."""
     from ray import serve
+    from ray.exceptions import ActorAlreadyExistsError
 
     from serving.app import build_app
 
@@ -22,7 +23,13 @@ def ensure_serving(settings: Settings) -> None:
     # One proxy, on the head: the API forwards every prediction to one address (serve_url), and a proxy on
     # each worker node would sit on GPU nodes that come and go (and collide on one port on one machine).
     host = settings.serve_bind_host or url.hostname or "127.0.0.1"
-    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": url.port or 8000})
+    options: dict[str, Any] = {"proxy_location": "HeadOnly", "http_options": {"host": host, "port": url.port or 8000}}
+    try:
+        serve.start(**options)
+    except ActorAlreadyExistsError:
+        # Another process (the API's reconciler restoring Serve, `trainyard up`) created Serve's controller in the
+        # same moment, and its name is taken: the second start finds that controller and uses it.
+        serve.start(**options)
     app = serve.status().applications.get(APP_NAME)
     if app is None or app.status not in ("RUNNING", "DEPLOYING"):
         # Every scaling argument comes from the settings (AppArgs' unset fields), as for `serve run`.

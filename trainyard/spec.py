@@ -41,6 +41,7 @@ class JobOptions(TypedDict, total=False):
     seed: int
     valid_pct: float
     notify_url: str | None  # an http(s) URL POSTed a signed JSON body when the job succeeds, fails or is cancelled
+    max_cost_usd: float | None  # USD: training stops before the job's estimated cost would pass it; None: no cap
 
 
 # JobParams fields set another way than by a keyword of the same name: what `submit` takes instead.

@@ -5,8 +5,9 @@ PostgreSQL (clusters). The API, the job driver and the Ray Train controller all 
 change is a conditional UPDATE, so a late writer can never resurrect a job that was cancelled or failed.
 
 `JobStore` is composed of one part per concern, each in its own module: jobs as created and read (`jobs`), their
-queue, claims and status changes (`lifecycle`), events and epochs (`events`), models and aliases (`models`); the
-tables (`tables`), the records handed out (`records`) and the engine (`base`) sit below them.
+queue, claims and status changes (`lifecycle`), events and epochs (`events`), models and aliases (`models`),
+what jobs spent (`spending`); the tables (`tables`), the records handed out (`records`) and the engine (`base`)
+sit below them.
 """
 
 from core.store.base import make_engine, new_id, request_hash
@@ -22,6 +23,7 @@ from core.store.records import (
     ModelRecord,
     ResultField,
 )
+from core.store.spending import COST_CAP_REACHED, Spending, spent_usd
 from core.store.tables import (
     api_keys_table,
     epochs_table,
@@ -38,11 +40,12 @@ from core.store.tables import (
 )
 
 
-class JobStore(JobLifecycle, EventLog, ModelRegistry):
+class JobStore(JobLifecycle, EventLog, ModelRegistry, Spending):
     """The store's one face: every method of its parts, on one engine."""
 
 
 __all__ = [
+    "COST_CAP_REACHED",
     "LATEST_ALIAS",
     "EventRecord",
     "IdempotencyConflict",
@@ -52,6 +55,7 @@ __all__ = [
     "LoggedEvent",
     "ModelRecord",
     "ResultField",
+    "Spending",
     "api_keys_table",
     "epochs_table",
     "events_table",
@@ -64,6 +68,7 @@ __all__ = [
     "new_id",
     "request_hash",
     "revisions_table",
+    "spent_usd",
     "tenants_table",
     "webhook_deliveries_table",
     "webhook_secrets_table",

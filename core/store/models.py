@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from core.spec import JobStatus
 from core.store.base import StoreBase, _now
-from core.store.records import ModelRecord
+from core.store.records import JobError, ModelRecord
 from core.store.tables import jobs_table, model_aliases_table, models_table
 
 _T = TypeVar("_T")
@@ -75,6 +75,23 @@ class ModelRegistry(StoreBase):
 
         return self._numbered(succeed)
 
+    def end_with_model(self, job_id: str, model: ModelRecord, error: JobError | None = None) -> bool:
+        """`succeed_with_model`; with `error`, the job fails yet lists the model it kept, in one transaction (a job
+        stopped at its cost cap deploys its best checkpoint so far)."""
+        if error is None:
+            return self.succeed_with_model(job_id, model)
+
+        def fail(conn: Connection) -> bool:
+            values: dict[str, Any] = {"status": JobStatus.failed.value, "model_id": model.id, "finished_at": _now()}
+            values |= {"phase": error.phase.value if error.phase else None, "error": error.model_dump(mode="json")}
+            ok = self._transition(conn, job_id, values)
+            if ok:
+                self._insert_model(conn, model)
+                self._event(conn, job_id, "failed", error.message, error.model_dump(mode="json"))
+            return ok
+
+        return self._numbered(fail)
+
     def get_model(self, model_id: str) -> ModelRecord | None:
         return self._live_model(sa.select(models_table).where(models_table.c.id == model_id))
 
@@ -117,6 +134,12 @@ class ModelRegistry(StoreBase):
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(models_table.c.created_at.desc())).all()
         return [self._model(r._mapping) for r in rows]
+
+    def has_models(self) -> bool:
+        """Whether any tenant has a model listed (what the Serve application must serve)."""
+        query = sa.select(models_table.c.id).where(models_table.c.deleted_at.is_(None)).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def model_aliases(self) -> dict[str, list[str]]:
         """model id -> the aliases pointing at it (sorted), for every model that has one."""

@@ -91,6 +91,8 @@ tenants_table = sa.Table(
     sa.Column("dataset_prefixes", sa.JSON),  # list of s3://bucket/prefix this tenant may train on
     sa.Column("rate_limit_per_s", sa.Float),  # requests/s per key; NULL: the setting, 0: unlimited
     sa.Column("rate_limit_burst", sa.Integer),
+    # What its jobs may spend in a calendar month (UTC), scale-up overhead included; NULL: no budget.
+    sa.Column("monthly_budget_usd", sa.Float),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 

@@ -251,13 +251,20 @@ class LocalStack:
         return self.env().get("TRAINYARD_DATABASE_URL") or f"sqlite:///{self.config.home / 'trainyard.db'}"
 
     def start_worker_node(
-        self, name: str, num_cpus: int, resources: dict[str, float] | None = None, env: dict[str, str] | None = None
+        self,
+        name: str,
+        num_cpus: int,
+        resources: dict[str, float] | None = None,
+        env: dict[str, str] | None = None,
+        num_gpus: int = 0,
     ) -> WorkerNode:
         """Join a Ray worker node to this stack's head, as `ray start --address` does on another machine.
 
         The node gets its own Trainyard home, so its own dataset and weights cache: nothing a task on another
         node wrote is visible to it, as on a real cluster. Only the store is shared (a database every node can
         reach), and every port is free-picked so several nodes fit on one machine. `stop_ray` stops it.
+        `num_gpus` on a machine without GPUs makes Ray believe in them (placement and pricing tests); `env` is the
+        node's own, e.g. RAY_NODE_TYPE_NAME as KubeRay sets it to the node's group name.
         """
         c = self.config
         home = c.home / "nodes" / name
@@ -271,7 +278,7 @@ class LocalStack:
             "start",
             f"--address={LOOPBACK}:{c.gcs_port}",
             f"--num-cpus={num_cpus}",
-            "--num-gpus=0",
+            f"--num-gpus={num_gpus}",
             f"--resources={json.dumps(resources or {})}",
             f"--node-ip-address={LOOPBACK}",
             *_free_agent_ports(c)[:-1],  # worker nodes run no client server
@@ -377,6 +384,37 @@ class LocalStack:
         """
         import psutil
 
+        found = self._ray_processes()
+        # The GCS last: a raylet or agent told to stop while the GCS is going too keeps retrying to reach it, and
+        # sat out the whole timeout (15 s of every test stack's teardown) before it was killed.
+        gcs = [p for p in found.values() if _is_gcs(p)]
+        for group in ([p for p in found.values() if p not in gcs], gcs):
+            for proc in group:
+                with contextlib.suppress(psutil.Error):
+                    proc.terminate()
+            _, alive = psutil.wait_procs(group, timeout=timeout)
+            for proc in alive:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            psutil.wait_procs(alive, timeout=5)
+
+    def kill_ray(self) -> int:
+        """SIGKILL every Ray process of this stack at once, as a crash of its machine would (the head's GCS,
+        raylet, dashboard, Serve and the drivers alike); returns how many were killed. `start_ray` starts again."""
+        import psutil
+
+        found = list(self._ray_processes().values())
+        for proc in found:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(found, timeout=10)
+        return len(found)
+
+    def _ray_processes(self) -> dict[int, Any]:
+        """This stack's Ray processes (psutil.Process by pid): those whose command line names its GCS address or
+        its temp folder, and their descendants (job drivers, Ray Train workers)."""
+        import psutil
+
         marks = (f"{LOOPBACK}:{self.config.gcs_port}", f"--gcs_server_port={self.config.gcs_port}",
                  str(self.config.ray_temp_dir))  # fmt: skip
         # Some (Ray's client server) name the GCS by the machine's address instead: `--address=<ip>:<port>`.
@@ -391,18 +429,7 @@ class LocalStack:
                 with contextlib.suppress(psutil.Error):
                     found.update({child.pid: child for child in proc.children(recursive=True)})
         found.pop(os.getpid(), None)
-        # The GCS last: a raylet or agent told to stop while the GCS is going too keeps retrying to reach it, and
-        # sat out the whole timeout (15 s of every test stack's teardown) before it was killed.
-        gcs = [p for p in found.values() if _is_gcs(p)]
-        for group in ([p for p in found.values() if p not in gcs], gcs):
-            for proc in group:
-                with contextlib.suppress(psutil.Error):
-                    proc.terminate()
-            _, alive = psutil.wait_procs(group, timeout=timeout)
-            for proc in alive:
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
-            psutil.wait_procs(alive, timeout=5)
+        return found
 
     def ray_ready(self) -> bool:
         try:

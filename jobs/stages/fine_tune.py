@@ -26,6 +26,7 @@ from core.s3 import arrow_filesystem, s3_client
 from core.settings import Settings, get_settings
 from core.spec import JobParams, Phase, S3Location, phase_progress
 from core.store import JobStore
+from jobs.cost_cap import CostCap, CostCapHit, reached_before_training
 from jobs.dataset import ValidatedDataset
 from jobs.errors import StageError
 from jobs.failures import training_failure
@@ -86,6 +87,13 @@ class BestCheckpoint(BaseModel):
     predictions_uri: str | None = None
 
 
+class FineTuned(BaseModel):
+    """What training kept, and whether it stopped at the job's cost cap (then `best` is the best so far)."""
+
+    best: BestCheckpoint
+    cost_cap: CostCapHit | None = None
+
+
 def fine_tune(
     job_id: str,
     params: JobParams,
@@ -96,9 +104,11 @@ def fine_tune(
     settings: Settings,
     *,
     resume: bool = False,
-) -> BestCheckpoint:
+    spent_usd: float = 0.0,
+) -> FineTuned:
     """Train; with `resume` (a retried job), Ray Train restores the run from the job's checkpoint folder and the
-    head-only epochs, already recorded and checkpointed by an earlier attempt, are not run again."""
+    head-only epochs, already recorded and checkpointed by an earlier attempt, are not run again. `spent_usd`: the
+    job's work priced so far, which its `max_cost_usd` counts (`jobs.cost_cap`)."""
     classes = dataset.summary.classes
     artifacts = artifact_location(settings, job_id)
     head: HeadResult | None = None
@@ -116,6 +126,25 @@ def fine_tune(
             "head-only model checkpointed",
             {"epoch": head_only.epoch, "uri": head_only.checkpoint_uri},
         )
+    cap = None
+    if params.max_cost_usd is not None:
+        bundle = worker_bundle(params)
+        cap = CostCap(
+            max_usd=params.max_cost_usd,
+            spent_before_usd=spent_usd,
+            worker_cpus=bundle["CPU"],
+            worker_gpus=bundle.get("GPU", 0.0),
+        )
+        # Already reached before Ray Train starts (features cost it, or an earlier attempt): the head-only model,
+        # trained on the driver for nothing, is the best there will be.
+        if head_only is not None and (hit := reached_before_training(cap, head_only.epoch)):
+            return FineTuned(best=head_only, cost_cap=hit)
+        if head_only is None and reached_before_training(cap, params.freeze_epochs):
+            raise StageError(
+                "cost_cap_reached",
+                f"the job's work before training is estimated at ${spent_usd:.4f}, at or past its max_cost_usd "
+                f"${params.max_cost_usd:.4f}, so training did not start; submit it again with a higher max_cost_usd",
+            )
     if head_only is not None and params.patience is not None and head_only.value == 1.0:
         # Kept models are picked by validation accuracy first: none can beat this one, and finding that out would
         # cost Ray Train's start-up and an epoch (on cats-vs-whales, 3 epochs for 150/150 again: 116 s against 42).
@@ -126,7 +155,7 @@ def fine_tune(
             "could be more accurate (patience: null unfreezes anyway)",
             {"epoch": head_only.epoch, "valid_loss": head_only.valid_loss},
         )
-        return head_only
+        return FineTuned(best=head_only)
     total_epochs = params.freeze_epochs + params.epochs
     store.set_progress(job_id, phase_progress(Phase.training, params.freeze_epochs / total_epochs))
 
@@ -140,6 +169,7 @@ def fine_tune(
         head.state if head else None,
         head_only.valid_loss if head_only else None,
         batch_delay_s=settings.fault_delays.get("worker_batch", 0.0),
+        cost_cap=cap,
     )
     resources = worker_bundle(params)
     for name, value in RAY_TRAIN_ENV.items():
@@ -189,7 +219,8 @@ def fine_tune(
     ]
     if not candidates:
         raise StageError("no_checkpoint", "training finished without saving a checkpoint")
-    return pick_best(candidates)
+    hit = (result.metrics or {}).get("cost_cap")
+    return FineTuned(best=pick_best(candidates), cost_cap=CostCapHit.model_validate_json(hit) if hit else None)
 
 
 def pick_best(candidates: list[BestCheckpoint]) -> BestCheckpoint:

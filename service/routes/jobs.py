@@ -16,6 +16,7 @@ from core.spec import JobParams, JobStatus, S3Location
 from core.store import IdempotencyConflict, JobRecord, JobStore
 from core.tenancy import Tenancy
 from service.auth import Principal, PrincipalDep, TenancyDep
+from service.budget import check_budget
 from service.dataset_access import check_job_access
 from service.deps import DispatcherDep, LauncherDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.dispatch import Dispatcher, limits_for
@@ -75,6 +76,7 @@ def store_new_job(
     """Check the job against its tenant's access and quota, then store it; (job, False) for a replay."""
     # A tenant's uploads and dataset revisions are its own data; see service.dataset_access.
     check_job_access(params, principal, settings, tenancy)
+    check_budget(store, tenancy.get_tenant(principal.tenant))
     admit_notify_url(params.notify_url, principal.tenant, settings, store)
     gpu_limit = limits_for(settings, tenancy)(principal.tenant).max_gpu_workers
     if params.use_gpu and params.num_workers > gpu_limit:
@@ -100,7 +102,7 @@ def store_new_job(
 # Sync routes (but POST): FastAPI runs them in its thread pool, where blocking store and launcher calls are fine.
 
 
-@router.post("", status_code=202, summary="Submit a training job", responses=error_responses(400, 403, 409, 413))
+@router.post("", status_code=202, summary="Submit a training job", responses=error_responses(400, 402, 403, 409, 413))
 async def create_job(
     params: JobParams,
     response: Response,

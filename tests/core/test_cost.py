@@ -51,3 +51,31 @@ def test_rates_are_configurable_from_the_environment(monkeypatch: pytest.MonkeyP
     assert settings.rates_as_of == date(2026, 10, 1)
     assert Settings.model_fields["node_types"].default_factory is not None
     assert all(t.usd_per_hour for t in DEFAULT_NODE_TYPES.values())
+
+
+def test_a_node_is_priced_by_its_type_name_as_kuberay_and_the_launcher_name_it() -> None:
+    # The chart's groups: two GPU types with the same resources; the name decides which rate applies.
+    chart = {
+        "gpu-a10g": NodeType(resources={"CPU": 3, "GPU": 1}, usd_per_hour=1.006, spot_usd_per_hour=0.45),
+        "gpu-l4": NodeType(resources={"CPU": 3, "GPU": 1}, usd_per_hour=0.805, spot_usd_per_hour=0.35),
+        "cpu": NodeType(resources={"CPU": 7}, usd_per_hour=0.384),
+    }
+    a10g = job_cost([usage(1, 1, 3600, "gpu-a10g")], chart, AS_OF)
+    assert a10g.estimated_usd == pytest.approx(1.006)  # not the cheaper L4 that would also fit
+    assert a10g.usage[0].usd_per_hour == pytest.approx(1.006) and a10g.usage[0].estimated_usd == pytest.approx(1.006)
+    # CPU work on the CPU group: its share of the group's rate, never $0.
+    assert job_cost([usage(1, 0, 3600, "cpu")], chart, AS_OF).estimated_usd == pytest.approx(0.384 / 7, abs=1e-6)
+
+
+def test_spot_capacity_is_billed_at_the_spot_rate() -> None:
+    spot = {"gpu-a10g": NodeType(resources={"CPU": 3, "GPU": 1}, usd_per_hour=1.006, spot_usd_per_hour=0.45,
+                                 capacity_type="spot")}  # fmt: skip
+    assert job_cost([usage(1, 1, 7200, "gpu-a10g")], spot, AS_OF).estimated_usd == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="spot_usd_per_hour"):
+        NodeType(resources={"CPU": 1}, usd_per_hour=1.0, capacity_type="spot")
+
+
+def test_the_items_add_up_to_the_total() -> None:
+    cost = job_cost([usage(1, 0, 1000, "cpu"), usage(2, 1, 500, "a10g"), usage(1, 0, 10)], TYPES, AS_OF)
+    assert sum(u.estimated_usd or 0 for u in cost.usage) == pytest.approx(cost.estimated_usd, abs=1e-6)
+    assert cost.total_usd is None and cost.spent_usd == cost.estimated_usd

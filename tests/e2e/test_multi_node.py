@@ -1,13 +1,18 @@
-"""A job on a Ray cluster of three nodes, as in production: nothing in the pipeline may assume one node.
+"""A job on a Ray cluster of four nodes named as the Helm chart names them: nothing in the pipeline may assume one
+node, and the bill and the Serve replica's place follow the chart's node groups.
 
-The head runs the API's Ray Jobs (drivers), the Serve control plane and proxy, and offers 0 CPUs, so no
-training work can land there. Two worker nodes join it with `ray start --address`, 1 CPU each and each
-with its own Trainyard home and cache: a task that relied on files another node wrote would fail. The
-job asks for 2 Ray Train workers, which can only be placed one per node.
+The head (`headgroup`) runs the API's Ray Jobs (drivers), the Serve control plane and proxy, and offers 0 CPUs, so
+no training work can land there. Two GPU-group nodes join it with `ray start --address`, `gpu-a10g` (on-demand) and
+`gpu-l4` (spot), each with 1 CPU and a fake GPU, their own Trainyard home and cache (a task that relied on files
+another node wrote would fail), and RAY_NODE_TYPE_NAME set to the group's name as KubeRay sets it. The job asks
+for 2 Ray Train CPU workers, which can only be placed one per GPU-group node. A `serving` node offers 0 CPUs and
+the chart's Serve resource: the only place a Serve replica fits. Prices and the Serve resource are what the chart
+renders (`TRAINYARD_NODE_TYPES`, `TRAINYARD_SERVE_RESOURCE`), with the L4 group switched to spot.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,9 +21,12 @@ from typing import Any
 import httpx
 import pytest
 
+from core.settings import NodeType, Settings
 from infra.local.sample_data import make_shapes, upload_folder
 from infra.local.stack import LocalStack, WorkerNode
-from tests.utils.stack import own_stack
+from tests.helm.chart import config_data, fetch_helm, render
+from tests.utils.ray_state import serve_replica_nodes
+from tests.utils.stack import own_stack, start_ray
 
 pytestmark = pytest.mark.e2e
 
@@ -31,12 +39,39 @@ REQUEST = {
     "num_workers": 2,
     "patience": None,  # the unfrozen epoch runs whatever the head-only model scores: it is what spans the nodes
 }
+GPU_GROUPS = ("gpu-a10g", "gpu-l4")
+CHART_SETS = ("ray.workerGroups.gpu-l4.enabled=true", "ray.workerGroups.gpu-l4.capacityType=spot")
+
+
+def _chart_config() -> dict[str, str]:
+    """The settings the chart renders for the Ray pods, with a second GPU group on spot capacity."""
+    return config_data(render(fetch_helm(), None, *CHART_SETS))
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, list[WorkerNode]]]:
-    with own_stack(tmp_path_factory.mktemp("multi-node"), num_cpus=0) as stack:
-        yield stack, [stack.start_worker_node(f"worker-{i}", num_cpus=1) for i in (1, 2)]
+def chart() -> dict[str, str]:
+    return _chart_config()
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, chart: dict[str, str]
+) -> Iterator[tuple[LocalStack, list[WorkerNode]]]:
+    env = {name: chart[name] for name in ("TRAINYARD_NODE_TYPES", "TRAINYARD_SERVE_RESOURCE", "TRAINYARD_RATES_AS_OF")}
+    with own_stack(tmp_path_factory.mktemp("multi-node"), num_cpus=0, env=env, ray=False) as stack:
+        start_ray(stack, extra_env={"RAY_NODE_TYPE_NAME": "headgroup"})
+        workers = [
+            stack.start_worker_node(group, num_cpus=1, num_gpus=1, env={"RAY_NODE_TYPE_NAME": group})
+            for group in GPU_GROUPS
+        ]
+        serve_resource = chart["TRAINYARD_SERVE_RESOURCE"]
+        workers.append(
+            stack.start_worker_node(
+                "serving", num_cpus=0, resources={serve_resource: 1}, env={"RAY_NODE_TYPE_NAME": "serving"}
+            )
+        )
+        stack.start_api()
+        yield stack, workers
 
 
 def _wait(api: httpx.Client, job_id: str, timeout: float) -> dict[str, Any]:
@@ -75,7 +110,7 @@ def test_job_succeeds_with_training_on_two_worker_nodes(
     job = finished["job"]
     assert job["status"] == "succeeded", job["error"]
     head = [n["node_id"] for n in stack.ray_nodes() if n["is_head_node"]]
-    worker_ids = {w.node_id for w in workers}
+    worker_ids = {w.node_id for w in workers if w.name in GPU_GROUPS}
     ranks = job["training"]["ranks"]
     assert sorted(r["rank"] for r in ranks) == [0, 1]
     assert {r["node_id"] for r in ranks} == worker_ids, (ranks, worker_ids, head)
@@ -90,7 +125,7 @@ def test_feature_and_evaluation_tasks_ran_on_worker_nodes(
     # No evaluation task: the final evaluation reads the validation logits saved with the best checkpoint.
     assert set(by_work) == {"features"}
     for item in by_work.values():
-        assert item["node_id"] in {w.node_id for w in workers}
+        assert item["node_id"] in {w.node_id for w in workers if w.name in GPU_GROUPS}
     # The head (the driver's node) offers no CPUs, so the extraction went to a worker node as a Ray task.
     assert [e["data"]["ran_in"] for e in finished["events"] if e["kind"] == "features"] == ["task"]
 
@@ -98,7 +133,8 @@ def test_feature_and_evaluation_tasks_ran_on_worker_nodes(
 def test_each_worker_node_fetched_into_its_own_cache(cluster: tuple[LocalStack, list[WorkerNode]]) -> None:
     stack, workers = cluster
     for worker in workers:
-        assert any((worker.cache_dir / "datasets").glob("*/train/circle/*.png")), f"{worker.name} fetched nothing"
+        if worker.name in GPU_GROUPS:
+            assert any((worker.cache_dir / "datasets").glob("*/train/circle/*.png")), f"{worker.name} fetched nothing"
     # The head fetched and validated too, into its own cache: three separate copies, no shared folder.
     assert any((stack.config.home / "cache" / "datasets").glob("*/train/circle/*.png"))
 
@@ -129,7 +165,32 @@ def test_the_model_serves_from_the_multi_node_cluster(finished: dict[str, Any]) 
 def test_the_head_offers_no_cpus_to_training(cluster: tuple[LocalStack, list[WorkerNode]]) -> None:
     stack, workers = cluster
     alive = [n for n in stack.ray_nodes() if n["state"] == "ALIVE"]
-    assert len(alive) == 3
+    assert len(alive) == 4
     head = next(n for n in alive if n["is_head_node"])
     assert head["resources_total"].get("CPU", 0) == 0
     assert {n["node_id"] for n in alive if not n["is_head_node"]} == {w.node_id for w in workers}
+
+
+def test_each_piece_of_work_is_priced_at_its_groups_rate_spot_at_the_spot_rate(
+    finished: dict[str, Any], chart: dict[str, str]
+) -> None:
+    types: dict[str, NodeType] = Settings(node_types=json.loads(chart["TRAINYARD_NODE_TYPES"])).node_types
+    cost = finished["job"]["cost"]
+    ranks = {u["node_type"]: u for u in cost["usage"] if u["work"] == "training"}
+    assert set(ranks) == set(GPU_GROUPS)
+    # One CPU of the group's three: a third of the node's billed rate; the L4 group runs on spot.
+    assert ranks["gpu-a10g"]["usd_per_hour"] == pytest.approx(1.006 / 3, abs=1e-6)
+    assert ranks["gpu-l4"]["usd_per_hour"] == pytest.approx(0.35 / 3, abs=1e-6)
+    for item in cost["usage"]:
+        group = types[item["node_type"]]
+        rate = group.billed_usd_per_hour * item["cpus"] / group.resources["CPU"]  # type: ignore[operator]
+        assert item["usd_per_hour"] == pytest.approx(rate, abs=1e-6), item
+        assert item["estimated_usd"] == pytest.approx(rate * item["seconds"] / 3600, abs=1e-7), item
+        assert item["estimated_usd"] > 0  # CPU work on a GPU group costs the share of the node it held
+    assert cost["estimated_usd"] == pytest.approx(sum(u["estimated_usd"] for u in cost["usage"]), abs=1e-5)
+
+
+def test_the_serve_replica_runs_on_the_serving_node_only(cluster: tuple[LocalStack, list[WorkerNode]]) -> None:
+    stack, workers = cluster
+    serving = next(w.node_id for w in workers if w.name == "serving")
+    assert serve_replica_nodes(stack) == [serving]  # never the head, never a GPU training node

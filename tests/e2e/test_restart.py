@@ -1,7 +1,8 @@
 """The single-machine default keeps what it made: a full stop and start of the stack loses nothing.
 
 This module runs its own stack (its own home folder and ports), because it stops and starts every part of
-it: the S3-compatible server, Ray (and so Serve) and the API. One small job is trained once; everything
+it: the S3-compatible server, Ray (and so Serve) and the API, and kills Ray's head outright: Serve then comes
+back by itself, through the API's reconciler. One small job is trained once; everything
 after that is about what survives.
 """
 
@@ -101,6 +102,45 @@ def test_a_restart_keeps_datasets_artifacts_and_deployed_models(
     # The dataset outlived the restart too: a new job on the same URI, nothing uploaded again.
     second = api.post("/v1/jobs", json={"dataset_uri": "s3://restart/shapes", **JOB}).json()
     assert _wait(api, second["id"])["status"] == "succeeded"
+
+
+def test_a_killed_ray_head_brings_every_model_back_by_itself(own_stack: LocalStack, api: httpx.Client) -> None:
+    """No `trainyard up`: the API's reconciler sees listed models without a Serve application and restores it."""
+    models = [m["id"] for m in api.get("/v1/models").json()["models"]]
+    assert len(models) >= 2, "runs after the restart test, which deploys two models"
+    image = make_png()
+    assert all(_predict(api, model_id, image).status_code == 200 for model_id in models)
+    restores_before = _restores(api)
+
+    killed_at = time.monotonic()
+    assert own_stack.kill_ray() > 0
+    assert api.get("/readyz").status_code == 200  # still in rotation: reads answer from the store
+    assert api.get("/v1/jobs").status_code == 200
+    assert api.get("/readyz").json()["degraded"] == ["ray", "serve"]
+    own_stack.start_ray()
+    back_at = time.monotonic()
+    answered: dict[str, float] = {}
+    serve_said: list[str] = []  # what /readyz said of Serve meanwhile, in order, without repeats
+    deadline = back_at + 60
+    while len(answered) < len(models) and time.monotonic() < deadline:
+        said = api.get("/readyz").json()["checks"]["serve"]
+        serve_said += [said] if not serve_said or serve_said[-1] != said else []
+        for model_id in set(models) - set(answered):
+            if _predict(api, model_id, image).status_code == 200:
+                answered[model_id] = time.monotonic() - back_at
+        time.sleep(0.5)
+    took = ", ".join(f"{s:.1f}" for s in sorted(answered.values()))
+    print(f"Ray head killed and started again ({back_at - killed_at:.1f} s); predictions back after {took} s; "
+          f"/readyz said serve: {serve_said}")  # fmt: skip
+    assert set(answered) == set(models), f"not every listed model answered within 60 s: {answered}"
+    assert {"down", "restoring"} & set(serve_said), serve_said
+    assert _restores(api) == restores_before + 1  # the reconciler's one restore, not `trainyard up`
+    assert api.get("/readyz/strict").status_code == 200
+
+
+def _restores(api: httpx.Client) -> float:
+    line = next(x for x in api.get("/metrics").text.splitlines() if x.startswith("trainyard_serve_restores_total "))
+    return float(line.split()[-1])
 
 
 def test_models_whose_objects_are_gone_are_reported_unavailable_never_a_500(

@@ -36,11 +36,17 @@ def closed_port() -> Iterator[int]:
 
 @pytest.fixture
 def make_api(tmp_path: Path, closed_port: int) -> Iterator[ApiFactory]:
-    """`make_api(launcher=None, app_hook=None, **settings)` starts an API; all are stopped after the test."""
+    """`make_api(launcher=None, app_hook=None, cluster=None, **settings)` starts an API; all are stopped after the
+    test. `cluster` (a FakeCluster) answers for Serve and the nodes; None: the real dashboard client, refused."""
     with ExitStack() as stack:
         count = itertools.count()
 
-        def start(launcher: Any = None, app_hook: Callable[[FastAPI], None] | None = None, **overrides: Any) -> Api:
+        def start(
+            launcher: Any = None,
+            app_hook: Callable[[FastAPI], None] | None = None,
+            cluster: Any = None,
+            **overrides: Any,
+        ) -> Api:
             sock = listening_socket()
             public_url = "http://{}:{}".format(*sock.getsockname())
             settings = make_settings(tmp_path / f"api{next(count)}", closed_port, public_url=public_url, **overrides)
@@ -49,7 +55,7 @@ def make_api(tmp_path: Path, closed_port: int) -> Iterator[ApiFactory]:
             stack.callback(store.engine.dispose)
             # `http` carries an admin key, so tests written before auth existed keep working unchanged.
             _, admin_key = Tenancy(store.engine).create_key("admin", admin=True)
-            app = create_app(settings, launcher)
+            app = create_app(settings, launcher, cluster)
             if app_hook is not None:
                 app_hook(app)
             url = stack.enter_context(serve(app, sock))
@@ -57,7 +63,7 @@ def make_api(tmp_path: Path, closed_port: int) -> Iterator[ApiFactory]:
             http = stack.enter_context(httpx.Client(base_url=url, headers=headers, timeout=30))
             # uvicorn reports "started" once it listens; /healthz answering is what the tests rely on.
             assert http.get("/healthz").status_code == 200
-            api = Api(url=url, http=http, settings=settings, store=store, admin_key=admin_key)
+            api = Api(url=url, http=http, settings=settings, store=store, admin_key=admin_key, app=app)
             stack.callback(lambda: [client.close() for client in api.clients])
             return api
 

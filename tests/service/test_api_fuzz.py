@@ -32,7 +32,8 @@ from schemathesis.specs.openapi.checks import (
 
 from core.spec import JobParams
 from core.store import ModelRecord
-from tests.utils.api_server import Api, ApiFactory, FakeLauncher
+from service.ray_cluster import ServeState
+from tests.utils.api_server import Api, ApiFactory, FakeCluster, FakeLauncher
 
 # Examples per (operation, generation mode, path-parameter source): 18 such runs make 1,263 requests, in
 # 2–2.5 minutes on 2 busy cores (negative generation is the slow part). Derandomized: the count is stable.
@@ -51,7 +52,10 @@ CHECKS = [
 def fuzzed_api(make_api: ApiFactory, s3: Any) -> Iterator[Api]:
     # `s3`: the stack's S3 server answers the model routes' availability checks (a missing object, a 410).
     # A small image limit, so generated bodies reach the 413 path.
-    api = make_api(launcher=FakeLauncher(), max_image_bytes=64 * 1024)
+    # Ray and Serve answer (a 503 from /readyz/strict would be right, but not what is fuzzed here).
+    launcher = FakeLauncher()
+    cluster = FakeCluster(launcher=launcher, serve=ServeState.running)
+    api = make_api(launcher=launcher, cluster=cluster, max_image_bytes=64 * 1024)
     yield api
 
 

@@ -42,7 +42,8 @@ def test_a_malformed_or_unknown_key_is_401(api: Api, header: str, code: str) -> 
 def test_probes_and_metrics_need_no_key(api: Api) -> None:
     anonymous = api.client(None)
     assert anonymous.get("/healthz").status_code == 200
-    assert anonymous.get("/readyz").status_code == 503  # Ray is down in this fixture, but no 401
+    assert anonymous.get("/readyz").status_code == 200  # degraded: Ray is down in this fixture; no 401
+    assert anonymous.get("/readyz/strict").status_code == 503
     assert anonymous.get("/metrics").status_code == 200
 
 

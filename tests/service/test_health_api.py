@@ -7,7 +7,8 @@ import logging
 import pytest
 from fastapi import FastAPI
 
-from tests.utils.api_server import Api, ApiFactory, FakeLauncher
+from service.ray_cluster import ServeState
+from tests.utils.api_server import Api, ApiFactory, FakeCluster, FakeLauncher, add_model
 
 
 def test_healthz(api: Api) -> None:
@@ -15,20 +16,43 @@ def test_healthz(api: Api) -> None:
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
-def test_readyz_names_ray_when_it_is_down(api: Api) -> None:
+def test_readyz_keeps_the_api_in_rotation_for_reads_while_ray_is_down(api: Api) -> None:
     response = api.http.get("/readyz")
-    assert response.status_code == 503
-    body = response.json()
-    assert body["error"]["code"] == "not_ready"
-    assert "ray" in body["error"]["message"]
-    assert body["checks"] == {"store": "ok", "ray": "unreachable"}
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "degraded",
+        "checks": {"store": "ok", "ray": "unreachable", "serve": "unknown"},
+        "degraded": ["ray", "serve"],
+    }
+    assert api.http.get("/v1/jobs").status_code == 200  # what readiness keeps in rotation: reads
+    strict = api.http.get("/readyz/strict")
+    assert strict.status_code == 503
+    assert strict.json()["error"]["code"] == "not_ready"
+    assert "ray, serve" in strict.json()["error"]["message"]
 
 
 def test_readyz_when_everything_answers(make_api: ApiFactory) -> None:
     api = make_api(launcher=FakeLauncher())
-    response = api.http.get("/readyz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"store": "ok", "ray": "ok"}}
+    for path in ("/readyz", "/readyz/strict"):
+        response = api.http.get(path)
+        assert response.status_code == 200
+        # No model is listed: Serve need not run, and nothing is degraded.
+        assert response.json() == {
+            "status": "ready",
+            "checks": {"store": "ok", "ray": "ok", "serve": "idle"},
+            "degraded": [],
+        }
+
+
+def test_readyz_names_serve_when_listed_models_have_no_serve_application(make_api: ApiFactory) -> None:
+    cluster = FakeCluster()
+    api = make_api(launcher=cluster.launcher, cluster=cluster)
+    add_model(api.store)
+    body = api.http.get("/readyz").json()
+    assert (body["status"], body["checks"]["serve"], body["degraded"]) == ("degraded", "down", ["serve"])
+    assert api.http.get("/readyz/strict").status_code == 503
+    cluster.serve = ServeState.running
+    assert api.http.get("/readyz/strict").json()["checks"]["serve"] == "ok"
 
 
 def test_metrics(api: Api) -> None:

@@ -42,6 +42,7 @@ EVERY_OPTION: dict[str, Any] = {
     "seed": 7,
     "valid_pct": 0.3,
     "notify_url": "https://93.184.216.34/hooks/trainyard",
+    "max_cost_usd": 2.5,
 }
 CLI_ARGS = [
     *("--name", "every-option", "--arch", "resnet18", "--weights-uri", "s3://bucket/resnet18.pt"),
@@ -60,6 +61,7 @@ CLI_ARGS = [
     *("--tta", "--batch-size", "16", "--image-size", "96", "--progressive-resizing", "off", "--num-workers", "1"),
     *("--patience", "off", "--gpu", "--no-deploy", "--seed", "7", "--valid-pct", "0.3"),
     *("--notify-url", "https://93.184.216.34/hooks/trainyard"),
+    *("--max-cost-usd", "2.5"),
 ]
 
 

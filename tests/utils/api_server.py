@@ -15,10 +15,12 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from core.overhead import NodeLife
 from core.settings import Settings
 from core.store import JobStore
 from core.tenancy import Tenancy
 from service.launcher import LauncherUnavailable, RayJobState
+from service.ray_cluster import ServeState
 
 STARTUP_TIMEOUT_S = 20.0
 
@@ -83,6 +85,33 @@ class FakeLauncher:
 
 
 @dataclass
+class FakeCluster:
+    """The Ray dashboard's other answers: the Serve application's state, the nodes, and Ray jobs it was given.
+
+    Shares `launcher`'s states, so a submitted restore is pending there as a real Ray job would be."""
+
+    launcher: FakeLauncher = field(default_factory=FakeLauncher)
+    serve: ServeState = ServeState.absent
+    node_lives: list[NodeLife] = field(default_factory=list)
+    jobs: list[tuple[str, str]] = field(default_factory=list)  # (entrypoint, submission id)
+
+    def serve_state(self) -> ServeState:
+        return self.serve if self.launcher.reachable else ServeState.unreachable
+
+    def replica_nodes(self) -> list[str] | None:
+        return [] if self.launcher.reachable else None
+
+    def nodes(self) -> list[NodeLife] | None:
+        return list(self.node_lives) if self.launcher.reachable else None
+
+    def submit_job(self, entrypoint: str, submission_id: str) -> None:
+        if not self.launcher.reachable:
+            raise LauncherUnavailable("ray is down (test)")
+        self.jobs.append((entrypoint, submission_id))
+        self.launcher.states[submission_id] = RayJobState.pending
+
+
+@dataclass
 class Api:
     url: str
     http: httpx.Client
@@ -90,6 +119,7 @@ class Api:
     store: JobStore  # a second connection to the API's SQLite file, as a job driver would hold
     admin_key: str = ""  # the key `http` sends: an admin of tenant "admin"
     clients: list[httpx.Client] = field(default_factory=list)  # closed by the fixture
+    app: FastAPI | None = None
 
     def new_key(self, tenant: str, admin: bool = False) -> str:
         """A fresh API key for `tenant` (created if new)."""
@@ -127,5 +157,25 @@ def make_settings(home: Path, closed_port: int, **overrides: Any) -> Settings:
     return Settings(**{**values, **overrides})
 
 
-# make_api(launcher=None, app_hook=None, **settings) -> Api (see conftest.py)
+# make_api(launcher=None, app_hook=None, cluster=None, **settings) -> Api (see conftest.py)
 ApiFactory = Callable[..., Api]
+
+
+def add_model(store: JobStore, tenant: str = "admin") -> str:
+    """A succeeded job with a listed model, as a finished job leaves them; returns the model id."""
+    from datetime import UTC, datetime
+
+    from core.spec import JobParams
+    from core.store import ModelRecord
+
+    job, _ = store.create_job(JobParams(dataset_uri="s3://bucket/pets"), tenant=tenant)
+    model = ModelRecord(
+        id=job.id.replace("job-", "mdl-", 1),
+        job_id=job.id,
+        artifact_uri=f"s3://trainyard-artifacts/jobs/{job.id}/model.pt",
+        arch="efficientnet_lite0",
+        classes=["cat", "dog"],
+        created_at=datetime.now(UTC),
+    )
+    assert store.succeed_with_model(job.id, model)
+    return model.id

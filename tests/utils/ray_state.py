@@ -83,3 +83,16 @@ def ray_jobs_for(stack: LocalStack, job_id: str) -> list[dict[str, Any]]:
     )
     response.raise_for_status()
     return [j for j in response.json() if (j.get("metadata") or {}).get("trainyard_job_id") == job_id]
+
+
+def serve_replica_nodes(stack: LocalStack) -> list[str]:
+    """The node ids of the Trainyard Serve application's RUNNING replicas, from the dashboard's Serve API."""
+    token = stack.config.ray_token_file.read_text().strip()
+    response = httpx.get(
+        f"{stack.config.dashboard_url}/api/serve/applications/",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    app = response.json()["applications"]["trainyard"]
+    return [r["node_id"] for d in app["deployments"].values() for r in d["replicas"] if r["state"] == "RUNNING"]

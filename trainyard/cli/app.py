@@ -156,6 +156,9 @@ def submit(
     notify_url: Annotated[
         str | None, typer.Option(help="an http(s) URL the service POSTs a signed JSON body to when the job ends")
     ] = None,
+    max_cost_usd: Annotated[
+        float | None, typer.Option(help="stop training before the job's estimated cost passes this (USD)")
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="repeat a submit safely: same key, same job")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends; exit 1 if it fails")] = False,
     as_json: JsonFlag = False,
@@ -182,6 +185,7 @@ def submit(
         valid_pct=valid_pct,
         seed=seed,
         notify_url=notify_url,
+        max_cost_usd=max_cost_usd,
     )
     job = state.client().submit(
         dataset, idempotency_key=idempotency_key, progress=True, console=state.console, **options
