@@ -27,12 +27,17 @@ from sqlalchemy.engine import Engine
 
 from core.leases import claim, unclaimed
 from core.store import (
+    batch_predictions_table,
     jobs_table,
     new_id,
     webhook_deliveries_table,
     webhook_secrets_table,
 )
 from core.store.base import TERMINAL
+
+ResourceKind = Literal["job", "batch"]
+# The resources a request can give a notify_url, and their tables.
+NOTIFYING: dict[ResourceKind, sa.Table] = {"job": jobs_table, "batch": batch_predictions_table}
 
 SIGNATURE_HEADER = "Trainyard-Signature"
 DELIVERY_HEADER = "Trainyard-Delivery"  # the delivery's id: the same on every try, so receivers can drop repeats
@@ -159,22 +164,24 @@ class Outbox:
             conn.execute(t.update().where(t.c.id == delivery_id, t.c.claimed_by == owner).values(**values))
             return int(conn.execute(sa.select(t.c.tries).where(t.c.id == delivery_id)).scalar_one())
 
-    def jobs_to_notify(self, since: datetime) -> list[dict[str, Any]]:
-        """Jobs with a `notify_url` that reached a terminal state since `since` and are owed no webhook for it yet.
+    def ended_to_notify(self, kind: ResourceKind, since: datetime) -> list[dict[str, Any]]:
+        """Resources of `kind` (jobs, batch runs) with a `notify_url` that reached a terminal state since `since`
+        and are owed no webhook for it yet.
 
-        Read from the store rather than told by whoever ended the job (the driver, the reconciler, a cancel):
-        every way a job ends is covered, by whichever API process looks first.
+        Read from the store rather than told by whoever ended them (the driver, the reconciler, a cancel): every
+        way a job or a run ends is covered, by whichever API process looks first. Both tables have the columns
+        read here (id, tenant, status, attempt, params, updated_at).
         """
-        j, d = jobs_table, webhook_deliveries_table
-        owed = sa.exists().where(d.c.resource_kind == "job", d.c.resource_id == j.c.id, d.c.attempt == j.c.attempt)
-        query = sa.select(j).where(
-            j.c.status.in_(TERMINAL),
-            j.c.updated_at >= since,
-            j.c.params["notify_url"].as_string().is_not(None),
+        r, d = NOTIFYING[kind], webhook_deliveries_table
+        owed = sa.exists().where(d.c.resource_kind == kind, d.c.resource_id == r.c.id, d.c.attempt == r.c.attempt)
+        query = sa.select(r).where(
+            r.c.status.in_(TERMINAL),
+            r.c.updated_at >= since,
+            r.c.params["notify_url"].as_string().is_not(None),
             ~owed,
         )
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query).all()]
+            return [dict(row._mapping) for row in conn.execute(query).all()]
 
 
 class WebhookSecrets:

@@ -12,14 +12,12 @@ after a restart. Each pass:
    next one with exponential backoff, up to `webhook_max_tries`. A 2xx is delivered; anything else, a refused
    connection or a timeout is retried; an address that is not allowed is not.
 
-Another resource that offers `notify_url` (a batch prediction run) uses the same three pieces:
+Batch prediction runs offer `notify_url` too, and are owed, sent and recorded the same way (`batch.succeeded`
+…, their tries as the run's events). Another resource that offers it needs: `admit_notify_url` in its POST
+route, its table in `core.webhooks.NOTIFYING`, what its body says (`DATA`) and where its events go
+(`event_writers`).
 
-    admit_notify_url(url, tenant, settings, store)      # in its POST route: 422 naming notify_url, or fine
-    Outbox(engine).enqueue(kind="batch", resource_id=run_id, attempt=1, tenant=tenant, url=url,
-                           status="succeeded", data={"kind": "batch", "id": run_id, ...})   # at its terminal state
-    Notifier(store, settings, event_writers={"batch": write_batch_event})   # service.main: its tries as its events
-
-The body is `{"id", "type": "<kind>.<status>", "created_at", "data"}`, signed and sent exactly like a job's.
+The body is `{"id", "type": "<kind>.<status>", "created_at", "data"}`, signed and sent the same for every kind.
 """
 
 from __future__ import annotations
@@ -38,13 +36,16 @@ import httpx
 from core.outbound import OutboundRefused, parse_networks, resolve
 from core.settings import Settings
 from core.store import JobStore
+from core.store.batch import BatchStore
 from core.webhooks import (
     DELIVERY_HEADER,
     EVENT_HEADER,
+    NOTIFYING,
     SIGNATURE_HEADER,
     Delivery,
     DeliveryState,
     Outbox,
+    ResourceKind,
     WebhookSecrets,
     sign,
 )
@@ -84,6 +85,30 @@ def job_data(job: dict[str, Any], public_url: str) -> dict[str, Any]:
     }
 
 
+def batch_data(run: dict[str, Any], public_url: str) -> dict[str, Any]:
+    """What a batch run's webhook says: where its results are, how many, and the URL to read the rest."""
+    finished = run.get("finished_at")
+    result = run.get("result") or {}
+    return {
+        "kind": "batch",
+        "id": run["id"],
+        "tenant": run.get("tenant"),
+        "model_id": run.get("model_id"),
+        "status": run["status"],
+        "attempt": run["attempt"],
+        "url": f"{public_url.rstrip('/')}/v1/batch-predictions/{run['id']}",
+        "finished_at": finished.isoformat() if isinstance(finished, datetime) else finished,
+        "output_uri": (run.get("params") or {}).get("output_uri"),
+        "rows": result.get("rows"),
+        "errors": result.get("errors"),
+        "accuracy": (run.get("scores") or {}).get("accuracy"),
+        "error": run.get("error"),
+    }
+
+
+DATA: dict[ResourceKind, Callable[[dict[str, Any], str], dict[str, Any]]] = {"job": job_data, "batch": batch_data}
+
+
 class Notifier:
     def __init__(self, store: JobStore, settings: Settings, event_writers: dict[str, EventWriter] | None = None):
         self.outbox = Outbox(store.engine)
@@ -93,6 +118,7 @@ class Notifier:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.event_writers: dict[str, EventWriter] = {
             "job": store.record_event,
+            "batch": BatchStore(store).record_event,
             **(event_writers or {}),
         }
         self.passes = 0  # finished passes: tests wait on it instead of sleeping
@@ -112,7 +138,7 @@ class Notifier:
 
     async def run_once(self) -> int:
         """One pass: owe what ended, send what is due. Returns how many tries were made."""
-        await asyncio.to_thread(self._owe_finished_jobs)
+        await asyncio.to_thread(self._owe_finished)
         due = await asyncio.to_thread(self.outbox.claim_due, self.owner, self.settings.webhook_lease_s)
         await asyncio.gather(*(self._send(d) for d in due))
         self.passes += 1
@@ -121,18 +147,19 @@ class Notifier:
     async def close(self) -> None:
         await self._http.aclose()
 
-    def _owe_finished_jobs(self) -> None:
+    def _owe_finished(self) -> None:
         started = datetime.now(UTC)
-        for job in self.outbox.jobs_to_notify(self._since):
-            self.outbox.enqueue(
-                kind="job",
-                resource_id=job["id"],
-                attempt=job["attempt"],
-                tenant=job["tenant"],
-                url=job["params"]["notify_url"],
-                status=job["status"],
-                data=job_data(job, self.settings.public_url),
-            )
+        for kind in NOTIFYING:
+            for ended in self.outbox.ended_to_notify(kind, self._since):
+                self.outbox.enqueue(
+                    kind=kind,
+                    resource_id=ended["id"],
+                    attempt=ended["attempt"],
+                    tenant=ended["tenant"],
+                    url=ended["params"]["notify_url"],
+                    status=ended["status"],
+                    data=DATA[kind](ended, self.settings.public_url),
+                )
         self._since = started - CLOCK_MARGIN
 
     async def _send(self, delivery: Delivery) -> None:

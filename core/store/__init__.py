@@ -26,6 +26,7 @@ from core.store.records import (
 from core.store.spending import COST_CAP_REACHED, Spending, spent_usd
 from core.store.tables import (
     api_keys_table,
+    batch_predictions_table,
     epochs_table,
     events_table,
     jobs_table,
@@ -57,6 +58,7 @@ __all__ = [
     "ResultField",
     "Spending",
     "api_keys_table",
+    "batch_predictions_table",
     "epochs_table",
     "events_table",
     "jobs_table",

@@ -245,6 +245,12 @@ class BatchStore:
             self._event(conn, run_id, kind, message, data)
         return True
 
+    def record_event(self, run_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        """Log an event whatever the run's status: what the service does for a run after it ended (its webhook)
+        belongs to its log too."""
+        with self._tx() as conn:
+            self._event(conn, run_id, kind, message, data)
+
     def events(self, run_id: str, after: int = 0) -> list[EventRecord]:
         query = (
             sa.select(batch_events_table)

@@ -29,6 +29,7 @@ from service.deps import BatchStoreDep, LauncherDep, S3Dep, SettingsDep, StoreDe
 from service.errors import ApiError, error_responses
 from service.launcher import Launcher, LauncherUnavailable, RayJobState, ray_submission_id
 from service.model_refs import resolve_model
+from service.notify import admit_notify_url
 from service.schemas import EventList
 from service.sse import EVENTS_RESPONSES, After, LastEventId, Stream, events_answer
 from service.submission import submit_if_claimed
@@ -106,6 +107,7 @@ def _store_new_run(
 ) -> BatchRecord:
     model = resolve_model(store, ref, principal)
     check_uri_access(params.input_uri, "input_uri", principal, settings, tenancy)
+    admit_notify_url(str(params.notify_url) if params.notify_url else None, principal.tenant, settings, store)
     run_id = BatchStore.new_id()
     if params.output_uri is not None:
         check_uri_access(params.output_uri, "output_uri", principal, settings, tenancy)

@@ -25,13 +25,16 @@ from core.migrate import migrate
 from core.settings import get_settings
 from core.spec import Phase
 from core.store import JobStore, ModelRecord
+from core.store.batch import BatchStore
 from core.tenancy import Tenancy
 from core.webhooks import Outbox, WebhookSecrets
 from service.admin import app as admin_app
+from service.launcher import RayJobState
 from service.main import create_app
 from service.notify import Notifier
 from tests.utils.api_server import Api, ApiFactory, FakeLauncher, listening_socket, make_settings, serve
 from tests.utils.jobs import poll
+from tests.utils.models import deployed_job
 from tests.utils.webhook_receiver import Received, WebhookReceiver
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
@@ -304,3 +307,46 @@ def test_the_admin_command_hands_out_and_rotates_the_secret_that_signs(
         assert bad.exit_code == 2 and "is not valid" in bad.stderr
     finally:
         get_settings.cache_clear()
+
+
+def test_a_batch_run_notifies_like_a_job(make_api: ApiFactory, receiver: WebhookReceiver) -> None:
+    """A batch prediction run with a notify_url: refused into the service's own networks at submit, and once
+    allowed, one signed `batch.<status>` webhook per attempt's end, its tries in the run's events."""
+    refused_api = make_api(launcher=FakeLauncher())
+    model_id = deployed_job(refused_api.store).id
+    body = {"input_uri": "s3://photos/incoming", "notify_url": "http://127.0.0.1:9/hook"}
+    refused = refused_api.http.post(f"/v1/models/{model_id}/batch-predictions", json=body)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["field"]) == ("notify_url_not_allowed", "notify_url")
+
+    launcher, apps = FakeLauncher(), list[FastAPI]()
+    api = make_api(launcher=launcher, app_hook=apps.append, **ALLOW_LOOPBACK)
+    notifier = apps[0].state.notifier
+    model_id = deployed_job(api.store).id
+    body["notify_url"] = f"{receiver.url}/hooks/batch"
+    run = api.http.post(f"/v1/models/{model_id}/batch-predictions", json=body).json()
+    runs = BatchStore(api.store)
+    assert runs.fail(run["id"], "driver_died", "the driver process died during predicting")
+    (request,) = receiver.wait_for(1)
+    launcher.states[run["id"]] = RayJobState.failed  # its driver is gone
+    retried = api.http.post(f"/v1/batch-predictions/{run['id']}/retry")
+    assert retried.status_code == 202, retried.text
+    assert runs.succeed(run["id"], None, {"rows": 12, "errors": 1, "shards": 1})
+    _, second = receiver.wait_for(2)
+    more_passes(notifier)
+    assert len(receiver.requests) == 2
+
+    secret = WebhookSecrets(api.store.engine).get("admin")
+    assert secret is not None
+    for got, status, attempt in ((request, "failed", 1), (second, "succeeded", 2)):
+        assert docs_verify()(secret, got.body, got.headers["trainyard-signature"])
+        sent = json.loads(got.body)
+        assert sent["type"] == got.headers["trainyard-event"] == f"batch.{status}"
+        assert (sent["data"]["kind"], sent["data"]["id"], sent["data"]["attempt"]) == ("batch", run["id"], attempt)
+        assert sent["data"]["url"].endswith(f"/v1/batch-predictions/{run['id']}")
+        assert sent["data"]["output_uri"] == run["params"]["output_uri"]
+    assert json.loads(request.body)["data"]["error"]["code"] == "driver_died"
+    assert json.loads(second.body)["data"]["rows"] == 12
+    logged = api.http.get(f"/v1/batch-predictions/{run['id']}/events").json()["events"]
+    assert [e["data"]["event"] for e in logged if e["kind"] == "webhook"] == ["batch.failed", "batch.succeeded"]
