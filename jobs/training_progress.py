@@ -59,13 +59,7 @@ class TrainingProgress(UserCallback):
         if checkpoint is not None:
             self._checkpointed_epoch = int(lead["epoch"])
         if lead.get("trial"):
-            verdict = "pays: training goes on" if lead["pays"] else "does not pay: the job keeps the head-only model"
-            self.store.add_event(
-                self.job_id,
-                "unfreeze_trial",
-                f"unfrozen trial ({lead['steps']} steps) validation loss {lead['valid_loss']:.4f}: {verdict}",
-                {k: lead[k] for k in ("pays", "steps", "valid_loss", "accuracy")},
-            )
+            self._trial_event(lead)
             return
         row = {
             "epoch": lead["epoch"],
@@ -97,6 +91,8 @@ class TrainingProgress(UserCallback):
             )
         self.store.set_progress(self.job_id, phase_progress(Phase.training, lead["epoch"] / self.total_epochs))
         self.store.add_event(self.job_id, "epoch", f"epoch {lead['epoch']} accuracy {lead['accuracy']:.4f}", row)
+        if verdict := lead.get("trial_verdict"):  # a trial as long as the first epoch: judged at its end
+            self._trial_event(lead | verdict)
         if extend := lead.get("extend"):
             self.store.add_event(
                 self.job_id,
@@ -111,3 +107,12 @@ class TrainingProgress(UserCallback):
             self.store.add_event(
                 self.job_id, "early_stop", f"unfrozen training stopped: {lead['stop_reason']}", {"epoch": lead["epoch"]}
             )
+
+    def _trial_event(self, trial: dict[str, Any]) -> None:
+        verdict = "pays: training goes on" if trial["pays"] else "does not pay: the job keeps the head-only model"
+        self.store.add_event(
+            self.job_id,
+            "unfreeze_trial",
+            f"unfrozen trial ({trial['steps']} steps) validation loss {trial['valid_loss']:.4f}: {verdict}",
+            {k: trial[k] for k in ("pays", "steps", "valid_loss", "accuracy")},
+        )

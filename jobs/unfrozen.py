@@ -290,6 +290,8 @@ def run_unfrozen(
         stop_reason = None
         if cfg.patience is not None:
             improved = stopping.improved(metrics["valid_loss"])
+            if epoch == 1 and trial_at == steps_per_epoch:  # the trial was this whole epoch: its verdict
+                metrics["trial_verdict"] = {"pays": improved, "steps": steps_per_epoch}
             if epoch == 1 and trial_at == steps_per_epoch and not improved:
                 stop_reason = "unfreezing did not lower the validation loss below the head-only model's"
             elif epoch >= cfg.epochs and epoch < cfg.last_epoch:
