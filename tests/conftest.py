@@ -42,8 +42,11 @@ RAY_FIXTURES = frozenset({"ray_stack", "api_stack", "stack_api", "finished_job"}
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if RAY_FIXTURES & fixtures:
             item.add_marker(pytest.mark.e2e)
+        if "mlflow_server" in fixtures:  # its own environment: minutes to make the first time (scripts/test)
+            item.add_marker(pytest.mark.slow)
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: scripts/test runs two
         # The end-to-end modules first, so the long ones start at once and the many short ones fill the end of
         # the run on whichever worker is free (scripts/test keeps this order: --no-loadscope-reorder). Stable,
