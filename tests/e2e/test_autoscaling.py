@@ -147,13 +147,16 @@ def test_the_cost_prices_the_work_and_the_scale_up_it_caused(run: dict[str, Any]
     for item in cost["usage"]:
         assert item["node_type"] == "cpu" and item["estimated_usd"] > 0
         assert item["usd_per_hour"] == pytest.approx(0.384 * item["cpus"] / 2, abs=1e-6)
-    [node] = cost["overhead"]["nodes"]
-    assert node["node_type"] == "cpu" and node["usd_per_hour"] == 0.384
-    assert 0 < node["boot_seconds"] < 120  # from the job's wait to the node joining Ray
-    assert IDLE_TIMEOUT_S / 2 < node["idle_seconds"] < 120  # the autoscaler's idle timeout, and its polling
-    assert node["estimated_usd"] == pytest.approx(
-        0.384 * (node["boot_seconds"] + node["idle_seconds"]) / 3600, abs=1e-7
-    )
+    # One cpu node, or more when a gap between the job's stages outlasted the 6 s idle timeout and the
+    # autoscaler released the node and started another for the next stage: each is the job's overhead.
+    nodes = cost["overhead"]["nodes"]
+    assert nodes and all(n["node_type"] == "cpu" and n["usd_per_hour"] == 0.384 for n in nodes), nodes
+    assert all(0 <= n["boot_seconds"] < 120 for n in nodes) and nodes[0]["boot_seconds"] > 0  # wait -> joined
+    assert IDLE_TIMEOUT_S / 2 < nodes[-1]["idle_seconds"] < 120  # the autoscaler's idle timeout, and its polling
+    for node in nodes:
+        assert node["estimated_usd"] == pytest.approx(
+            0.384 * (node["boot_seconds"] + node["idle_seconds"]) / 3600, abs=1e-7
+        )
     assert cost["total_usd"] == pytest.approx(cost["estimated_usd"] + cost["overhead"]["estimated_usd"], abs=1e-5)
     [story] = [e for e in run["events"] if e["kind"] == "overhead"]
     assert "boot" in story["message"] and "idle" in story["message"]

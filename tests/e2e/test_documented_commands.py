@@ -29,7 +29,14 @@ from PIL import Image
 from core.store import JobStore
 from infra.local.sample_data import make_shapes
 from infra.local.stack import LocalStack
-from tests.utils.doc_commands import DocCommand, documented_commands, python_snippets, report_commands, run_command
+from tests.utils.doc_commands import (
+    NOT_RUN,
+    DocCommand,
+    documented_commands,
+    python_snippets,
+    report_commands,
+    run_command,
+)
 from tests.utils.models import publish_version
 
 pytestmark = pytest.mark.e2e
@@ -38,10 +45,6 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", REPO / "docs" / "api.md"]
 # Every script in examples/ with the arguments that take it to its success path.
 EXAMPLES = {"train_local_folder.py": ["my-photos"]}
-# Documented lines this test does not run, each with its reason.
-NOT_RUN = {
-    "trainyard down": "stops the stack every other line needs; tests/infra/test_local_stack.py covers `down`",
-}
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,13 @@ def workdir(live: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("cat.jpg", "dog.jpg", "image.jpg"):
         shape = sorted((root / "my-photos" / "valid").rglob("*.png"))[len(name) % 3]
         Image.open(shape).convert("RGB").save(root / name, format="JPEG")
+    # The batch lines: `./photos` (more than a handful: it runs as a batch) and s3://my-bucket/incoming/.
+    (root / "photos").mkdir()
+    s3 = live.s3_client()
+    s3.create_bucket(Bucket="my-bucket")
+    for i, shape in enumerate(sorted((root / "my-photos" / "train").rglob("*.png"))[:10]):
+        Image.open(shape).convert("RGB").save(root / "photos" / f"{i}.jpg", format="JPEG")
+        s3.upload_file(str(root / "photos" / f"{i}.jpg"), "my-bucket", f"incoming/{i}.jpg")
     return root
 
 
@@ -132,7 +142,7 @@ def test_every_documented_command_works_as_written(
     s3 = live.s3_client()
     # What the versions lines act on: `pets` with two versions, and a version of its own to undeploy.
     for answer in ("cat", "dog"):
-        publish_version(s3, store, "pets", ["cat", "dog"], answer)
+        publish_version(s3, store, "pets", ["cat", "dog"], answer, exports=True)
     disposable = publish_version(s3, store, "disposable", ["cat", "dog"], "cat")
     openapi = httpx.get(f"{env['TRAINYARD_URL']}/openapi.json").json()
 

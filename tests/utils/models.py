@@ -26,8 +26,11 @@ def deployed_job(store: JobStore, name: str | None = "pets", tenant: str = "admi
     return model
 
 
-def publish_version(s3: Any, store: JobStore, name: str, classes: list[str], answer: str) -> ModelRecord:
-    """A job of `name` that deployed a model always answering `answer`: artifact, pointer and store row.
+def publish_version(
+    s3: Any, store: JobStore, name: str, classes: list[str], answer: str, exports: bool = False
+) -> ModelRecord:
+    """A job of `name` that deployed a model always answering `answer`: artifact, pointer and store row (and with
+    `exports`, its TorchScript, ONNX and state-dict files, as a job's driver writes them after success).
 
     An untrained EfficientNet-Lite0 (32 px) whose head is zeroed and given a bias, so it answers `answer` with
     probability ~1 whatever the image: versions that disagree make an alias move visible in the next answer.
@@ -53,6 +56,12 @@ def publish_version(s3: Any, store: JobStore, name: str, classes: list[str], ans
         linear.bias[classes.index(answer)] = 10.0
     uri = publish_model(s3, settings, job.id, model, "efficientnet_lite0", classes, 32, {"accuracy": 0.5})
     write_pointer(s3, settings, ModelPointer(model_id=model_id, artifact_uri=uri))
+    if exports:
+        from core.artifact import artifact_meta
+        from jobs.export import publish_exports
+
+        meta = artifact_meta(job.id, "efficientnet_lite0", classes, 32, {"accuracy": 0.5})
+        assert not publish_exports(s3, uri, model, meta).manifest.errors
     record = ModelRecord(
         id=model_id,
         job_id=job.id,
