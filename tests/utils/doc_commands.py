@@ -32,6 +32,14 @@ NOT_RUN = {
     "trainyard batch-predictions retry <run id>": "needs a cancelled run whose driver has stopped; "
     "tests/e2e/test_batch_cluster.py retries one (kept shards skipped), tests/trainyard/test_batch_cli.py this command",
 }
+# Python snippets that are parts of one program or need a counterpart (a marker each holds, and the test that runs
+# them as such); every other snippet runs on its own and prints an answer.
+SNIPPETS_RUN_ELSEWHERE = {
+    "def preprocess(": "tests/e2e/test_integrations.py runs README's export snippets as one program, without Trainyard",
+    "torch.jit.load(": "the TorchScript part of that program",
+    "onnxruntime.InferenceSession(": "the ONNX part of that program",
+    "def verify(": "tests/service/test_webhooks.py checks real webhooks' signatures with docs/api.md's snippet",
+}
 
 
 @dataclass(frozen=True)
