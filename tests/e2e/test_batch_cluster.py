@@ -148,7 +148,11 @@ def test_one_row_per_image_with_an_error_for_each_file_that_does_not_decode(
     assert (run["result"]["rows"], run["result"]["errors"]) == (IMAGES, len(BROKEN))
     assert run["result"]["shards"] == math.ceil(IMAGES / run["plan"]["shard_size"]) > 1
     assert sum(map(sum, run["scores"]["confusion_matrix"])) == PER_CLASS * len(SHAPES)
-    assert run["result"]["timing"]["nodes"] == [workers[0].node_id], "one node: the only one when it was sized"
+    # Sized for the one node there was: one actor. It runs on whichever node has a free CPU when it is placed,
+    # which can be the second one, joining meanwhile (the first node's CPU busy with Ray Data's read tasks).
+    assert run["result"]["timing"]["actors"] == 1, run["result"]["timing"]
+    assert len(run["result"]["timing"]["nodes"]) == 1, "one actor, one node"
+    assert run["result"]["timing"]["nodes"][0] in {w.node_id for w in workers}
     assert {u["node_id"] for u in run["cost"]["usage"]} == {workers[0].node_id} and run["cost"]["cpu_seconds"] > 0
     output = S3Location.parse(run["params"]["output_uri"])
     manifest = read_manifest(stack.s3_client(), output)
