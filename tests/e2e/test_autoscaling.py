@@ -60,11 +60,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield local
 
 
-def _cpu_nodes(stack: LocalStack) -> list[str]:
+def _cpu_nodes(stack: LocalStack, alive: bool = True) -> list[str]:
+    """The cpu-type nodes Ray lists: alive ones, or (alive=False) every one it has seen, released ones included."""
     return [
         n["node_id"]
         for n in stack.ray_nodes()
-        if n["state"] == "ALIVE" and n["resources_total"].get("CPU") and not n["resources_total"].get("GPU")
+        if (n["state"] == "ALIVE" or not alive)
+        and n["resources_total"].get("CPU")
+        and not n["resources_total"].get("GPU")
     ]
 
 
@@ -108,6 +111,9 @@ def run(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str
             return cost if (cost.get("overhead") or {}).get("settled") else None
 
         seen["cost"] = poll(settled, 60, "the job's scale-up overhead settled")
+        # A node can live between two of the loop's looks (a short stage on a busy machine): Ray's list of every
+        # node it has seen, released ones included, has them all.
+        seen["cpu_nodes"] |= set(_cpu_nodes(stack, alive=False))
         seen["events"] = api.get(f"/v1/jobs/{job_id}/events").json()["events"]
     return seen
 
