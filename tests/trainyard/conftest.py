@@ -49,11 +49,16 @@ def live_api(tmp_path: Path, client_env: Path, monkeypatch: pytest.MonkeyPatch) 
         closed.bind(("127.0.0.1", 0))  # Ray, Serve and S3 "live" here: bound, never listening
         sock = listening_socket()
         public_url = "http://{}:{}".format(*sock.getsockname())
-        # S3 too, or the model routes' object checks would try AWS's own endpoint, which offline costs boto3's
-        # retries (~30 s a listing); a refused connection answers at once.
+        # S3 too, or the model routes' object checks would try AWS's own endpoint. One attempt: a refused
+        # connection answers at once, but boto3's default eight attempts back off for ~7 s per object check
+        # whenever this process holds credentials (any earlier test that started the session's stack).
         nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"
         settings = make_settings(
-            tmp_path / "api", closed.getsockname()[1], public_url=public_url, s3_endpoint_url=nowhere
+            tmp_path / "api",
+            closed.getsockname()[1],
+            public_url=public_url,
+            s3_endpoint_url=nowhere,
+            s3_max_attempts=1,
         )
         migrate(settings.resolved_database_url)
         store = JobStore.from_url(settings.resolved_database_url)
