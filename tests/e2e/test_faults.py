@@ -38,7 +38,7 @@ from core.store import EventRecord, JobStore
 from infra.local.sample_data import make_shapes, upload_folder
 from infra.local.stack import LocalStack
 from tests.utils.jobs import poll, store_of, submit, wait_event, wait_job, wait_phase
-from tests.utils.ray_state import alive_actors, held_resources, ray_job_status, ray_jobs_for
+from tests.utils.ray_state import actor_pids, alive_actors, held_resources, ray_job_status, ray_jobs_for
 from tests.utils.stack import own_stack
 
 # Generous limits: on a 2-core machine shared with other test runs a job takes minutes instead of one.
@@ -105,7 +105,7 @@ def _epoch_reported(epoch: int) -> Any:
 
 
 def _kill_a_train_worker(stack: LocalStack) -> int:
-    pid = poll(lambda: [a["pid"] for a in alive_actors(stack, TRAIN_WORKER)] or None, 120, "a Ray Train worker")[-1]
+    pid = poll(lambda: actor_pids(stack, TRAIN_WORKER) or None, 120, "a Ray Train worker")[-1]
     os.kill(pid, signal.SIGKILL)
     return int(pid)
 
