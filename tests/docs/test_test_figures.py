@@ -70,6 +70,8 @@ def test_a_passing_whole_run_writes_its_summary_and_its_readme_line(tmp_path: Pa
     assert summary["outcomes"] == {"passed": 2} and summary["run"] == "whole"
     assert [s["nodeid"].split("::")[1] for s in summary["slowest"]] == ["test_slow", "test_fast"]
     assert summary["slowest"][0]["seconds"] >= 0.3
+    assert [m["module"] for m in summary["modules"]] == ["test_tiny.py"]
+    assert summary["modules"][0]["seconds"] >= summary["slowest"][0]["seconds"]
     assert "test_slow" in (tmp_path / "build" / "test-summary.md").read_text()
     (line,) = _block(readme.read_text())
     assert line.startswith("- `scripts/test`: 2 tests passed in ") and LINE.match(line)

@@ -1,4 +1,4 @@
-"""The suite's own figures: how many tests ran, how long the run took, and its 15 slowest items.
+"""The suite's own figures: how many tests ran, how long the run took, its 15 slowest items and modules.
 
 A pytest plugin (loaded by tests/conftest.py). With `--summary-dir DIR` every run writes DIR/test-summary.json
 and DIR/test-summary.md; `scripts/test` passes `--summary-dir=build` and `--summary-run=whole|quick|selection`.
@@ -38,6 +38,8 @@ class Summary:
     outcomes: dict[str, int]
     cpus: int
     slowest: list[dict[str, Any]] = field(default_factory=list)
+    # Each module's items added up: where a module's shared stack and jobs are paid, whichever test pays them.
+    modules: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -83,6 +85,7 @@ def update_block(text: str, summary: Summary) -> str:
 
 def markdown(summary: Summary) -> str:
     rows = [f"| {minutes(s['seconds'])} | `{s['nodeid']}` |" for s in summary.slowest]
+    module_rows = [f"| {minutes(m['seconds'])} | `{m['module']}` |" for m in summary.modules]
     return "\n".join(
         [
             f"# Test run ({summary.run}), {summary.started_at}",
@@ -96,6 +99,12 @@ def markdown(summary: Summary) -> str:
             "| time | item |",
             "|---|---|",
             *rows,
+            "",
+            f"The {len(module_rows)} slowest modules (their items added up; xdist runs two at once):",
+            "",
+            "| time | module |",
+            "|---|---|",
+            *module_rows,
             "",
         ]
     )
@@ -119,6 +128,10 @@ class SummaryPlugin:
 
     def summary(self) -> Summary:
         slowest = sorted(self.seconds.items(), key=lambda item: -item[1])[:SLOWEST]
+        per_module: defaultdict[str, float] = defaultdict(float)
+        for nodeid, seconds in self.seconds.items():
+            per_module[nodeid.split("::")[0]] += seconds
+        modules = sorted(per_module.items(), key=lambda item: -item[1])[:SLOWEST]
         return Summary(
             run=self.run,
             started_at=self.started_at,
@@ -126,6 +139,7 @@ class SummaryPlugin:
             outcomes=dict(Counter(self.outcomes.values())),
             cpus=os.cpu_count() or 1,
             slowest=[{"nodeid": nodeid, "seconds": round(seconds, 1)} for nodeid, seconds in slowest],
+            modules=[{"module": module, "seconds": round(seconds, 1)} for module, seconds in modules],
         )
 
     @pytest.hookimpl(trylast=True)
