@@ -43,6 +43,30 @@ def _route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
+class _UnroutedTemplates:
+    """Route templates of requests answered before routing (429s), by method and path.
+
+    Matching a path against every route costs more than the rest of a refusal together, and a key over its limit
+    sends the same few paths again and again; bounded, so paths made up to miss cost what they cost before.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], str] = {}
+
+    def __call__(self, scope: Scope) -> str:
+        if scope.get("route") is not None:
+            return _route_template(scope)
+        at = (scope["method"], scope["path"])
+        template = self._known.get(at)
+        if template is None:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            template = self._known[at] = _route_template(scope)
+        return template
+
+
 def _matching(routes: Iterable[Any], scope: Scope) -> Any:
     for route in routes:
         nested = getattr(route, "original_router", None)  # FastAPI includes routers lazily
@@ -56,6 +80,7 @@ class RequestMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._template = _UnroutedTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,4 +114,4 @@ class RequestMiddleware:
                 await response(scope, receive, send_with_id)
             status = 500
         finally:
-            self.metrics.observe_request(scope["method"], _route_template(scope), status, time.perf_counter() - began)
+            self.metrics.observe_request(scope["method"], self._template(scope), status, time.perf_counter() - began)

@@ -17,6 +17,7 @@ from service.deps import HttpClientDep, MetricsDep, S3Dep, SettingsDep, StoreDep
 from service.errors import error_responses
 from service.metrics import Metrics
 from service.model_refs import resolve_model
+from service.rate_limit import end_turn
 from service.schemas import BatchPredictionList, PredictionList
 from service.serve_forwarding import ServeCall
 from service.upload import read_image, read_images_form
@@ -114,6 +115,7 @@ OptionsDep = Annotated[Options, Depends(_options)]
 async def predict(model_id: str, request: Request, serve: ForwarderDep, options: OptionsDep) -> Response:
     model = await serve.model(model_id)
     image, content_type = await read_image(request, serve.settings.max_image_bytes)
+    end_turn(request.scope)  # waiting on the model server is no work of this process
     return await serve.send(model, "predict", "/classify", options, image, content_type)
 
 
@@ -128,4 +130,5 @@ async def predict_batch(model_id: str, request: Request, serve: ForwarderDep, op
     model = await serve.model(model_id)
     settings = serve.settings
     form, content_type = await read_images_form(request, settings.max_image_bytes, settings.max_batch_images)
+    end_turn(request.scope)  # waiting on the model server is no work of this process
     return await serve.send(model, "predict:batch", "/classify/batch", options, form, content_type)

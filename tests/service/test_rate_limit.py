@@ -48,6 +48,11 @@ def test_a_key_past_its_burst_gets_429_with_retry_after_naming_the_limit(api: Ap
     assert (error["code"], error["field"]) == ("rate_limited", "Authorization")
     assert error["limit"] == {"per_second": 0.5, "burst": 3, "scope": "per API key, per API process"}
     assert "0.5 requests/s (burst 3)" in error["message"] and "tenants set" in error["message"]
+    # Refusals are rendered once and answered many times: each still carries its own request id, and only one.
+    again = a1.get("/v1/jobs")
+    assert again.status_code == 429 and again.json()["error"]["limit"] == error["limit"]
+    ids = [r.headers.get_list("X-Request-ID") for r in (refused, again)]
+    assert [len(i) for i in ids] == [1, 1] and ids[0] != ids[1], ids
     # Per key: another key of the same tenant, and the API's admin key, are not held back by it.
     assert [r.status_code for r in _burst(a2, 3)] == [200, 200, 200]
     assert {r.status_code for r in _burst(api.http, 10)} == {200}
@@ -55,7 +60,7 @@ def test_a_key_past_its_burst_gets_429_with_retry_after_naming_the_limit(api: Ap
     assert api.client("ty_unknown").get("/v1/jobs").status_code == 401
     # The 429s are counted like every answer.
     counted = [line for line in api.http.get("/metrics").text.splitlines() if 'status="429"' in line]
-    assert 'trainyard_http_requests_total{method="GET",route="/v1/jobs",status="429"} 1.0' in counted, counted
+    assert 'trainyard_http_requests_total{method="GET",route="/v1/jobs",status="429"} 2.0' in counted, counted
 
 
 def test_each_tenants_limit_is_its_own_and_set_by_the_admin_command(api: Api) -> None:
@@ -109,27 +114,68 @@ class HeldServe:
         )
 
 
-def test_a_keys_admitted_burst_is_worked_on_a_few_at_a_time(make_api: ApiFactory) -> None:
+class HeldWork:
+    """A route of the API's own (`/v1/held?n=NAME`) whose requests each hold a thread of its pool until their own
+    gate opens: work of the API process, as a status read or a submission is. Records the order they start in."""
+
+    def __init__(self) -> None:
+        self.gates: dict[str, threading.Event] = {}
+        self.started: list[str] = []
+        self.lock = threading.Lock()
+
+    def gate(self, name: str) -> threading.Event:
+        with self.lock:
+            return self.gates.setdefault(name, threading.Event())
+
+    def add_to(self, app: FastAPI) -> None:
+        def held(n: str) -> dict[str, str]:  # sync: FastAPI runs it in its thread pool, like the real routes
+            with self.lock:
+                self.started.append(n)
+            self.gate(n).wait(30)
+            return {"n": n}
+
+        app.add_api_route("/v1/held", held)
+
+
+def test_a_keys_burst_is_worked_on_one_at_a_time_behind_other_keys_requests(make_api: ApiFactory) -> None:
+    work = HeldWork()
+    api = make_api(app_hook=work.add_to, rate_limit_per_s=100, rate_limit_burst=100, rate_limit_in_flight=1)
+    busy, other = api.tenant_client("team-a"), api.tenant_client("team-b")
+    busy.get("/v1/me")  # a key's first request makes its bucket (and so its turns)
+    other.get("/v1/me")
+    with ThreadPoolExecutor(6) as pool:
+        burst = {n: pool.submit(busy.get, "/v1/held", params={"n": n}) for n in ("b1", "b2", "b3")}
+        wait_for(lambda: len(work.started) == 1, "the burst's first request at work")
+        time.sleep(0.5)  # the rest of the burst would have started by now, were it let through
+        assert len(work.started) == 1, work.started
+        late = pool.submit(other.get, "/v1/held", params={"n": "o1"})
+        wait_for(lambda: "o1" in work.started, "the other key's request beside it")  # not behind the burst
+        # The burst's next request, free to go as far as its own key is concerned, lets o1 finish first ...
+        work.gate(work.started[0]).set()
+        time.sleep(0.3)
+        assert len(work.started) == 2, f"the burst went on beside another key's request: {work.started}"
+        # ... but for `DEFER_MAX_S` at most: other keys' work never starves it.
+        wait_for(lambda: len(work.started) == 3, "the burst's next request after the bounded wait", timeout=10)
+        for name in ("b1", "b2", "b3", "o1"):
+            work.gate(name).set()
+        assert [f.result().status_code for f in (*burst.values(), late)] == [200] * 4
+    assert sorted(work.started) == ["b1", "b2", "b3", "o1"]  # each request worked on once
+
+
+def test_predictions_waiting_on_the_model_server_hold_no_turn(make_api: ApiFactory) -> None:
     held = HeldServe()
     with serve(held.app) as serve_url:
-        api = make_api(serve_url=serve_url, rate_limit_per_s=100, rate_limit_burst=100, rate_limit_in_flight=2)
-        mine, theirs = (deployed_job(api.store, "pets", tenant=t).id for t in ("team-a", "team-b"))
-        busy, other = api.tenant_client("team-a"), api.tenant_client("team-b")
-        busy.get("/v1/me")  # the key's first request makes its bucket (and so its turns)
-        other.get("/v1/me")
-        with ThreadPoolExecutor(6) as pool:
-            burst = [pool.submit(busy.post, f"/v1/models/{mine}/predict", content=IMAGE) for _ in range(5)]
-            wait_for(lambda: held.holding == 2 or any(f.done() for f in burst), "two of the burst at the model server")
-            assert not any(f.done() for f in burst), [f.result().text for f in burst if f.done()]
-            time.sleep(0.5)  # a third of the burst would have arrived by now, were it let through
-            assert held.holding == 2
-            late = pool.submit(other.post, f"/v1/models/{theirs}/predict", content=IMAGE)
-            wait_for(lambda: held.holding == 3, "the other key's request beside them")  # not behind the burst
-            assert held.most == 3
+        api = make_api(serve_url=serve_url, rate_limit_per_s=100, rate_limit_burst=100, rate_limit_in_flight=1)
+        model = deployed_job(api.store, "pets", tenant="team-a").id
+        client = api.tenant_client("team-a")
+        client.get("/v1/me")
+        with ThreadPoolExecutor(4) as pool:
+            burst = [pool.submit(client.post, f"/v1/models/{model}/predict", content=IMAGE) for _ in range(4)]
+            # All four at the model server at once (where Serve batches them), one turn notwithstanding.
+            wait_for(lambda: held.holding == 4 or any(f.done() for f in burst), "the key's predictions at the server")
+            assert held.holding == 4, [f.result().text for f in burst if f.done()]
             held.gate.set()
-            assert [f.result().status_code for f in burst] == [200] * 5
-            assert late.result().status_code == 200
-    assert held.most == 3  # the burst never held more than its two turns
+            assert [f.result().status_code for f in burst] == [200] * 4
 
 
 def wait_for(check: Any, what: str, timeout: float = 20) -> None:
