@@ -160,8 +160,10 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(default=50.0, ge=0)
     rate_limit_burst: int = Field(default=100, ge=1)
     # Requests of one limited key worked on at once by one API process; the rest of a burst waits its turn, so
-    # other keys never queue behind a whole burst. 4 predictions in flight at ~50 ms each still exceed 50/s.
-    rate_limit_in_flight: int = Field(default=4, ge=1)
+    # other keys never queue behind a whole burst. One: on two cores each more of a burst's requests at work
+    # beside another key's adds to that one's latency (benchmarks/rate_limit.py). A prediction's turn ends when
+    # it is sent to Serve, so one turn still lets a key's concurrent predictions all reach the replica's batch.
+    rate_limit_in_flight: int = Field(default=1, ge=1)
     # The s3://bucket/prefix every tenant's keys may train on, besides their own uploads and their tenant's
     # own list (JSON list). Empty by default: a tenant's key reads only what is its own; admin keys read any
     # location (service.dataset_access).
