@@ -435,7 +435,10 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
     with learn.no_bar(), learn.no_logging():
         learn.fine_tune(args.fastai_epochs, base_lr=lr, cbs=[timer])
     fine_tune_seconds = time.monotonic() - t0
-    final_accuracy = float(learn.recorder.values[-1][2])
+    # Read before the predictions: predict and get_preds enter the learner as a fit does, and the recorder's
+    # before_fit and after_epoch leave one [valid_loss, accuracy] row. fine_tune's: [train_loss, valid_loss, accuracy].
+    epochs = [list(map(float, v)) for v in learn.recorder.values]
+    final_accuracy = epochs[-1][2]
     valid_images = len(dls.valid_ds)
     latencies = []
     for path in list(dls.valid_ds.items)[:20]:
@@ -462,7 +465,7 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
         lr=lr,
         serving_p50_ms=round(sorted(latencies)[len(latencies) // 2] * 1000, 1),
         serving_images_per_second=round(preds_rate, 1),
-        extra={"epochs": [list(map(float, v)) for v in learn.recorder.values]},
+        extra={"epochs": epochs},
     )
 
 
