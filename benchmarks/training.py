@@ -13,6 +13,10 @@ malloc settings (core/runtime_env.py: they decide CPU speed for every PyTorch pr
       then alone, so Ray Train's own cost and the stack's show apart;
   (c) fastai: `lr_find()` then `fine_tune(3, base_lr=valley)`, as the lesson does (`--fastai-epochs`).
 Each system runs in a child process of its own (glibc reads MALLOC_* at start-up; memory is returned).
+`--arch` is repeatable: one Trainyard row per backbone, each a first job on one stack, beside the same peers:
+
+    .venv/bin/python -m benchmarks.training ../shared/datasets/flowers-5 --only trainyard --only fastai \
+        --arch efficientnet_lite0 --arch efficientnet_lite1 --arch efficientnet_lite2
 Prints one Markdown table and writes benchmarks/results/training-<dataset>-<time>.json beside it.
 The machine's load (`uptime`) goes into both: on a shared machine, compare only runs made side by side.
 """
@@ -28,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,7 +124,7 @@ def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
             # The SDK sends a None as null, so only what the command line set goes in: the rest takes the API's
             # defaults, as a user's job would.
             given = {
-                "arch": args.arch,
+                "arch": args.arch[0],  # a child runs one backbone: main starts one child per --arch
                 "epochs": args.epochs,
                 "image_size": args.image_size,
                 "batch_size": args.batch_size,
@@ -145,7 +149,8 @@ def run_trainyard(dataset: Path, args: argparse.Namespace) -> Run:
 
 def _system(params: dict[str, Any]) -> str:
     extension = f" max_epochs {params['max_epochs']}" if params.get("max_epochs") else ""
-    return f"trainyard {params['arch']}{extension}"
+    tta = " tta" if params.get("tta") else ""
+    return f"trainyard {params['arch']}{extension}{tta}"
 
 
 def _trainyard_run(
@@ -430,7 +435,10 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
     with learn.no_bar(), learn.no_logging():
         learn.fine_tune(args.fastai_epochs, base_lr=lr, cbs=[timer])
     fine_tune_seconds = time.monotonic() - t0
-    final_accuracy = float(learn.recorder.values[-1][2])
+    # Read before the predictions: predict and get_preds enter the learner as a fit does, and the recorder's
+    # before_fit and after_epoch leave one [valid_loss, accuracy] row. fine_tune's: [train_loss, valid_loss, accuracy].
+    epochs = [list(map(float, v)) for v in learn.recorder.values]
+    final_accuracy = epochs[-1][2]
     valid_images = len(dls.valid_ds)
     latencies = []
     for path in list(dls.valid_ds.items)[:20]:
@@ -457,7 +465,7 @@ def run_fastai(dataset: Path, args: argparse.Namespace) -> Run:
         lr=lr,
         serving_p50_ms=round(sorted(latencies)[len(latencies) // 2] * 1000, 1),
         serving_images_per_second=round(preds_rate, 1),
-        extra={"epochs": [list(map(float, v)) for v in learn.recorder.values]},
+        extra={"epochs": epochs},
     )
 
 
@@ -477,6 +485,12 @@ SYSTEMS = {
     "plain": run_plain,
     "fastai": run_fastai,
 }
+
+
+def child_arguments(system: str, archs: list[str]) -> list[list[str]]:
+    """One list per child process to start for `system`: the arguments only that child gets. Trainyard runs one
+    child per backbone; the plain loop and fastai always train Lite0, once."""
+    return [[f"--arch={arch}"] for arch in archs] if system == "trainyard" else [[]]
 
 
 def _child(system: str, dataset: Path, argv: list[str]) -> Run:
@@ -500,6 +514,8 @@ def table(dataset: str, runs: list[Run], load: dict[str, str]) -> str:
         rate = f"{r.train_images_per_second:.1f}" if r.train_images_per_second else "—"
         lr = f"{r.lr:.3g}" if r.lr else "—"
         accuracy = f"{r.valid_correct}/{r.valid_images} ({r.accuracy:.1%})"
+        if tta := r.extra.get("tta"):  # scored beside the plain accuracy, which picks and publishes the model
+            accuracy += f"; TTA {tta['correct']}/{tta['images']} ({tta['accuracy']:.1%})"
         serving = f"{r.serving_p50_ms or '—'} | {r.serving_images_per_second or '—'}"
         lines.append(f"| {r.system} | {r.total_seconds:.0f} | {phases} | {rate} | {accuracy} | {lr} | {serving} |")
     return "\n".join(lines)
@@ -511,8 +527,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="default: each backbone's native size")
     parser.add_argument(
         "--arch",
-        default="efficientnet_lite0",
-        help="Trainyard's backbone (efficientnet_lite0/1/2 or auto); the plain loop and fastai use Lite0",
+        action="append",
+        help="Trainyard's backbone (efficientnet_lite0/1/2 or auto; default Lite0), repeatable: one Trainyard row "
+        "each; the plain loop and fastai use Lite0",
     )
     parser.add_argument("--max-epochs", type=int, default=None, help="Trainyard's max_epochs (default: the job's)")
     parser.add_argument("--tta", action="store_true", help="Trainyard's tta: true (scored beside the plain accuracy)")
@@ -539,6 +556,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the Trainyard job")
     parser.add_argument("--json-stdout", action="store_true", help=argparse.SUPPRESS)  # a child's answer
     args = parser.parse_args()
+    args.arch = args.arch or [ARCH]
+    if args.job and len(args.arch) > 1:
+        parser.error("--job reads one earlier job: give at most one --arch")
     if args.epochs is None:
         from core.spec import JobParams
 
@@ -552,7 +572,6 @@ def main() -> None:
 
     passed = [
         *([f"--image-size={args.image_size}"] if args.image_size else []),
-        f"--arch={args.arch}",
         *([f"--max-epochs={args.max_epochs}"] if args.max_epochs else []),
         *(["--tta"] if args.tta else []),
         *([f"--job={args.job}"] if args.job else []),
@@ -570,13 +589,24 @@ def main() -> None:
     load = {"start": load_average()}
     runs = []
     for system in systems:
-        print(f"running {system} on {dataset.name} ...", file=sys.stderr, flush=True)
-        runs.append(_child(system, dataset, passed))
+        # One stack for all the Trainyard rows (each job still a first one): started once, and stopped before the
+        # next system unless it was up before or --keep-stack, so fastai and the plain loop train without it.
+        stack: AbstractContextManager[object] = local_stack(args) if system == "trainyard" else nullcontext()
+        with stack:
+            for own in child_arguments(system, args.arch):
+                print(f"running {' '.join([system, *own])} on {dataset.name} ...", file=sys.stderr, flush=True)
+                runs.append(_child(system, dataset, [*passed, *own]))
     load["end"] = load_average()
     print(table(dataset.name, runs, load))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"training-{dataset.name}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    body = {"dataset": dataset.name, "args": passed, "load_average": load, "runs": [r.model_dump() for r in runs]}
+    body = {
+        "dataset": dataset.name,
+        "args": passed,
+        "arch": args.arch,
+        "load_average": load,
+        "runs": [r.model_dump() for r in runs],
+    }
     out.write_text(json.dumps(body, indent=2))
     print(f"\nwritten {out}", file=sys.stderr)
 
