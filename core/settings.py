@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     # each batch a Ray Train worker trains or validates. On tiny test data every stage takes well under a second,
     # so a test that kills a process "during the first unfrozen epoch" needs that epoch to last long enough.
     fault_delays: dict[str, float] = Field(default_factory=dict)
+    # Fault-injection for tests only (unset in every real deployment): a folder where a file named after a phase
+    # holds every driver at the start of that phase until the file is gone (10 minutes at most), so a test can
+    # act in a short phase however long its own steps take on a busy machine.
+    fault_holds_dir: Path | None = None
 
     # --- access control (service.auth, core.tenancy) ---
     # Every /v1 request needs `Authorization: Bearer <key>`. `TRAINYARD_AUTH=off` is the explicit opt-out for

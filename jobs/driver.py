@@ -71,6 +71,7 @@ class Driver:
         self.phase = phase
         started = time.monotonic()
         time.sleep(self.settings.fault_delays.get(phase.value, 0.0))  # fault-injection tests only; 0 otherwise
+        _wait_while_held(self.settings, phase)
         yield
         log.info("%s finished in %.1fs", phase.value, time.monotonic() - started)
 
@@ -178,6 +179,16 @@ class Driver:
 def _import_later_modules() -> None:
     for name in importlib.import_module("jobs.pipeline").LATER_MODULES:
         importlib.import_module(name)
+
+
+def _wait_while_held(settings: Settings, phase: Phase) -> None:
+    """Fault-injection tests only (`fault_holds_dir` is unset otherwise): wait while the phase's hold file exists."""
+    if settings.fault_holds_dir is None:
+        return
+    hold = settings.fault_holds_dir / phase.value
+    deadline = time.monotonic() + 600
+    while hold.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -67,18 +67,23 @@ ONE_WORKER: dict[str, Any] = JOB | {"num_workers": 1, "batch_size": 4}
 # most 26 s of backoff): S3 back within the retries is then all but certain, and one kept down still fails fast.
 S3_MAX_ATTEMPTS = 10
 DATASET = "s3://faults/shapes"
+# The stack's folder of phase holds (Settings.fault_holds_dir): a file named after a phase holds drivers there.
+HOLDS = "fault-holds"
 TRAIN_WORKER = "RayTrainWorker"
 
 
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    home = tmp_path_factory.mktemp("faults-home")
     env = {
         "TRAINYARD_FAULT_DELAYS": json.dumps(FAULT_DELAYS),
+        "TRAINYARD_FAULT_HOLDS_DIR": str(home / HOLDS),
         # The API's reconciler notices a dead or missing driver within this (the default is 10 s).
         "TRAINYARD_RECONCILE_INTERVAL_S": "2",
         "TRAINYARD_S3_MAX_ATTEMPTS": str(S3_MAX_ATTEMPTS),
     }
-    with own_stack(tmp_path_factory.mktemp("faults-home"), env=env) as stack:
+    (home / HOLDS).mkdir()
+    with own_stack(home, env=env) as stack:
         data = make_shapes(tmp_path_factory.mktemp("faults-data"), train_per_class=4, valid_per_class=2, size=32)
         upload_folder(stack.s3_client(), data, "faults", "shapes")
         yield stack
@@ -233,21 +238,32 @@ def _kill_api(stack: LocalStack) -> None:
 def through_api_kills(fault_stack: LocalStack, api: httpx.Client, store: JobStore) -> dict[str, Any]:
     """One deploying job; the API is SIGKILLed in each phase and restarted (a new process on the same store), and
     one of its Ray Train workers is SIGKILLed in the first unfrozen epoch, before any Ray Train checkpoint."""
+    # The short phases are held until the API killed in them is back: a restart takes from 2 to 30 s on two
+    # busy cores, longer than fetching or evaluating last, and the next phase's kill must not miss its phase.
+    holds = fault_stack.config.home / HOLDS
+    held = [holds / phase for phase in ("fetching", "evaluating")]
+    for hold in held:
+        hold.touch()
     job_id = submit(api, DATASET, **JOB | {"deploy": True, "name": "api-kills"})
     killed_in: list[str] = []
     killed_worker = None
-    for phase in API_KILL_PHASES:
-        now = "queued" if phase == "queued" else wait_phase(store, job_id, (phase,))
-        if phase == "training":
-            # A training worker first, in the first unfrozen epoch (a 10 s window), then the API: an API restart
-            # (a migration check and a server start) beside that window can starve it on two busy cores, and the
-            # kill then comes after the epoch. The workers restart for seconds: the job is still in training.
-            wait_event(store, job_id, lambda e: e.kind == "training_started", what="the training workers running")
-            killed_worker = _kill_a_train_worker(fault_stack)
-            now = wait_phase(store, job_id, (phase,))
-        _kill_api(fault_stack)
-        killed_in.append(now)
-        fault_stack.start_api()
+    try:
+        for phase in API_KILL_PHASES:
+            now = "queued" if phase == "queued" else wait_phase(store, job_id, (phase,))
+            if phase == "training":
+                # A training worker first, in the first unfrozen epoch (a 10 s window), then the API: an API
+                # restart beside that window can starve it on two busy cores, and the kill then comes after the
+                # epoch. The workers restart for seconds: the job is still in training.
+                wait_event(store, job_id, lambda e: e.kind == "training_started", what="the training workers running")
+                killed_worker = _kill_a_train_worker(fault_stack)
+                now = wait_phase(store, job_id, (phase,))
+            _kill_api(fault_stack)
+            killed_in.append(now)
+            fault_stack.start_api()
+            (holds / phase).unlink(missing_ok=True)  # the job goes on
+    finally:
+        for hold in held:
+            hold.unlink(missing_ok=True)
     job = wait_job(api, job_id)
     # Two reconcile passes of the last API process: a finished job must stay as it is.
     time.sleep(5)  # nothing to wait on: the point is that nothing happens
