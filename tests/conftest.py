@@ -27,7 +27,7 @@ from core.settings import Settings, get_settings
 from infra.local.stack import LocalStack, StackConfig
 from tests.utils.jobs import FinishedJob, events_of, store_of, wait_phase
 from tests.utils.mlflow_server import MlflowServer
-from tests.utils.stack import start_ray
+from tests.utils.stack import FRUGAL_RAY_ENV, start_ray
 
 # The run's figures (count, time, 15 slowest) for build/ and the README: see tests/utils/summary.py.
 pytest_plugins = ("tests.utils.summary",)
@@ -49,10 +49,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: scripts/test runs two
         # The end-to-end modules first, so the long ones start at once and the many short ones fill the end of
-        # the run on whichever worker is free (scripts/test keeps this order: --no-loadscope-reorder). Stable,
-        # so each module stays in one piece.
+        # the run on whichever worker is free (scripts/test keeps this order: --no-loadscope-reorder). Among them,
+        # those that run a stack of their own come before those that use the worker's shared one, which is then
+        # started only once they are done: an idle Ray cluster with Serve up costs a tenth of a core, on two
+        # cores that every test shares. Stable, so each module stays in one piece.
         end_to_end = {_module(item.nodeid) for item in items if item.get_closest_marker("e2e")}
-        items.sort(key=lambda item: _module(item.nodeid) not in end_to_end)
+        shared = {_module(item.nodeid) for item in items if RAY_FIXTURES & set(getattr(item, "fixturenames", ()))}
+        items.sort(key=lambda item: (_module(item.nodeid) not in end_to_end, _module(item.nodeid) in shared))
 
 
 def _module(nodeid: str) -> str:
@@ -91,7 +94,7 @@ class _ModulesStayTogether:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     home = tmp_path_factory.mktemp("trainyard-home")
     config = StackConfig.with_free_ports(home)
-    config.env_overrides.update(SHARED_STACK_ENV)
+    config.env_overrides.update(FRUGAL_RAY_ENV | SHARED_STACK_ENV)
     local = LocalStack(config)
     saved = dict(os.environ)
     local.export_env()

@@ -13,15 +13,25 @@ from typing import Any
 
 from infra.local.stack import LocalStack, StackConfig
 
+# The suite runs a dozen Ray clusters on two cores, and their idle polling is CPU that every test waits on
+# (benchmarks/README.md, "Where the suite's time goes"). Slower polls, for what no test reads: the dashboard
+# agent's node statistics (every 5 s by default) and Serve's controller loop (every 0.1 s: a deployment or a
+# replica's replacement is noticed up to 0.4 s later).
+FRUGAL_RAY_ENV = {"REPORTER_UPDATE_INTERVAL_MS": "60000", "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
+# The log monitor tails every worker's log file ten times a second, to copy the lines to the driver's output;
+# the tests read what jobs record, and the log files themselves, never a driver's copy.
+FRUGAL_RAY_ARGS = ["--include-log-monitor=False"]
 
-def start_ray(stack: LocalStack, **kwargs: Any) -> None:
-    """`stack.start_ray`, tried twice: on a machine busy with other runs a raylet can miss Ray's fixed start-up
-    deadline, and what the failed start left behind is cleared first."""
+
+def start_ray(stack: LocalStack, extra_args: list[str] | None = None, **kwargs: Any) -> None:
+    """`stack.start_ray` without the log monitor, tried twice: on a machine busy with other runs a raylet can
+    miss Ray's fixed start-up deadline, and what the failed start left behind is cleared first."""
+    args = [*FRUGAL_RAY_ARGS, *(extra_args or [])]
     try:
-        stack.start_ray(**kwargs)
+        stack.start_ray(extra_args=args, **kwargs)
     except RuntimeError:
         stack.stop_ray()
-        stack.start_ray(**kwargs)
+        stack.start_ray(extra_args=args, **kwargs)
 
 
 @contextmanager
@@ -33,7 +43,7 @@ def own_stack(
     `env` is set for every process of the stack (TRAINYARD_* settings, credentials), on top of the defaults.
     """
     config = StackConfig.with_free_ports(home, num_cpus=num_cpus)
-    config.env_overrides.update(env or {})
+    config.env_overrides.update(FRUGAL_RAY_ENV | (env or {}))
     stack = LocalStack(config)
     try:
         stack.start_s3()
