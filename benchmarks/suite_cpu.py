@@ -1,0 +1,166 @@
+"""Where a command's CPU goes, by kind of process: Ray's daemons, Serve, jobs, the API, the tests themselves.
+
+    .venv/bin/python -m benchmarks.suite_cpu -- scripts/test          # the whole suite
+    .venv/bin/python -m benchmarks.suite_cpu -- scripts/test tests/e2e/test_restart.py
+
+Runs the command and reads every process's CPU time from /proc once a second while it runs, so it sees the
+processes the command starts (Ray's actors and workers among them) and their names as Ray retitles them. A
+process that lives less than a second is missed; a process already running when the command started counts
+only what it spends after. On two cores the suite keeps both busy from start to end, so its wall time is its
+CPU time halved: what this table shows is what a shorter suite has to cut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("results")
+TICKS = os.sysconf("SC_CLK_TCK")
+# First match wins: a process is put in the first kind whose pattern its command line matches.
+KINDS: list[tuple[str, re.Pattern[str]]] = [
+    ("serve", re.compile(r"Serve|ProxyActor|_AutoscalingCoordinator|serving\.restore")),
+    ("ray train helpers", re.compile(r"TrainController|PlacementGroupCleaner|DatasetManager|SynchronizationActor")),
+    ("ray train workers", re.compile(r"RayTrainWorker")),
+    ("job drivers", re.compile(r"jobs\.driver|jobs\.batch\.driver")),
+    ("ray job supervisors", re.compile(r"JobSupervisor")),
+    (
+        "ray daemons",
+        re.compile(
+            r"gcs_server|raylet|dashboard|DashboardAgent|RuntimeEnvAgent|log_monitor|autoscaler|monitor\.py"
+            r"|ray start|_StatsActor|ActorLocationTracker|ray\.util\.client\.server|forkserver"
+        ),
+    ),
+    ("other ray actors and tasks", re.compile(r"ray::|default_worker\.py")),
+    ("api", re.compile(r"uvicorn")),
+    ("s3 server", re.compile(r"s3rver|moto")),
+    ("browser", re.compile(r"chrom")),
+    ("mlflow", re.compile(r"mlflow")),
+    ("tests (pytest)", re.compile(r"pytest|execnet|exec\(eval\(sys\.stdin")),
+    ("lint and types", re.compile(r"ruff|mypy")),
+]
+
+
+def kind_of(command_line: str) -> str:
+    for kind, pattern in KINDS:
+        if pattern.search(command_line):
+            return kind
+    return "other"
+
+
+@dataclass
+class Process:
+    command_line: str
+    cpu_at_start: float
+    cpu: float
+
+
+@dataclass
+class Sampler:
+    """CPU seconds per process (pid and start time, so a reused pid is a new process) since sampling began."""
+
+    processes: dict[tuple[str, str], Process] = field(default_factory=dict)
+    first: bool = True
+
+    def sample(self) -> None:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                cpu = (int(fields[11]) + int(fields[12])) / TICKS
+                command_line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, ValueError, IndexError):
+                continue  # gone between the listing and the read
+            key = (pid, fields[19])
+            seen = self.processes.get(key)
+            if seen is None:
+                self.processes[key] = Process(command_line, cpu if self.first else 0.0, cpu)
+                continue
+            seen.cpu = cpu
+            # Ray retitles a worker once it runs an actor or a task; an idle one is named by what it last ran.
+            if command_line and not command_line.startswith("ray::IDLE"):
+                seen.command_line = command_line
+        self.first = False
+
+    def by_kind(self) -> tuple[dict[str, float], Counter[str]]:
+        seconds: dict[str, float] = defaultdict(float)
+        count: Counter[str] = Counter()
+        for process in self.processes.values():
+            spent = process.cpu - process.cpu_at_start
+            if spent <= 0 or "benchmarks.suite_cpu" in process.command_line:
+                continue
+            kind = kind_of(process.command_line)
+            seconds[kind] += spent
+            count[kind] += 1
+        return seconds, count
+
+
+def measure(command: list[str], interval: float = 1.0) -> dict[str, object]:
+    sampler = Sampler()
+    sampler.sample()
+    started = time.monotonic()
+    child = subprocess.Popen(command)
+    while child.poll() is None:
+        time.sleep(interval)
+        sampler.sample()
+    wall = time.monotonic() - started
+    seconds, count = sampler.by_kind()
+    total = sum(seconds.values())
+    return {
+        "command": command,
+        "exit_code": child.returncode,
+        "wall_s": round(wall, 1),
+        "cpus": os.cpu_count(),
+        "cpu_s": round(total, 1),
+        "kinds": [
+            {"kind": kind, "cpu_s": round(spent, 1), "share": round(spent / total, 3), "processes": count[kind]}
+            for kind, spent in sorted(seconds.items(), key=lambda item: -item[1])
+        ],
+    }
+
+
+def table(result: dict[str, object]) -> str:
+    kinds = result["kinds"]
+    command = result["command"]
+    assert isinstance(kinds, list) and isinstance(command, list)
+    lines = [
+        f"{' '.join(command)}: exit {result['exit_code']}, {result['wall_s']} s wall, "
+        f"{result['cpu_s']} CPU-s on {result['cpus']} cores",
+        "",
+        "| kind | CPU-min | share | processes |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {k['kind']} | {k['cpu_s'] / 60:.1f} | {k['share']:.0%} | {k['processes']} |" for k in kinds]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    parser.add_argument("--out", type=Path, default=None, help="the JSON file (default: benchmarks/results/)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the command to measure after --, e.g. -- scripts/test")
+    result = measure(command, args.interval)
+    print(table(result))
+    out = args.out or RESULTS / f"suite_cpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nJSON: {out}")
+    sys.exit(0 if result["exit_code"] == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
