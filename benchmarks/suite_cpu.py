@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.suite_cpu -- scripts/test          # the whole suite
     .venv/bin/python -m benchmarks.suite_cpu -- scripts/test tests/e2e/test_restart.py
 
-Runs the command and reads every process's CPU time from /proc once a second while it runs, so it sees the
+Runs the command and reads every process's CPU time once a second (psutil) while it runs, so it sees the
 processes the command starts (Ray's actors and workers among them) and their names as Ray retitles them. A
 process that lives less than a second is missed; a process already running when the command started counts
 only what it spends after. On two cores the suite keeps both busy from start to end, so its wall time is its
@@ -23,8 +23,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 RESULTS = Path(__file__).with_name("results")
-TICKS = os.sysconf("SC_CLK_TCK")
 # First match wins: a process is put in the first kind whose pattern its command line matches.
 KINDS: list[tuple[str, re.Pattern[str]]] = [
     ("serve", re.compile(r"Serve|ProxyActor|_AutoscalingCoordinator|serving\.restore")),
@@ -67,21 +68,17 @@ class Process:
 class Sampler:
     """CPU seconds per process (pid and start time, so a reused pid is a new process) since sampling began."""
 
-    processes: dict[tuple[str, str], Process] = field(default_factory=dict)
+    processes: dict[tuple[int, float], Process] = field(default_factory=dict)
     first: bool = True
 
     def sample(self) -> None:
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()
-                cpu = (int(fields[11]) + int(fields[12])) / TICKS
-                command_line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except (OSError, ValueError, IndexError):
-                continue  # gone between the listing and the read
-            key = (pid, fields[19])
+        for proc in psutil.process_iter(["cmdline", "cpu_times", "create_time"]):
+            times, created = proc.info["cpu_times"], proc.info["create_time"]
+            if times is None or created is None:
+                continue  # gone between the listing and the read, or not ours to read
+            cpu = times.user + times.system
+            command_line = " ".join(proc.info["cmdline"] or [])
+            key = (proc.pid, created)
             seen = self.processes.get(key)
             if seen is None:
                 self.processes[key] = Process(command_line, cpu if self.first else 0.0, cpu)
