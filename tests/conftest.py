@@ -27,7 +27,7 @@ from core.settings import Settings, get_settings
 from infra.local.stack import LocalStack, StackConfig
 from tests.utils.jobs import FinishedJob, events_of, store_of, wait_phase
 from tests.utils.mlflow_server import MlflowServer
-from tests.utils.stack import FRUGAL_RAY_ENV, start_ray
+from tests.utils.stack import FRUGAL_RAY_ENV, keep_ray_logs, start_ray
 
 # The run's figures (count, time, 15 slowest) for build/ and the README: see tests/utils/summary.py.
 pytest_plugins = ("tests.utils.summary",)
@@ -100,6 +100,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     local.export_env()
     local.start_s3()
     yield local
+    keep_ray_logs(local)
     local.down()
     os.environ.clear()
     os.environ.update(saved)

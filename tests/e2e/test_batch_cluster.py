@@ -24,10 +24,11 @@ from core.spec import S3Location
 from core.store import JobStore
 from infra.local.sample_data import SHAPES, make_shapes
 from infra.local.sample_model import publish_untrained_model
-from infra.local.stack import LocalStack, StackConfig, WorkerNode
+from infra.local.stack import LocalStack, WorkerNode
 from tests.utils.batch import ray_tasks, rows_of, submit_run, upload_tree, wait_run
 from tests.utils.jobs import poll
 from tests.utils.ray_state import alive_actors, held_resources
+from tests.utils.stack import own_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -44,17 +45,11 @@ ACTOR_CLASS = "MapWorker(MapBatches(Predictor))"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, list[WorkerNode]]]:
-    config = StackConfig.with_free_ports(tmp_path_factory.mktemp("batch-cluster"), num_cpus=0)
-    config.env_overrides.update({"TRAINYARD_FAULT_DELAYS": f'{{"batch_predict": {BATCH_DELAY_S}}}'})
-    stack = LocalStack(config)
-    try:
-        stack.start_s3()
-        stack.start_ray()
+    env = {"TRAINYARD_FAULT_DELAYS": f'{{"batch_predict": {BATCH_DELAY_S}}}'}
+    with own_stack(tmp_path_factory.mktemp("batch-cluster"), num_cpus=0, env=env, api=False) as stack:
         workers = [stack.start_worker_node("worker-1", num_cpus=1)]
         stack.start_api()
         yield stack, workers
-    finally:
-        stack.down()
 
 
 @pytest.fixture(scope="module")

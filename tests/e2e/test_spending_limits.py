@@ -23,8 +23,9 @@ import pytest
 
 from core.settings import NodeType
 from infra.local.sample_data import make_shapes, upload_folder
-from infra.local.stack import LocalStack, StackConfig
+from infra.local.stack import LocalStack
 from tests.utils.jobs import submit, wait_job
+from tests.utils.stack import own_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -36,17 +37,9 @@ JOB = {"lr": 0.01, "freeze_epochs": 0, "epochs": 4, "patience": None, "num_worke
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    local = LocalStack(StackConfig.with_free_ports(tmp_path_factory.mktemp("spending")))
-    local.config.env_overrides = {
-        "TRAINYARD_NODE_TYPES": json.dumps({name: t.model_dump() for name, t in RATES.items()}),
-    }
-    try:
-        local.start_s3()
-        local.start_ray()
-        local.start_api()
+    env = {"TRAINYARD_NODE_TYPES": json.dumps({name: t.model_dump() for name, t in RATES.items()})}
+    with own_stack(tmp_path_factory.mktemp("spending"), env=env) as local:
         yield local
-    finally:
-        local.down()
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from `own_stack`, on free ports and a home of its own; every other end-to-end mo
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,35 @@ def start_ray(stack: LocalStack, extra_args: list[str] | None = None, **kwargs: 
         stack.start_ray(extra_args=args, **kwargs)
 
 
+# What a failed end-to-end run needs to be read afterwards: each job's driver log and Serve's logs. Ray keeps them
+# in its temp folder, outside the stack's home (unix socket paths must stay short), and `down` deletes that.
+KEPT_RAY_LOGS = ("job-driver-*.log", "serve")
+
+
+def driver_log(stack: LocalStack, job_id: str, lines: int = 40) -> str:
+    """The last lines of a job's driver log, for an assertion message (empty while Ray has none)."""
+    logs = stack.config.ray_temp_dir / "session_latest" / "logs"
+    for folder in (logs, stack.config.home / "logs" / "ray"):
+        path = folder / f"job-driver-{job_id}.log"
+        if path.exists():
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def keep_ray_logs(stack: LocalStack) -> None:
+    """Copy the drivers' and Serve's logs into the stack's home (pytest keeps its temp folders for three runs)."""
+    logs = stack.config.ray_temp_dir / "session_latest" / "logs"
+    kept = stack.config.home / "logs" / "ray"
+    for pattern in KEPT_RAY_LOGS:
+        for source in logs.glob(pattern):
+            target = kept / source.name
+            if source.is_dir():
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            else:
+                kept.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+
+
 @contextmanager
 def own_stack(
     home: Path, *, num_cpus: int = 2, env: dict[str, str] | None = None, ray: bool = True, api: bool = True
@@ -53,4 +83,5 @@ def own_stack(
             stack.start_api()
         yield stack
     finally:
+        keep_ray_logs(stack)
         stack.down()
