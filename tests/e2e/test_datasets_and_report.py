@@ -1,7 +1,7 @@
 """Datasets as users ship them, trained through the real stack, and the job's report opened in a real browser.
 
 1. The PyTorch transfer-learning tutorial's layout: train/ + val/ + a held-out test/, one image a .gif,
-   POSTed with defaults (only the size kept small): it trains, says it used val/, and scores test/.
+   POSTed small: it trains, says it used val/, and scores test/.
 2. A labels.csv with no split column: the validation split is carved (20%, stratified) and reported.
 The first job's report is then opened in headless Chromium: every image loads, no console errors, and a
 screenshot lands in build/.
@@ -24,7 +24,9 @@ from tests.utils.jobs import wait_job
 
 pytestmark = pytest.mark.e2e
 
-SMALL = {"image_size": 64, "epochs": 1, "freeze_epochs": 1, "batch_size": 8}
+# Layouts and the report are what this module is about, not fine-tuning: at 64 px three head-only epochs classify
+# these shapes perfectly, so each job keeps the head-only model and starts no Ray Train run.
+SMALL = {"image_size": 64, "epochs": 1, "freeze_epochs": 3, "batch_size": 8}
 SCREENSHOT = Path(__file__).resolve().parents[2] / "build" / "report.png"
 
 
