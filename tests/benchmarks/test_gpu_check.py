@@ -33,7 +33,7 @@ runpy.run_module("benchmarks.gpu_check", run_name="__main__")
 def test_the_gpu_check_runs_on_cpu_without_ray_or_boto3_and_prints_every_measure(tmp_path: Path) -> None:
     data = make_shapes(tmp_path / "shapes", train_per_class=6, valid_per_class=4, size=48)
     out = tmp_path / "gpu-check.json"
-    args = ["--device", "cpu", "--limit", "16", "--image-size", "64", "--data", str(data), "--out", str(out)]
+    args = ["--device", "cpu", "--limit", "16", "--image-size", "32", "--data", str(data), "--out", str(out)]
     run = subprocess.run(
         [sys.executable, "-c", RUNNER, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
     )
