@@ -124,7 +124,7 @@ def _plan(operation: APIOperation, ids: dict[str, str]) -> list[tuple[Generation
     return runs
 
 
-@pytest.mark.slow  # the whole run's, not the quick loop's: over half a minute
+@pytest.mark.slow  # over half a minute on its own
 def test_fuzz_the_api_from_its_openapi_schema(fuzzed_api: Api) -> None:
     api = fuzzed_api
     job_id, model_id = _finished_job_with_a_model(api)
