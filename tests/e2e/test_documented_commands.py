@@ -39,6 +39,7 @@ from tests.utils.doc_commands import (
     run_command,
 )
 from tests.utils.models import publish_version
+from trainyard.cli.batch import HANDFUL
 
 pytestmark = pytest.mark.e2e
 
@@ -72,13 +73,18 @@ def workdir(live: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("cat.jpg", "dog.jpg", "image.jpg"):
         shape = sorted((root / "my-photos" / "valid").rglob("*.png"))[len(name) % 3]
         Image.open(shape).convert("RGB").save(root / name, format="JPEG")
-    # The batch lines: `./photos` (more than a handful: it runs as a batch) and s3://my-bucket/incoming/.
+    # The batch lines' inputs: s3://my-bucket/incoming/ (ten photos) and `./photos` (a handful, which
+    # `trainyard predict` classifies through the endpoint instead of a Ray job: tests/e2e/test_batch_predictions.py
+    # runs a larger folder as a batch with the same command).
     (root / "photos").mkdir()
     s3 = live.s3_client()
     s3.create_bucket(Bucket="my-bucket")
     for i, shape in enumerate(sorted((root / "my-photos" / "train").rglob("*.png"))[:10]):
-        Image.open(shape).convert("RGB").save(root / "photos" / f"{i}.jpg", format="JPEG")
-        s3.upload_file(str(root / "photos" / f"{i}.jpg"), "my-bucket", f"incoming/{i}.jpg")
+        photo = root / "photos" / f"{i}.jpg"
+        Image.open(shape).convert("RGB").save(photo, format="JPEG")
+        s3.upload_file(str(photo), "my-bucket", f"incoming/{i}.jpg")
+        if i >= HANDFUL:
+            photo.unlink()
     return root
 
 
