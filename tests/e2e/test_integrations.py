@@ -32,7 +32,7 @@ from PIL import Image
 from core.webhooks import WebhookSecrets
 from infra.local.sample_data import SHAPES, make_shapes, upload_folder
 from infra.local.stack import LocalStack
-from tests.utils.jobs import poll, store_of, submit, wait_event, wait_job
+from tests.utils.jobs import poll, store_of, submit, wait_event, wait_job, wait_phase
 from tests.utils.mlflow_server import MlflowServer
 from tests.utils.webhook_receiver import WebhookReceiver
 from trainyard import Client
@@ -103,14 +103,23 @@ def finished(
     valid_images: list[Path],
     receiver: WebhookReceiver,
 ) -> dict[str, Any]:
-    """The job, run with MLflow stopped from its first seconds until after it succeeded."""
+    """The job, run with MLflow stopped from its evaluation until after it succeeded.
+
+    The job waits at the start of `evaluating` (a phase hold) until MLflow is down: a head-only job can
+    otherwise end within the seconds MLflow takes to stop."""
     stack, client = api
     store = store_of(stack.database_url)
     mlflow_server.wait_ready()
-    job_id = submit(client, "s3://integrations/shapes", notify_url=f"{receiver.url}/hooks?token=t0k3n", **JOB)
-    wait_event(store, job_id, lambda e: e.kind == "phase", what="the job starting")
-    status = poll(lambda: _tracking(store, job_id), 60, "the MLflow run created")
-    mlflow_server.stop()
+    hold = Path(stack.config.env_overrides["TRAINYARD_FAULT_HOLDS_DIR"]) / "evaluating"
+    hold.touch()
+    try:
+        job_id = submit(client, "s3://integrations/shapes", notify_url=f"{receiver.url}/hooks?token=t0k3n", **JOB)
+        wait_event(store, job_id, lambda e: e.kind == "phase", what="the job starting")
+        status = poll(lambda: _tracking(store, job_id), 60, "the MLflow run created")
+        wait_phase(store, job_id, ("evaluating",))
+        mlflow_server.stop()
+    finally:
+        hold.unlink()
     stopped_during = store.get_job(job_id)
     assert stopped_during is not None and stopped_during.status.value == "running", "the job ended before the outage"
     job = wait_job(client, job_id, timeout=600)
