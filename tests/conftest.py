@@ -27,7 +27,7 @@ from core.settings import Settings, get_settings
 from infra.local.stack import LocalStack, StackConfig
 from tests.utils.jobs import FinishedJob, events_of, store_of, wait_phase
 from tests.utils.mlflow_server import MlflowServer
-from tests.utils.stack import FRUGAL_RAY_ENV, keep_ray_logs, start_ray
+from tests.utils.stack import FRUGAL_RAY_ENV, HOLDS, keep_ray_logs, start_ray
 
 # The run's figures (count, time, 15 slowest) for build/ and the README: see tests/utils/summary.py.
 pytest_plugins = ("tests.utils.summary",)
@@ -35,7 +35,6 @@ pytest_plugins = ("tests.utils.summary",)
 # The shared API reconciles every 2 s (the default is 10 s): a job whose driver died is marked failed within
 # seconds, which the driver-death test waits for. Reconciling more often changes nothing else.
 SHARED_STACK_ENV = {"TRAINYARD_RECONCILE_INTERVAL_S": "2"}
-SHARED_HOLDS = "fault-holds"  # the shared stack's folder of phase holds (Settings.fault_holds_dir), in its home
 # A test that asks for any of these runs Ray: it is end-to-end, whatever its module says.
 RAY_FIXTURES = frozenset({"ray_stack", "api_stack", "stack_api", "finished_job"})
 
@@ -98,8 +97,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     config.env_overrides.update(FRUGAL_RAY_ENV | SHARED_STACK_ENV)
     # A module can hold its job at the start of a phase (a file named after it here) to act while the job waits
     # there; the folder is empty otherwise, and the drivers then never wait.
-    (home / SHARED_HOLDS).mkdir()
-    config.env_overrides["TRAINYARD_FAULT_HOLDS_DIR"] = str(home / SHARED_HOLDS)
+    (home / HOLDS).mkdir()
+    config.env_overrides["TRAINYARD_FAULT_HOLDS_DIR"] = str(home / HOLDS)
     local = LocalStack(config)
     saved = dict(os.environ)
     local.export_env()

@@ -38,7 +38,7 @@ from infra.local.sample_data import make_shapes, upload_folder
 from infra.local.stack import LocalStack
 from tests.utils.jobs import poll, store_of, submit, wait_event, wait_job, wait_phase
 from tests.utils.ray_state import actor_pids, alive_actors, held_resources, ray_job_status, ray_jobs_for
-from tests.utils.stack import own_stack
+from tests.utils.stack import HOLDS, own_stack
 
 # Generous limits: on a 2-core machine shared with other test runs a job takes minutes instead of one.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -67,8 +67,6 @@ ONE_WORKER: dict[str, Any] = JOB | {"num_workers": 1, "batch_size": 4}
 # most 26 s of backoff): S3 back within the retries is then all but certain, and one kept down still fails fast.
 S3_MAX_ATTEMPTS = 10
 DATASET = "s3://faults/shapes"
-# The stack's folder of phase holds (Settings.fault_holds_dir): a file named after a phase holds drivers there.
-HOLDS = "fault-holds"
 TRAIN_WORKER = "RayTrainWorker"
 
 

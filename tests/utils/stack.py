@@ -35,6 +35,10 @@ def start_ray(stack: LocalStack, extra_args: list[str] | None = None, **kwargs: 
         stack.start_ray(extra_args=args, **kwargs)
 
 
+# A stack's folder of phase holds (Settings.fault_holds_dir), in its home: a file named after a phase holds drivers
+# at that phase's start; an empty folder holds nothing.
+HOLDS = "fault-holds"
+
 # What a failed end-to-end run needs to be read afterwards: each job's driver log and Serve's logs. Ray keeps them
 # in its temp folder, outside the stack's home (unix socket paths must stay short), and `down` deletes that.
 KEPT_RAY_LOGS = ("job-driver-*.log", "serve")
