@@ -114,7 +114,35 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 @pytest.fixture(scope="session")
 def ray_stack(stack: LocalStack) -> LocalStack:
     start_ray(stack)
+    _SHARED_RAY.append(stack)
     return stack
+
+
+# The session's shared stack once its Ray is started, and whether Ray and the API are stopped for now.
+_SHARED_RAY: list[LocalStack] = []
+_PARKED: set[int] = set()
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The shared stack's Ray and API run only while this worker runs end-to-end tests.
+
+    The end-to-end modules come first (`pytest_collection_modifyitems`), so once a worker reaches the others an
+    idle cluster with Serve up would only take CPU from them until the session ends; its S3 server stays for the
+    tests that ask for `s3`. Should an end-to-end test come later after all, Ray and the API start again.
+    """
+    end_to_end = item.get_closest_marker("e2e") is not None
+    for shared in _SHARED_RAY:
+        if not end_to_end and id(shared) not in _PARKED:
+            keep_ray_logs(shared)
+            shared.stop_api()
+            shared.stop_ray()
+            _PARKED.add(id(shared))
+        elif end_to_end and id(shared) in _PARKED:
+            _PARKED.discard(id(shared))
+            start_ray(shared)
+            if shared in _SHARED_APIS:
+                shared.start_api()
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +168,8 @@ def _the_shared_api_outlives_each_module() -> Iterator[None]:
     existed) leaves it running again for the next: `start_api` does nothing when it runs."""
     yield
     for shared in _SHARED_APIS:
-        shared.start_api()
+        if id(shared) not in _PARKED:
+            shared.start_api()
 
 
 @pytest.fixture(scope="session")
