@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", nargs="?", type=Path, help="train/<class>/* and valid/<class>/* images")
     parser.add_argument("--demo", action="store_true", help="train on generated shapes instead")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="pixels a side; the backbone's own resolution by default"
+    )
     args = parser.parse_args(argv)
     if args.demo:
         from infra.local.sample_data import make_shapes

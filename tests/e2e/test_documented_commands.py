@@ -67,8 +67,8 @@ def workdir(live: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("user")
     (root / ".trainyard").symlink_to(live.config.home)
     # Enough photos for three head-only steps at the default batch size: at the default 224 px the head alone then
-    # classifies them perfectly, and the documented default-parameter jobs keep it instead of starting Ray Train
-    # (the example script's 64 px job still fine-tunes).
+    # classifies them perfectly, and the documented default-parameter jobs (the example script's among them) keep it
+    # instead of starting Ray Train, which other modules test.
     make_shapes(root / "my-photos", train_per_class=24, valid_per_class=4, size=64)
     for name in ("cat.jpg", "dog.jpg", "image.jpg"):
         shape = sorted((root / "my-photos" / "valid").rglob("*.png"))[len(name) % 3]
