@@ -1,12 +1,11 @@
-"""Batch predictions with a trained model on the shared stack: `trainyard predict MODEL ./folder` on the job's own
-validation images runs one batch, whose accuracy and confusion matrix must be the evaluate stage's, and whose
-rows must be what the deployed endpoint answers for the same files.
+"""Batch predictions with a trained model on the shared stack: `trainyard predict MODEL ./folder` on the validation
+images of the session's finished job runs one batch, whose accuracy and confusion matrix must be the evaluate
+stage's, and whose rows must be what the deployed endpoint answers for the same files.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,32 +15,18 @@ from typer.testing import CliRunner
 
 from core.s3 import s3_client
 from core.spec import S3Location
-from infra.local.sample_data import make_shapes, upload_folder
-from infra.local.stack import LocalStack
-from tests.utils.jobs import submit, wait_job
+from tests.utils.jobs import FinishedJob
 from trainyard.cli import app
 
 pytestmark = pytest.mark.e2e
 
-JOB = {"image_size": 48, "batch_size": 16, "freeze_epochs": 1, "epochs": 1, "num_workers": 1, "name": "batch-e2e"}
-
 
 @pytest.fixture(scope="module")
-def api(ray_stack: LocalStack) -> Iterator[httpx.Client]:
-    ray_stack.start_api()
-    with ray_stack.api_client(timeout=60) as client:
-        yield client
-    ray_stack.stop_api()
-
-
-@pytest.fixture(scope="module")
-def finished(api: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A trained, deployed model and its job (its evaluation is what the batch run must agree with)."""
-    data = make_shapes(tmp_path_factory.mktemp("shapes"), train_per_class=16, valid_per_class=10, size=48, seed=3)
-    upload_folder(s3_client(), data, "batch-e2e", "shapes")
-    job = wait_job(api, submit(api, "s3://batch-e2e/shapes", **JOB), timeout=600)
-    assert job["status"] == "succeeded", job["error"]
-    return job
+def finished(finished_job: FinishedJob) -> dict[str, Any]:
+    """A trained, deployed model and its job (its evaluation is what the batch run must agree with): the session's
+    finished job, only read here."""
+    assert finished_job.job["status"] == "succeeded", finished_job.job["error"]
+    return finished_job.job
 
 
 def download(uri: str, folder: Path) -> list[Path]:
@@ -57,7 +42,7 @@ def download(uri: str, folder: Path) -> list[Path]:
 
 
 def test_a_folder_runs_as_one_batch_with_the_evaluate_stage_scores_and_the_endpoints_answers(
-    api: httpx.Client, finished: dict[str, Any], tmp_path: Path
+    stack_api: httpx.Client, finished: dict[str, Any], tmp_path: Path
 ) -> None:
     model_id = finished["model"]["id"]
     valid = tmp_path / "valid"
@@ -69,7 +54,7 @@ def test_a_folder_runs_as_one_batch_with_the_evaluate_stage_scores_and_the_endpo
     printed = json.loads(result.stdout)
     assert sorted(a["image"] for a in printed["results"]) == sorted(str(p) for p in images)
 
-    run = api.get("/v1/batch-predictions", params={"limit": 1}).json()["batch_predictions"][0]
+    run = stack_api.get("/v1/batch-predictions", params={"limit": 1}).json()["batch_predictions"][0]
     assert run["status"] == "succeeded" and run["model"]["id"] == model_id, run["error"]
     evaluation = finished["evaluation"]
     assert run["scores"]["accuracy"] == evaluation["accuracy"]
@@ -77,7 +62,7 @@ def test_a_folder_runs_as_one_batch_with_the_evaluate_stage_scores_and_the_endpo
     assert run["scores"]["classes"] == evaluation["classes"]
 
     for answer in printed["results"][:3]:
-        served = api.post(f"/v1/models/{model_id}/predict", content=Path(answer["image"]).read_bytes())
+        served = stack_api.post(f"/v1/models/{model_id}/predict", content=Path(answer["image"]).read_bytes())
         assert served.status_code == 200, served.text
         top = served.json()["predictions"]
         assert [p["label"] for p in top] == [p["label"] for p in answer["predictions"]]
