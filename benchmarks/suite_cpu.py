@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 
 RESULTS = Path(__file__).with_name("results")
+TOP_TITLES = 25  # rows of the by-title table (the JSON has them all)
 # First match wins: a process is put in the first kind whose pattern its command line matches.
 KINDS: list[tuple[str, re.Pattern[str]]] = [
     ("serve", re.compile(r"Serve|ProxyActor|_AutoscalingCoordinator|serving\.restore")),
@@ -55,6 +56,19 @@ def kind_of(command_line: str) -> str:
         if pattern.search(command_line):
             return kind
     return "other"
+
+
+def title_of(command_line: str) -> str:
+    """What a process is, within its kind: Ray's title without the method it runs (`ray::ServeController`), the
+    module a Python runs (`-m jobs.driver`), or the program and its first argument by file name."""
+    args = command_line.split()
+    if not args:
+        return "?"
+    if args[0].startswith("ray::"):
+        return args[0].split(".")[0]
+    if "-m" in args[1:3] and args.index("-m") + 1 < len(args):
+        return f"-m {args[args.index('-m') + 1]}"
+    return " ".join(Path(arg).name for arg in args[:2])
 
 
 @dataclass
@@ -92,14 +106,22 @@ class Sampler:
     def by_kind(self) -> tuple[dict[str, float], Counter[str]]:
         seconds: dict[str, float] = defaultdict(float)
         count: Counter[str] = Counter()
+        for (kind, _), (spent, processes) in self.by_title().items():
+            seconds[kind] += spent
+            count[kind] += processes
+        return seconds, count
+
+    def by_title(self) -> dict[tuple[str, str], tuple[float, int]]:
+        """(kind, title) -> (CPU seconds, processes)."""
+        found: dict[tuple[str, str], tuple[float, int]] = {}
         for process in self.processes.values():
             spent = process.cpu - process.cpu_at_start
             if spent <= 0 or "benchmarks.suite_cpu" in process.command_line:
                 continue
-            kind = kind_of(process.command_line)
-            seconds[kind] += spent
-            count[kind] += 1
-        return seconds, count
+            key = (kind_of(process.command_line), title_of(process.command_line))
+            seconds, processes = found.get(key, (0.0, 0))
+            found[key] = (seconds + spent, processes + 1)
+        return found
 
 
 def measure(command: list[str], interval: float = 1.0) -> dict[str, object]:
@@ -112,6 +134,7 @@ def measure(command: list[str], interval: float = 1.0) -> dict[str, object]:
         sampler.sample()
     wall = time.monotonic() - started
     seconds, count = sampler.by_kind()
+    titles = sorted(sampler.by_title().items(), key=lambda item: -item[1][0])
     total = sum(seconds.values())
     return {
         "command": command,
@@ -122,6 +145,10 @@ def measure(command: list[str], interval: float = 1.0) -> dict[str, object]:
         "kinds": [
             {"kind": kind, "cpu_s": round(spent, 1), "share": round(spent / total, 3), "processes": count[kind]}
             for kind, spent in sorted(seconds.items(), key=lambda item: -item[1])
+        ],
+        "titles": [
+            {"kind": kind, "title": title, "cpu_s": round(spent, 1), "processes": processes}
+            for (kind, title), (spent, processes) in titles
         ],
     }
 
@@ -138,6 +165,12 @@ def table(result: dict[str, object]) -> str:
         "|---|---:|---:|---:|",
     ]
     lines += [f"| {k['kind']} | {k['cpu_s'] / 60:.1f} | {k['share']:.0%} | {k['processes']} |" for k in kinds]
+    titles = result["titles"]
+    assert isinstance(titles, list)
+    titles = titles[:TOP_TITLES]
+    lines += ["", f"The {TOP_TITLES} costliest titles (a kind's processes grouped by what they run):", ""]
+    lines += ["| kind | title | CPU-min | processes |", "|---|---|---:|---:|"]
+    lines += [f"| {t['kind']} | `{t['title']}` | {t['cpu_s'] / 60:.1f} | {t['processes']} |" for t in titles]
     return "\n".join(lines)
 
 

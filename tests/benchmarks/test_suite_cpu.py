@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.suite_cpu import kind_of
+from benchmarks.suite_cpu import kind_of, title_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,6 +25,17 @@ def test_processes_are_put_to_their_kind_by_the_title_ray_gives_them() -> None:
     assert kind_of("/bin/sleep 1") == "other"
 
 
+def test_within_a_kind_a_process_is_named_by_what_it_runs() -> None:
+    assert title_of("ray::ServeController.listen_for_change") == "ray::ServeController"
+    assert title_of("ray::RayTrainWorker") == "ray::RayTrainWorker"
+    assert title_of("/venv/bin/python -m jobs.driver job-20261207130936-81884ff3") == "-m jobs.driver"
+    assert title_of("/venv/bin/python -u /venv/lib/ray/autoscaler/_private/monitor.py --logs-dir=x") == "python -u"
+    assert title_of("/venv/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server --log_dir=x") == (
+        "gcs_server --log_dir=x"
+    )
+    assert title_of("") == "?"
+
+
 def test_a_commands_busy_child_is_counted(tmp_path: Path) -> None:
     out = tmp_path / "cpu.json"
     spin = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 1.5: pass"
@@ -40,3 +51,6 @@ def test_a_commands_busy_child_is_counted(tmp_path: Path) -> None:
     other = next(k for k in measured["kinds"] if k["kind"] == "other")
     assert 1.3 <= other["cpu_s"] <= 3.0, measured  # the child's 1.5 s of CPU, and little else
     assert measured["exit_code"] == 0
+    spinning = [t for t in measured["titles"] if t["kind"] == "other" and t["title"].endswith("-c")]
+    assert spinning and 1.3 <= sum(t["cpu_s"] for t in spinning) <= 3.0, measured["titles"]
+    assert "costliest titles" in result.stdout
