@@ -65,8 +65,8 @@ class BatchStore:
     def create(
         self, run_id: str, params: BatchParams, model_id: str, model_ref: str, tenant: str | None
     ) -> BatchRecord:
-        now = _now()
         with self._tx() as conn:
+            now = _now()  # under the writer's lock, like a job's: creation order and timestamp order agree
             conn.execute(
                 _table.insert().values(
                     id=run_id,

@@ -30,9 +30,11 @@ class Jobs(StoreBase):
                     raise IdempotencyConflict(idempotency_key)
                 return existing[0], False
         job_id = new_id("job")
-        now = _now()
         try:
             with self._tx() as conn:
+                # Read under the writer's lock: this process's jobs are then created in the order of their
+                # timestamps, which is the order the queue launches them in (oldest first).
+                now = _now()
                 conn.execute(
                     jobs_table.insert().values(
                         id=job_id,

@@ -303,3 +303,19 @@ def test_sqlite_writers_of_one_process_take_turns_instead_of_meeting_the_lock(tm
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(write, range(8)))
     assert len(store.list_jobs(limit=200)) == 120
+
+
+def test_jobs_created_at_once_are_stamped_in_the_order_they_were_written(tmp_path: Path) -> None:
+    # The queue launches the oldest first by `created_at`. A timestamp read before the writer's turn lets a job
+    # stamped earlier be written after one stamped later; the gate, which reads what is written, then launches
+    # the later one first (the burst of tests/service/test_quotas.py).
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    migrate(url)
+    store = JobStore.from_url(url)
+    with ThreadPoolExecutor(12) as pool:
+        jobs = list(pool.map(lambda n: store.create_job(params(name=f"burst{n}"))[0], range(48)))
+    with store.engine.connect() as conn:  # a job's first event is written in its creating transaction
+        written = [row.job_id for row in conn.execute(sa.text("SELECT job_id FROM job_events ORDER BY id"))]
+    assert [job.id for job in sorted(jobs, key=lambda job: (job.created_at, job.id))] == written
