@@ -43,7 +43,7 @@ KINDS: list[tuple[str, re.Pattern[str]]] = [
     ),
     ("other ray actors and tasks", re.compile(r"ray::|default_worker\.py")),
     ("api", re.compile(r"uvicorn")),
-    ("s3 server", re.compile(r"s3rver|moto")),
+    ("s3 server", re.compile(r"s3rver|moto|/s3/serve\.js")),  # the stack's s3rver: infra/local/s3/serve.js
     ("browser", re.compile(r"chrom")),
     ("mlflow", re.compile(r"mlflow")),
     ("tests (pytest)", re.compile(r"pytest|execnet|exec\(eval\(sys\.stdin")),

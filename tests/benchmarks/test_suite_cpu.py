@@ -22,6 +22,9 @@ def test_processes_are_put_to_their_kind_by_the_title_ray_gives_them() -> None:
     assert kind_of("ray::DashboardAgent") == "ray daemons"
     assert kind_of("ray::JobSupervisor") == "ray job supervisors"
     assert kind_of("/venv/bin/python -m uvicorn --factory service.main:create_app") == "api"
+    # Its folders are in pytest's temporary tree, which must not make it a test process.
+    s3rver = "node --openssl-legacy-provider /repo/infra/local/s3/serve.js --directory /tmp/pytest-of-root/p/s3"
+    assert kind_of(s3rver) == "s3 server"
     assert kind_of("/bin/sleep 1") == "other"
 
 
