@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from core.migrate import migrate
 from core.store import JobStore
 from tests.utils.postgres import postgres_bin, temporary_postgres
+from tests.utils.schema import migrated
 
 
 @pytest.fixture(scope="module")
@@ -32,5 +32,5 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
         with engine.begin() as conn:  # each test starts from an empty database
             conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         engine.dispose()
-    migrate(url)
+    migrated(url)
     return JobStore.from_url(url)

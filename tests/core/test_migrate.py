@@ -183,3 +183,19 @@ def test_the_migrations_ship_with_the_package() -> None:
     assert "migrations/script.py.mako" in pyproject["tool"]["setuptools"]["package-data"]["core"]
     for package in ("core/migrations", "core/migrations/versions"):
         assert (REPO / package / "__init__.py").exists()
+
+
+def test_the_tests_copy_of_a_migrated_store_is_the_store_a_migration_builds(tmp_path: Path) -> None:
+    from tests.utils.schema import migrated
+
+    def schema(path: Path) -> list[tuple[str, ...]]:
+        """Every table, index and trigger as SQLite keeps it, and last the revision the store is stamped with."""
+        with sa.create_engine(f"sqlite:///{path}").connect() as conn:
+            rows = conn.execute(sa.text("SELECT type, name, sql FROM sqlite_master ORDER BY name")).all()
+            revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+        return [tuple(row) for row in rows] + [("revision", revision)]
+
+    migrate(f"sqlite:///{tmp_path / 'built.db'}")
+    migrated(f"sqlite:///{tmp_path / 'copied' / 'store.db'}")  # a folder that does not exist yet, as migrate allows
+    assert schema(tmp_path / "copied" / "store.db") == schema(tmp_path / "built.db")
+    assert schema(tmp_path / "built.db")[-1][1] == head_revision()

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from core.migrate import migrate
 from core.settings import Settings
 from core.store import JobStore
 from core.tenancy import Tenancy
 from service.main import create_app
 from tests.utils.api_server import FakeLauncher, listening_socket, make_settings, serve
 from tests.utils.doc_commands import NOT_RUN, DocCommand, _expected_status, documented_commands, run_command
+from tests.utils.schema import migrated
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", REPO / "docs" / "api.md"]
@@ -56,7 +56,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         settings = make_settings(home, closed.getsockname()[1])
-        migrate(settings.resolved_database_url)
+        migrated(settings.resolved_database_url)
         store = JobStore.from_url(settings.resolved_database_url)
         _, key = Tenancy(store.engine).create_key("admin", admin=True)
         with serve(create_app(settings, FakeLauncher()), listening_socket()) as url:

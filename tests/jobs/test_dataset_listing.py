@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from core.dataset_listing import DATASET_LISTING, parse_listing
-from core.migrate import migrate
 from core.settings import get_settings
 from core.spec import JobParams, S3Location
 from core.store import JobStore
 from infra.local.sample_data import ensure_bucket, make_shapes
 from jobs.driver import Driver
 from jobs.stages.validate import validate_dataset
+from tests.utils.schema import migrated
 
 
 def test_the_listing_holds_every_split_with_class_names_and_is_an_artifact(
@@ -23,7 +23,7 @@ def test_the_listing_holds_every_split_with_class_names_and_is_an_artifact(
 ) -> None:
     settings = get_settings().model_copy(update={"database_url": f"sqlite:///{tmp_path / 'store.db'}"})
     ensure_bucket(s3, S3Location.parse(settings.artifact_uri).bucket)
-    migrate(settings.database_url)
+    migrated(settings.database_url)
     store = JobStore.from_url(settings.database_url)
     root = make_shapes(tmp_path / "shapes", train_per_class=3, valid_per_class=2, size=32)
     (root / "train" / "circle" / "notes.txt").write_text("not an image")

@@ -27,10 +27,10 @@ from core.exports import (
     building,
     export_folder,
 )
-from core.migrate import migrate
 from core.spec import JobParams, Phase, S3Location
 from core.store import JobStore
 from jobs.export import announce_exports, build_exports, describe, export_after_success
+from tests.utils.schema import migrated
 
 CLASSES = ["cat", "dog", "fox"]
 SIZE = 32
@@ -133,7 +133,7 @@ def test_exports_are_announced_at_publish_and_built_after_the_job_succeeded(s3: 
 
 def migrated_store(tmp_path: Path) -> JobStore:
     url = f"sqlite:///{tmp_path / 'trainyard.db'}"
-    migrate(url)
+    migrated(url)
     return JobStore.from_url(url)
 
 

@@ -18,11 +18,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from core.migrate import migrate
 from core.store import JobStore
 from core.tenancy import Tenancy
 from service.main import create_app
 from tests.utils.api_server import Api, ApiFactory, listening_socket, make_settings, serve
+from tests.utils.schema import migrated
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def make_api(tmp_path: Path, closed_port: int) -> Iterator[ApiFactory]:
             sock = listening_socket()
             public_url = "http://{}:{}".format(*sock.getsockname())
             settings = make_settings(tmp_path / f"api{next(count)}", closed_port, public_url=public_url, **overrides)
-            migrate(settings.resolved_database_url)  # what the stack and the chart do before the API starts
+            migrated(settings.resolved_database_url)  # what the stack and the chart do before the API starts
             store = JobStore.from_url(settings.resolved_database_url)
             stack.callback(store.engine.dispose)
             # `http` carries an admin key, so tests written before auth existed keep working unchanged.

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from core.cost import WorkUsage, job_cost
-from core.migrate import migrate
 from core.overhead import NodeLife
 from core.settings import NodeType, Settings
 from core.spec import JobParams
 from core.store import JobStore
 from service.cost_settlement import CostSettler
 from tests.utils.api_server import FakeCluster
+from tests.utils.schema import migrated
 
 TYPES = {"cpu": NodeType(resources={"CPU": 2}, usd_per_hour=3.6, max_workers=2)}
 
@@ -23,7 +23,7 @@ TYPES = {"cpu": NodeType(resources={"CPU": 2}, usd_per_hour=3.6, max_workers=2)}
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    migrate(url)
+    migrated(url)
     return JobStore.from_url(url)
 
 

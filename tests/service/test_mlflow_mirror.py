@@ -18,12 +18,12 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
-from core.migrate import migrate
 from core.settings import Settings
 from core.spec import JobParams, Phase
 from core.store import JobRecord, JobStore, ModelRecord
 from service.tracking.mirror import Mirror
 from tests.utils.mlflow_server import MlflowServer
+from tests.utils.schema import migrated
 
 BUCKET = "trainyard-artifacts"
 SWEEP = {
@@ -50,7 +50,7 @@ EVALUATION = {
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[JobStore]:
     url = f"sqlite:///{tmp_path / 'trainyard.db'}"
-    migrate(url)
+    migrated(url)
     store = JobStore.from_url(url)
     yield store
     store.engine.dispose()

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from core.migrate import migrate
 from core.spec import JobParams, JobStatus, Phase
 from core.store import JobStore
 from service.launcher import RayJobState
 from service.reconciler import Reconciler, reconcile_once
 from tests.utils.api_server import ApiFactory, FakeLauncher
+from tests.utils.schema import migrated
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    migrate(url)
+    migrated(url)
     return JobStore.from_url(url)
 
 

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from core.migrate import migrate
 from core.store import JobStore
 from service.launcher import RayJobState
 from service.ray_cluster import SERVE_RESTORE_ENTRYPOINT, ServeState
 from service.reconciler import Reconciler
 from service.serve_restore import ServeHealth, ServeRestorer
 from tests.utils.api_server import FakeCluster, add_model
+from tests.utils.schema import migrated
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    migrate(url)
+    migrated(url)
     return JobStore.from_url(url)
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.migrate import migrate
 from core.spec import JobParams
 from core.store import JobStore
 from infra.local.stack import LOOPBACK, free_port
 from tests.utils.postgres import postgres_bin, temporary_postgres
 from tests.utils.recording_launcher import RecordingLauncher
+from tests.utils.schema import migrated
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = 40
@@ -30,7 +30,7 @@ def postgres_url() -> Iterator[str]:
     if postgres_bin("initdb") is None and not os.environ.get("CI"):
         pytest.skip("PostgreSQL is not installed here (CI installs it)")
     with temporary_postgres() as url:
-        migrate(url)
+        migrated(url)
         yield url
 
 

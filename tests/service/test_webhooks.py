@@ -21,7 +21,6 @@ import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
-from core.migrate import migrate
 from core.settings import get_settings
 from core.spec import Phase
 from core.store import JobStore, ModelRecord
@@ -35,6 +34,7 @@ from service.notify import Notifier
 from tests.utils.api_server import Api, ApiFactory, FakeLauncher, listening_socket, make_settings, serve
 from tests.utils.jobs import poll
 from tests.utils.models import deployed_job
+from tests.utils.schema import migrated
 from tests.utils.webhook_receiver import Received, WebhookReceiver
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
@@ -171,7 +171,7 @@ def test_a_delivery_cut_off_by_an_api_restart_is_sent_by_the_next_api(tmp_path: 
     """The API stops while the receiver has the request but has not answered: the delivery is still owed, and the
     API started next sends it (same delivery id: receivers drop repeats by it)."""
     settings = make_settings(tmp_path / "api", closed_port, webhook_lease_s=1.0, **ALLOW_LOOPBACK)
-    migrate(settings.resolved_database_url)
+    migrated(settings.resolved_database_url)
     store = JobStore.from_url(settings.resolved_database_url)
     key = Tenancy(store.engine).create_key("admin", admin=True)[1]
     hold = threading.Event()

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from core.migrate import migrate
 from core.store import JobStore
 from core.tenancy import Tenancy
 from service.main import create_app
 from tests.utils.api_server import FakeLauncher, listening_socket, make_settings, serve
+from tests.utils.schema import migrated
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def live_api(tmp_path: Path, client_env: Path, monkeypatch: pytest.MonkeyPatch) 
             s3_endpoint_url=nowhere,
             s3_max_attempts=1,
         )
-        migrate(settings.resolved_database_url)
+        migrated(settings.resolved_database_url)
         store = JobStore.from_url(settings.resolved_database_url)
         _, api_key = Tenancy(store.engine).create_key("admin", admin=True)
         monkeypatch.setenv("TRAINYARD_API_KEY", api_key)
