@@ -6,6 +6,7 @@
     ray_state           a stack's Ray actors, held resources and Ray Jobs, asked from outside this process
     browser             headless Chromium (Debian's) driven by Playwright
     postgres            a throwaway PostgreSQL server
+    schema              `migrated(url)`: a new SQLite store at the schema's head, copied instead of migrated
     recording_launcher  the API as a subprocess with a launcher that records submissions
     summary             the pytest plugin behind build/test-summary.* and README.md's test figures
 
