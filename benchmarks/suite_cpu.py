@@ -103,14 +103,6 @@ class Sampler:
                 seen.command_line = command_line
         self.first = False
 
-    def by_kind(self) -> tuple[dict[str, float], Counter[str]]:
-        seconds: dict[str, float] = defaultdict(float)
-        count: Counter[str] = Counter()
-        for (kind, _), (spent, processes) in self.by_title().items():
-            seconds[kind] += spent
-            count[kind] += processes
-        return seconds, count
-
     def by_title(self) -> dict[tuple[str, str], tuple[float, int]]:
         """(kind, title) -> (CPU seconds, processes)."""
         found: dict[tuple[str, str], tuple[float, int]] = {}
@@ -133,8 +125,12 @@ def measure(command: list[str], interval: float = 1.0) -> dict[str, object]:
         time.sleep(interval)
         sampler.sample()
     wall = time.monotonic() - started
-    seconds, count = sampler.by_kind()
     titles = sorted(sampler.by_title().items(), key=lambda item: -item[1][0])
+    seconds: dict[str, float] = defaultdict(float)
+    count: Counter[str] = Counter()
+    for (kind, _), (spent, processes) in titles:
+        seconds[kind] += spent
+        count[kind] += processes
     total = sum(seconds.values())
     return {
         "command": command,
