@@ -8,6 +8,7 @@ file that already exists, are migrated for real; tests/core/test_migrate.py test
 from __future__ import annotations
 
 import atexit
+import functools
 import shutil
 import sqlite3
 import tempfile
@@ -16,7 +17,6 @@ from pathlib import Path
 from core.migrate import migrate
 
 _SQLITE = "sqlite:///"
-_head: list[Path] = []  # this process's migrated file, made on first use
 
 
 def migrated(url: str) -> None:
@@ -33,10 +33,10 @@ def migrated(url: str) -> None:
     copy.close()
 
 
+@functools.cache
 def _head_file() -> Path:
-    if not _head:
-        folder = Path(tempfile.mkdtemp(prefix="trainyard-schema-head-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        migrate(f"{_SQLITE}{folder / 'head.db'}")
-        _head.append(folder / "head.db")
-    return _head[0]
+    """This process's migrated file, made on first use."""
+    folder = Path(tempfile.mkdtemp(prefix="trainyard-schema-head-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    migrate(f"{_SQLITE}{folder / 'head.db'}")
+    return folder / "head.db"
