@@ -33,7 +33,7 @@ from tests.utils.stack import FRUGAL_RAY_ENV, HOLDS, keep_ray_logs, start_ray
 # parallel region by spinning (libgomp's default), which burns the core that a peer process needs, and a forward
 # pass has hundreds of regions: waiting asleep cut a contended forward pass's CPU about threefold
 # (benchmarks/omp_wait.py). Set before any process of the suite imports torch; every stack's processes inherit it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 # The run's figures (count, time, 15 slowest) for build/ and the README: see tests/utils/summary.py.
 pytest_plugins = ("tests.utils.summary",)

@@ -92,6 +92,13 @@ def test_pyarrow_sees_a_checkpoint_folder_as_a_directory(stack: LocalStack, s3: 
     assert fs.get_file_info("arrow-dirs/ckpt/checkpoint_1").type == pyarrow.fs.FileType.NotFound
 
 
+def test_the_suites_stacks_start_their_processes_with_openmp_threads_that_wait_asleep(stack: LocalStack) -> None:
+    """Every process of a stack the suite starts shares two busy cores: its torch threads must not spin there
+    (tests/conftest.py sets the policy; a stack's processes inherit it, the S3 server as much as Ray's)."""
+    environ = Path(f"/proc/{stack.config.pids['s3']}/environ").read_bytes().split(b"\0")
+    assert b"OMP_WAIT_POLICY=PASSIVE" in environ
+
+
 def test_the_stack_makes_an_admin_key_that_its_api_the_sdk_and_the_cli_use(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
