@@ -61,9 +61,8 @@ def busy_cores(busy: bool) -> Iterator[None]:
 
 
 def measure_one(extra_env: dict[str, str], size: int, batch: int, passes: int) -> dict[str, float]:
-    env = os.environ | TORCH_MALLOC_ENV | extra_env
-    if not extra_env:
-        env.pop("OMP_WAIT_POLICY", None)
+    inherited = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}  # the default row sets none
+    env = inherited | TORCH_MALLOC_ENV | extra_env
     argv = [sys.executable, "-c", CHILD, str(size), str(batch), str(passes)]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
     result: dict[str, float] = json.loads(out.splitlines()[-1])

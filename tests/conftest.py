@@ -31,7 +31,7 @@ from tests.utils.stack import FRUGAL_RAY_ENV, HOLDS, keep_ray_logs, start_ray
 
 # Every process of the suite shares two cores with the rest. PyTorch's OpenMP threads wait at the end of each
 # parallel region by spinning (libgomp's default), which burns the core that a peer process needs, and a forward
-# pass has hundreds of regions: waiting asleep cut a contended forward pass's CPU about threefold
+# pass has hundreds of regions: waiting asleep cut a contended forward pass's CPU 2-12 fold
 # (benchmarks/omp_wait.py). Set before any process of the suite imports torch; every stack's processes inherit it.
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
